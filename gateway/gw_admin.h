@@ -1,0 +1,29 @@
+/*
+ * gw_admin.h — the admin API (SPEC §5) served on its own listener.
+ *
+ * Runs on one dedicated loop in the gateway process (not the workers'), with
+ * its own gw_ledger. Every request needs `Authorization: Bearer <admin token>`
+ * compared in constant time. Errors in OpenAI shape (400 with the bad field
+ * named, 401, 404, 409, 503 ledger_unavailable).
+ *
+ * Issue 2 slice: POST /admin/v1/orgs, GET /admin/v1/orgs/{org},
+ * POST /admin/v1/orgs/{org}/keys, GET /admin/v1/keys/{id}.
+ */
+#ifndef GW_ADMIN_H
+#define GW_ADMIN_H
+#include <uv.h>
+#include "cg_config.h"
+#include "cg_http.h"
+#include "cg_ring.h"
+#include "gw_ledger.h"
+
+typedef struct gw_admin gw_admin;
+
+/* Start listening on cfg->admin_listen on loop. cfg, ring and ledger are
+ * borrowed and must outlive the admin server. Call on the loop thread. */
+cg_err gw_admin_start(uv_loop_t *loop, const cg_config *cfg, const cg_ring *ring, gw_ledger *ledger,
+                      gw_admin **out);
+/* Stop listening and free (connections finish their current response). Loop thread. */
+void gw_admin_stop(gw_admin *a);
+
+#endif

@@ -1,0 +1,294 @@
+/*
+ * proto.h — the ledger wire protocol: versioned msgpack messages shared by
+ * gateway, ledger and alerter.
+ *
+ * A request message carries a batch of 1..PROTO_BATCH_MAX operations for one
+ * shard; the reply carries one result per operation, in the same order. Every
+ * message starts with the protocol version; a decoder refuses other versions
+ * (CG_ERR_VERSION), any message over PROTO_MSG_MAX_BYTES (CG_ERR_TOOBIG), and
+ * anything malformed, truncated, of the wrong type or with a string/array over
+ * its bound (CG_ERR_PROTO) — never a crash, never a partial result.
+ *
+ * Wire layout (msgpack arrays, positional, so decoding is cheap and strict):
+ *   request  = [version, [op, ...]]          op    = [opcode, route, body...]
+ *   reply    = [version, [result, ...]]      result = [opcode, status, body...]
+ *   pub      = [version, shard_name, event]  (events on the shard's PUB socket)
+ * The bodies per opcode are documented in proto.c.
+ *
+ * Records stored in LMDB (org, key, event) use the same encoders, so a record
+ * read back from disk is checked exactly like one from the network.
+ *
+ * All structs are fixed-size (bounded strings are NUL-terminated char arrays);
+ * the only heap memory is the batch arrays and an events-since reply's event
+ * array, freed by proto_req_free / proto_rep_free.
+ */
+#ifndef PROTO_H
+#define PROTO_H
+#include <stddef.h>
+#include <stdint.h>
+#include <msgpack.h>
+#include "cg_err.h"
+#include "cg_period.h"
+
+#define PROTO_VERSION 1
+#define PROTO_MSG_MAX_BYTES (4u << 20) /* receive cap for any message */
+#define PROTO_BATCH_MAX 256            /* operations per message */
+#define PROTO_ID_MAX 64                /* org / key / group / customer id bytes */
+#define PROTO_ROUTE_MAX 160            /* routing key bytes ("customer:<org>/<id>") */
+#define PROTO_REQID_MAX 48             /* request id bytes */
+#define PROTO_NAME_MAX 128
+#define PROTO_LIMITS_MAX 16            /* limits per scope */
+#define PROTO_WARN_MAX 8               /* warn_at thresholds per limit */
+#define PROTO_WEBHOOKS_MAX 8           /* webhook endpoints per org */
+#define PROTO_URL_MAX 512
+#define PROTO_SECRET_MAX 128
+#define PROTO_MODEL_MAX 64
+#define PROTO_EVENTS_MAX 256           /* events per events-since reply */
+#define PROTO_EVENT_ID_MAX 40          /* "evt_" + 32 hex */
+#define PROTO_SHARD_MAX 31
+
+typedef enum proto_metric {
+    PROTO_METRIC_COST = 0,     /* nano-USD */
+    PROTO_METRIC_TOKENS = 1,   /* prompt + completion tokens */
+    PROTO_METRIC_REQUESTS = 2, /* requests */
+    PROTO_METRIC_COUNT_
+} proto_metric;
+
+typedef enum proto_action { PROTO_ACTION_BLOCK = 0, PROTO_ACTION_WARN = 1 } proto_action;
+
+typedef enum proto_scope {
+    PROTO_SCOPE_KEY = 0,
+    PROTO_SCOPE_GROUP = 1,
+    PROTO_SCOPE_CUSTOMER = 2,
+    PROTO_SCOPE_ORG = 3,
+} proto_scope;
+
+/* Event types of SPEC §7; value = 1 + metric * 2 + (reached ? 1 : 0). */
+typedef enum proto_event_type {
+    PROTO_EVT_SPEND_WARNING = 1,   /* spend_cap_warning_threshold_reached */
+    PROTO_EVT_SPEND_REACHED = 2,   /* spend_cap_reached */
+    PROTO_EVT_TOKEN_WARNING = 3,   /* token_quota_warning_threshold_reached */
+    PROTO_EVT_TOKEN_REACHED = 4,   /* token_quota_reached */
+    PROTO_EVT_REQUEST_WARNING = 5, /* request_quota_warning_threshold_reached */
+    PROTO_EVT_REQUEST_REACHED = 6, /* request_quota_reached */
+} proto_event_type;
+
+typedef enum proto_op {
+    PROTO_OP_PING = 1,         /* route ""                          */
+    PROTO_OP_AUTH = 2,         /* route "key:<id>": key by hash     */
+    PROTO_OP_RESERVE = 3,      /* route = scope routing key         */
+    PROTO_OP_SETTLE = 4,       /* route = scope routing key         */
+    PROTO_OP_RELEASE = 5,      /* route = scope routing key         */
+    PROTO_OP_PUT_ORG = 6,      /* route "org:<id>"                  */
+    PROTO_OP_GET_ORG = 7,      /* route "org:<id>"                  */
+    PROTO_OP_PUT_KEY = 8,      /* route "key:<id>"                  */
+    PROTO_OP_GET_KEY = 9,      /* route "key:<id>": with limit state */
+    PROTO_OP_EVENTS_SINCE = 10 /* route ""                          */
+} proto_op;
+
+/* A limit of SPEC §3. */
+typedef struct proto_limit {
+    uint32_t id;     /* unique and stable within its scope (1, 2, ...); names its counters */
+    uint8_t metric;  /* proto_metric */
+    cg_window window;
+    int64_t max;     /* nano-USD for cost, else a count; 0 = unlimited */
+    uint8_t action;  /* proto_action */
+    uint8_t warn_n;  /* 0..PROTO_WARN_MAX */
+    uint16_t warn_bp[PROTO_WARN_MAX]; /* thresholds in basis points, 1..10000, strictly ascending */
+} proto_limit;
+
+typedef struct proto_webhook {
+    char url[PROTO_URL_MAX + 1];
+    char secret[PROTO_SECRET_MAX + 1]; /* "whsec_<base64>" */
+} proto_webhook;
+
+typedef struct proto_org {
+    char id[PROTO_ID_MAX + 1];
+    char name[PROTO_NAME_MAX + 1];
+    uint8_t billing_anchor_day; /* 1..28 */
+    int64_t created_ms;
+    uint8_t limit_n;
+    proto_limit limits[PROTO_LIMITS_MAX];
+    uint8_t webhook_n;
+    proto_webhook webhooks[PROTO_WEBHOOKS_MAX];
+} proto_org;
+
+typedef struct proto_key {
+    char id[PROTO_ID_MAX + 1]; /* "k_<hex>" */
+    char org[PROTO_ID_MAX + 1];
+    char name[PROTO_NAME_MAX + 1];
+    uint8_t hash[32];          /* HMAC-SHA256(pepper, full key string) */
+    int64_t created_ms;
+    int64_t expires_ms;        /* 0 = never */
+    uint8_t revoked;
+    uint8_t billing_anchor_day; /* copied from the org at creation, 1..28 */
+    uint8_t limit_n;
+    proto_limit limits[PROTO_LIMITS_MAX];
+} proto_key;
+
+/* Counter state of one limit in its current period. */
+typedef struct proto_limit_state {
+    uint32_t limit_id;
+    int64_t used;
+    int64_t reserved;
+    int64_t period_start_ms;
+    int64_t period_end_ms; /* reset time; 0 = never (lifetime) */
+} proto_limit_state;
+
+typedef struct proto_amounts {
+    int64_t cost_nusd;
+    int64_t tokens;
+    int64_t requests;
+} proto_amounts;
+
+/* Which limit refused a reservation (CG_ERR_BUDGET), for the 402 `limit` object. */
+typedef struct proto_refusal {
+    uint32_t limit_id;
+    uint8_t metric;
+    cg_window window;
+    int64_t max;
+    int64_t used;
+    int64_t reserved;
+    int64_t resets_at_ms; /* 0 = never */
+} proto_refusal;
+
+/* Usage record written with a settle (key scope only). */
+typedef struct proto_usage {
+    int64_t ts_ms;
+    char org[PROTO_ID_MAX + 1];
+    char key_id[PROTO_ID_MAX + 1];
+    char model[PROTO_MODEL_MAX + 1];
+    int64_t prompt_tokens;
+    int64_t completion_tokens;
+    int64_t cost_nusd;
+    int32_t status;     /* HTTP status returned to the client */
+    int32_t latency_ms;
+    uint8_t estimated;  /* usage estimated (stream broke before the usage chunk) */
+} proto_usage;
+
+typedef struct proto_event {
+    uint64_t seq;                        /* per-shard sequence, from 1 */
+    char id[PROTO_EVENT_ID_MAX + 1];     /* stable: derived from (scope, limit, period, threshold) */
+    uint8_t type;                        /* proto_event_type */
+    int64_t created_ms;
+    char org[PROTO_ID_MAX + 1];
+    uint8_t scope;                       /* proto_scope */
+    char scope_id[PROTO_ID_MAX + 1];
+    uint32_t limit_id;
+    uint8_t metric;
+    cg_window window;
+    int64_t period_start_ms;
+    int64_t period_end_ms;               /* 0 = never */
+    uint16_t threshold_bp;               /* 10000 for *_reached */
+    int64_t max;
+    int64_t used;
+} proto_event;
+
+typedef struct proto_req {
+    uint8_t op; /* proto_op */
+    char route[PROTO_ROUTE_MAX + 1];
+    union {
+        struct {
+            uint8_t hash[32];
+        } auth;
+        struct {
+            char request_id[PROTO_REQID_MAX + 1];
+            int64_t lease_ms;
+            proto_amounts worst;
+        } reserve;
+        struct {
+            char request_id[PROTO_REQID_MAX + 1];
+            proto_amounts actual;
+            uint8_t has_usage; /* write a usage record (key scope) */
+            proto_usage usage;
+        } settle;
+        struct {
+            char request_id[PROTO_REQID_MAX + 1];
+        } release;
+        struct {
+            uint8_t create_only; /* CG_ERR_EXISTS if present */
+            proto_org org;
+        } put_org;
+        struct {
+            uint8_t create_only;
+            proto_key key;
+        } put_key;
+        struct {
+            uint64_t after_seq;
+            uint32_t max_n; /* 1..PROTO_EVENTS_MAX */
+        } events_since;
+    } u;
+} proto_req;
+
+typedef struct proto_rep {
+    uint8_t op;      /* echoes the request's op */
+    uint16_t status; /* cg_err; bodies below are meaningful only where noted */
+    union {
+        struct {
+            char shard[PROTO_SHARD_MAX + 1];
+            uint64_t last_seq;
+        } ping; /* OK */
+        struct {
+            proto_key key;
+        } auth; /* OK: the key (hash matched, not revoked); else UNAUTHORIZED */
+        struct {
+            proto_refusal refusal; /* BUDGET */
+            uint8_t state_n;       /* OK and BUDGET: every limit after the operation */
+            proto_limit_state states[PROTO_LIMITS_MAX];
+        } reserve;
+        struct {
+            uint8_t late; /* OK: the lease had expired; recorded as spend anyway */
+        } settle;
+        struct {
+            proto_org org;
+        } get_org; /* OK */
+        struct {
+            proto_key key;
+            uint8_t state_n;
+            proto_limit_state states[PROTO_LIMITS_MAX];
+        } get_key; /* OK */
+        struct {
+            uint64_t last_seq;   /* the shard's newest seq */
+            uint32_t n;
+            proto_event *events; /* heap, n entries, ascending seq; freed by proto_rep_free */
+        } events;
+    } u;
+} proto_rep;
+
+/* Encode a batch (1..PROTO_BATCH_MAX) into out (appended). Asserts on programmer errors. */
+cg_err proto_req_encode(const proto_req *reqs, uint32_t n, msgpack_sbuffer *out);
+/* Decode; on success *out is a calloc'ed array of *n entries (free with proto_req_free). */
+cg_err proto_req_decode(const void *buf, size_t len, proto_req **out, uint32_t *n);
+void proto_req_free(proto_req *reqs, uint32_t n);
+
+cg_err proto_rep_encode(const proto_rep *reps, uint32_t n, msgpack_sbuffer *out);
+cg_err proto_rep_decode(const void *buf, size_t len, proto_rep **out, uint32_t *n);
+/* Frees the array and every events array inside it. */
+void proto_rep_free(proto_rep *reps, uint32_t n);
+
+/* Single records, for LMDB values and PUB messages. */
+cg_err proto_org_encode(const proto_org *o, msgpack_sbuffer *out);
+cg_err proto_org_decode(const void *buf, size_t len, proto_org *out);
+cg_err proto_key_encode(const proto_key *k, msgpack_sbuffer *out);
+cg_err proto_key_decode(const void *buf, size_t len, proto_key *out);
+cg_err proto_event_encode(const proto_event *e, msgpack_sbuffer *out);
+cg_err proto_event_decode(const void *buf, size_t len, proto_event *out);
+cg_err proto_usage_encode(const proto_usage *u, msgpack_sbuffer *out);
+cg_err proto_usage_decode(const void *buf, size_t len, proto_usage *out);
+cg_err proto_pub_encode(const char *shard, const proto_event *e, msgpack_sbuffer *out);
+cg_err proto_pub_decode(const void *buf, size_t len, char shard[PROTO_SHARD_MAX + 1], proto_event *out);
+
+/* Names as in SPEC: "cost"/"tokens"/"requests", "block"/"warn", "key"/"group"/"customer"/"org",
+ * "spend_cap_warning_threshold_reached", ...; NULL for out-of-range values. */
+const char *proto_metric_name(int metric);
+const char *proto_action_name(int action);
+const char *proto_scope_name(int scope);
+const char *proto_event_type_name(int type);
+const char *proto_op_name(int op);
+/* Parse the names above; -1 if unknown. */
+int proto_metric_parse(const char *s);
+int proto_action_parse(const char *s);
+/* Event type for a metric crossing a warning (reached = 0) or the cap (reached = 1). */
+int proto_event_type_for(int metric, int reached);
+
+#endif
