@@ -1,0 +1,577 @@
+/*
+ * proto.c — ledger protocol messages: request/reply batches, standalone
+ * records (LMDB values) and PUB messages. The contract is proto.h; the msgpack
+ * primitives are proto_wire.c, the record codecs proto_rec.c.
+ *
+ * Every value below is a msgpack array, positional. "bool" is msgpack
+ * true/false, "bin32" a 32-byte bin, "str<=N" a str of at most N bytes without
+ * NUL bytes, integers use any msgpack integer format that holds the value.
+ *
+ * Messages
+ *   request = [1, [op, ...]]        1..PROTO_BATCH_MAX ops
+ *   reply   = [1, [result, ...]]    1..PROTO_BATCH_MAX results, in request order
+ *   pub     = [1, shard str<=PROTO_SHARD_MAX, event]
+ *   record  = [1, org | key | event | usage]       (LMDB values)
+ *
+ * Request ops: [opcode, route str<=PROTO_ROUTE_MAX, body...]
+ *   1  PING          [1, route]
+ *   2  AUTH          [2, route, hash bin32]
+ *   3  RESERVE       [3, route, request_id str<=48, lease_ms, amounts]
+ *   4  SETTLE        [4, route, request_id, amounts, usage | nil]   (nil: has_usage = 0)
+ *   5  RELEASE       [5, route, request_id]
+ *   6  PUT_ORG       [6, route, create_only bool, org]
+ *   7  GET_ORG       [7, route]
+ *   8  PUT_KEY       [8, route, create_only bool, key]
+ *   9  GET_KEY       [9, route]
+ *   10 EVENTS_SINCE  [10, route, after_seq u64, max_n 1..PROTO_EVENTS_MAX]
+ *
+ * Reply results: [opcode, status u16 (cg_err), body...]; the body is present only
+ * for the statuses where proto.h calls it meaningful, otherwise the result is
+ * just [opcode, status]:
+ *   PING          OK:     [1, 0, shard str<=PROTO_SHARD_MAX, last_seq u64]
+ *   AUTH          OK:     [2, 0, key]
+ *   RESERVE       OK:     [3, 0, [state, ...]]
+ *                 BUDGET: [3, 12, [state, ...], refusal]
+ *   SETTLE        OK:     [4, 0, late bool]
+ *   GET_ORG       OK:     [7, 0, org]
+ *   GET_KEY       OK:     [9, 0, key, [state, ...]]
+ *   EVENTS_SINCE  OK:     [10, 0, last_seq u64, [event, ...]]  <= PROTO_EVENTS_MAX, seq ascending
+ *   RELEASE, PUT_ORG, PUT_KEY: never a body.
+ *
+ * Records
+ *   amounts = [cost_nusd, tokens, requests]
+ *   limit   = [id u32 >= 1, metric, window_kind, sliding_s, max, action, [warn_bp, ...]]
+ *             sliding_s is 0 unless window_kind is sliding; warn_bp 1..10000 strictly
+ *             ascending, <= PROTO_WARN_MAX; ids distinct within the limit list
+ *   org     = [id, name, billing_anchor_day 1..28, created_ms, [limit, ...], [[url, secret], ...]]
+ *   key     = [id, org, name, hash bin32, created_ms, expires_ms, revoked bool,
+ *              billing_anchor_day 1..28, [limit, ...]]
+ *   usage   = [ts_ms, org, key_id, model, prompt_tokens, completion_tokens, cost_nusd,
+ *              status i32, latency_ms i32, estimated bool]
+ *   event   = [seq, id, type 1..6, created_ms, org, scope, scope_id, limit_id, metric,
+ *              window_kind, sliding_s, period_start_ms, period_end_ms, threshold_bp 1..10000,
+ *              max, used]      type must agree with metric (type = 1 + 2 * metric + reached)
+ *   state   = [limit_id, used, reserved, period_start_ms, period_end_ms]
+ *   refusal = [limit_id, metric, window_kind, sliding_s, max, used, reserved, resets_at_ms]
+ *
+ * Decoding invariants: input over PROTO_MSG_MAX_BYTES is CG_ERR_TOOBIG before a
+ * byte is read; a first element other than 1 is CG_ERR_VERSION; anything else
+ * that deviates from the layouts above (type, arity, bound, unknown opcode,
+ * trailing bytes) is CG_ERR_PROTO. The only allocations are the result array
+ * (bounded by PROTO_BATCH_MAX and by the input length) and, per events reply,
+ * its event array; on failure nothing is returned and everything is freed.
+ */
+#include "proto.h"
+
+#include <assert.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "proto_wire.h"
+
+#define MSG_ARITY 2     /* [version, batch | record] */
+#define PUB_ARITY 3     /* [version, shard, event] */
+#define REQ_ARITY_MAX 5 /* longest request op */
+#define REP_ARITY_MAX 4 /* longest reply result */
+#define OP_ARITY_BARE 2 /* [opcode, route] or [opcode, status] */
+
+static const uint8_t req_arity[PROTO_OP_EVENTS_SINCE + 1] = {
+    [PROTO_OP_PING] = 2,         [PROTO_OP_AUTH] = 3,    [PROTO_OP_RESERVE] = 5,
+    [PROTO_OP_SETTLE] = 5,       [PROTO_OP_RELEASE] = 3, [PROTO_OP_PUT_ORG] = 4,
+    [PROTO_OP_GET_ORG] = 2,      [PROTO_OP_PUT_KEY] = 4, [PROTO_OP_GET_KEY] = 2,
+    [PROTO_OP_EVENTS_SINCE] = 4,
+};
+
+static bool op_ok(uint8_t op)
+{
+    return op >= PROTO_OP_PING && op <= PROTO_OP_EVENTS_SINCE;
+}
+
+/* Elements of a reply result for (op, status): 2 when it carries no body. */
+static uint32_t rep_arity(uint8_t op, uint16_t status)
+{
+    switch (op) {
+    case PROTO_OP_PING:
+    case PROTO_OP_GET_KEY:
+    case PROTO_OP_EVENTS_SINCE:
+        return status == CG_ERR_OK ? 4 : 2;
+    case PROTO_OP_AUTH:
+    case PROTO_OP_SETTLE:
+    case PROTO_OP_GET_ORG:
+        return status == CG_ERR_OK ? 3 : 2;
+    case PROTO_OP_RESERVE:
+        return status == CG_ERR_OK ? 3 : status == CG_ERR_BUDGET ? 4 : 2;
+    default:
+        return OP_ARITY_BARE;
+    }
+}
+
+/* ---- requests ---- */
+
+static void wr_req(proto_wr *w, const proto_req *r)
+{
+    assert(op_ok(r->op));
+    proto_wr_array(w, req_arity[r->op]);
+    proto_wr_u64(w, r->op);
+    proto_wr_str(w, r->route, PROTO_ROUTE_MAX);
+    switch (r->op) {
+    case PROTO_OP_AUTH:
+        proto_wr_bin(w, r->u.auth.hash, sizeof(r->u.auth.hash));
+        break;
+    case PROTO_OP_RESERVE:
+        proto_wr_str(w, r->u.reserve.request_id, PROTO_REQID_MAX);
+        proto_wr_i64(w, r->u.reserve.lease_ms);
+        proto_wr_amounts(w, &r->u.reserve.worst);
+        break;
+    case PROTO_OP_SETTLE:
+        proto_wr_str(w, r->u.settle.request_id, PROTO_REQID_MAX);
+        proto_wr_amounts(w, &r->u.settle.actual);
+        if (r->u.settle.has_usage) {
+            proto_wr_usage(w, &r->u.settle.usage);
+        } else {
+            proto_wr_nil(w);
+        }
+        break;
+    case PROTO_OP_RELEASE:
+        proto_wr_str(w, r->u.release.request_id, PROTO_REQID_MAX);
+        break;
+    case PROTO_OP_PUT_ORG:
+        proto_wr_bool(w, r->u.put_org.create_only != 0);
+        proto_wr_org(w, &r->u.put_org.org);
+        break;
+    case PROTO_OP_PUT_KEY:
+        proto_wr_bool(w, r->u.put_key.create_only != 0);
+        proto_wr_key(w, &r->u.put_key.key);
+        break;
+    case PROTO_OP_EVENTS_SINCE:
+        assert(r->u.events_since.max_n >= 1 && r->u.events_since.max_n <= PROTO_EVENTS_MAX);
+        proto_wr_u64(w, r->u.events_since.after_seq);
+        proto_wr_u64(w, r->u.events_since.max_n);
+        break;
+    default: /* PING, GET_ORG, GET_KEY: the route is the whole request */
+        break;
+    }
+}
+
+static cg_err rd_req_body(proto_rd *rd, proto_req *r)
+{
+    switch (r->op) {
+    case PROTO_OP_AUTH:
+        return proto_rd_bin(rd, r->u.auth.hash, sizeof(r->u.auth.hash));
+    case PROTO_OP_RESERVE:
+        PROTO_TRY(proto_rd_str(rd, r->u.reserve.request_id, PROTO_REQID_MAX));
+        PROTO_TRY(proto_rd_i64(rd, &r->u.reserve.lease_ms));
+        return proto_rd_amounts(rd, &r->u.reserve.worst);
+    case PROTO_OP_SETTLE:
+        PROTO_TRY(proto_rd_str(rd, r->u.settle.request_id, PROTO_REQID_MAX));
+        PROTO_TRY(proto_rd_amounts(rd, &r->u.settle.actual));
+        if (proto_rd_nil(rd)) {
+            return CG_ERR_OK;
+        }
+        r->u.settle.has_usage = 1;
+        return proto_rd_usage(rd, &r->u.settle.usage);
+    case PROTO_OP_RELEASE:
+        return proto_rd_str(rd, r->u.release.request_id, PROTO_REQID_MAX);
+    case PROTO_OP_PUT_ORG:
+        PROTO_TRY(proto_rd_bool(rd, &r->u.put_org.create_only));
+        return proto_rd_org(rd, &r->u.put_org.org);
+    case PROTO_OP_PUT_KEY:
+        PROTO_TRY(proto_rd_bool(rd, &r->u.put_key.create_only));
+        return proto_rd_key(rd, &r->u.put_key.key);
+    case PROTO_OP_EVENTS_SINCE:
+        PROTO_TRY(proto_rd_u64(rd, UINT64_MAX, &r->u.events_since.after_seq));
+        PROTO_TRY(proto_rd_u32(rd, PROTO_EVENTS_MAX, &r->u.events_since.max_n));
+        return r->u.events_since.max_n >= 1 ? CG_ERR_OK : CG_ERR_PROTO;
+    default:
+        return CG_ERR_OK;
+    }
+}
+
+/* One op into *r, which the caller zeroed. */
+static cg_err rd_req(proto_rd *rd, proto_req *r)
+{
+    uint32_t n;
+    PROTO_TRY(proto_rd_array(rd, REQ_ARITY_MAX, &n));
+    if (n < OP_ARITY_BARE) {
+        return CG_ERR_PROTO;
+    }
+    PROTO_TRY(proto_rd_u8(rd, PROTO_OP_EVENTS_SINCE, &r->op));
+    if (!op_ok(r->op) || n != req_arity[r->op]) {
+        return CG_ERR_PROTO;
+    }
+    PROTO_TRY(proto_rd_str(rd, r->route, PROTO_ROUTE_MAX));
+    return rd_req_body(rd, r);
+}
+
+/* Assert what an encoder promises: a message any decoder accepts by size. */
+static cg_err wr_finish_msg(proto_wr *w)
+{
+    cg_err err = proto_wr_finish(w);
+    assert(err != CG_ERR_OK || w->sb->size - w->start <= PROTO_MSG_MAX_BYTES);
+    return err;
+}
+
+cg_err proto_req_encode(const proto_req *reqs, uint32_t n, msgpack_sbuffer *out)
+{
+    assert(reqs != NULL && n >= 1 && n <= PROTO_BATCH_MAX);
+    proto_wr w;
+    proto_wr_init(&w, out);
+    proto_wr_array(&w, MSG_ARITY);
+    proto_wr_u64(&w, PROTO_VERSION);
+    proto_wr_array(&w, n);
+    for (uint32_t i = 0; i < n; i++) {
+        wr_req(&w, &reqs[i]);
+    }
+    return wr_finish_msg(&w);
+}
+
+/* The batch header shared by requests and replies: its op count, 1..PROTO_BATCH_MAX. */
+static cg_err rd_batch_header(proto_rd *rd, const void *buf, size_t len, uint32_t *n)
+{
+    if (len > PROTO_MSG_MAX_BYTES) {
+        return CG_ERR_TOOBIG;
+    }
+    proto_rd_init(rd, buf, len);
+    PROTO_TRY(proto_rd_header(rd, MSG_ARITY));
+    PROTO_TRY(proto_rd_array(rd, PROTO_BATCH_MAX, n));
+    return *n >= 1 ? CG_ERR_OK : CG_ERR_PROTO;
+}
+
+cg_err proto_req_decode(const void *buf, size_t len, proto_req **out, uint32_t *n_out)
+{
+    proto_rd rd;
+    uint32_t n;
+    assert(out != NULL && n_out != NULL);
+    PROTO_TRY(rd_batch_header(&rd, buf, len, &n));
+    proto_req *reqs = calloc(n, sizeof(*reqs));
+    if (reqs == NULL) {
+        return CG_ERR_NOMEM;
+    }
+    cg_err err = CG_ERR_OK;
+    for (uint32_t i = 0; i < n && err == CG_ERR_OK; i++) {
+        err = rd_req(&rd, &reqs[i]);
+    }
+    if (err == CG_ERR_OK) {
+        err = proto_rd_end(&rd);
+    }
+    if (err != CG_ERR_OK) {
+        goto fail;
+    }
+    *out = reqs;
+    *n_out = n;
+    return CG_ERR_OK;
+fail:
+    proto_req_free(reqs, n);
+    return err;
+}
+
+void proto_req_free(proto_req *reqs, uint32_t n)
+{
+    (void)n; /* requests own no memory beyond the array */
+    free(reqs);
+}
+
+/* ---- replies ---- */
+
+static void wr_events(proto_wr *w, const proto_rep *r)
+{
+    uint32_t n = r->u.events.n;
+    assert(n <= PROTO_EVENTS_MAX && (n == 0 || r->u.events.events != NULL));
+    proto_wr_u64(w, r->u.events.last_seq);
+    proto_wr_array(w, n);
+    for (uint32_t i = 0; i < n; i++) {
+        assert(i == 0 || r->u.events.events[i].seq > r->u.events.events[i - 1].seq);
+        proto_wr_event(w, &r->u.events.events[i]);
+    }
+}
+
+static void wr_rep(proto_wr *w, const proto_rep *r)
+{
+    assert(op_ok(r->op));
+    uint32_t arity = rep_arity(r->op, r->status);
+    proto_wr_array(w, arity);
+    proto_wr_u64(w, r->op);
+    proto_wr_u64(w, r->status);
+    if (arity == OP_ARITY_BARE) {
+        return;
+    }
+    switch (r->op) {
+    case PROTO_OP_PING:
+        proto_wr_str(w, r->u.ping.shard, PROTO_SHARD_MAX);
+        proto_wr_u64(w, r->u.ping.last_seq);
+        break;
+    case PROTO_OP_AUTH:
+        proto_wr_key(w, &r->u.auth.key);
+        break;
+    case PROTO_OP_RESERVE:
+        proto_wr_states(w, r->u.reserve.states, r->u.reserve.state_n);
+        if (r->status == CG_ERR_BUDGET) {
+            proto_wr_refusal(w, &r->u.reserve.refusal);
+        }
+        break;
+    case PROTO_OP_SETTLE:
+        proto_wr_bool(w, r->u.settle.late != 0);
+        break;
+    case PROTO_OP_GET_ORG:
+        proto_wr_org(w, &r->u.get_org.org);
+        break;
+    case PROTO_OP_GET_KEY:
+        proto_wr_key(w, &r->u.get_key.key);
+        proto_wr_states(w, r->u.get_key.states, r->u.get_key.state_n);
+        break;
+    case PROTO_OP_EVENTS_SINCE:
+        wr_events(w, r);
+        break;
+    default:
+        assert(!"reply body for an op without one");
+    }
+}
+
+/* The event array of an events reply; r->u.events.events is owned by r as soon as it is set. */
+static cg_err rd_events(proto_rd *rd, proto_rep *r)
+{
+    uint32_t n;
+    PROTO_TRY(proto_rd_u64(rd, UINT64_MAX, &r->u.events.last_seq));
+    PROTO_TRY(proto_rd_array(rd, PROTO_EVENTS_MAX, &n));
+    if (n == 0) {
+        return CG_ERR_OK;
+    }
+    r->u.events.events = calloc(n, sizeof(proto_event));
+    if (r->u.events.events == NULL) {
+        return CG_ERR_NOMEM;
+    }
+    r->u.events.n = n;
+    for (uint32_t i = 0; i < n; i++) {
+        PROTO_TRY(proto_rd_event(rd, &r->u.events.events[i]));
+        if (i > 0 && r->u.events.events[i].seq <= r->u.events.events[i - 1].seq) {
+            return CG_ERR_PROTO;
+        }
+    }
+    return CG_ERR_OK;
+}
+
+static cg_err rd_rep_body(proto_rd *rd, proto_rep *r)
+{
+    switch (r->op) {
+    case PROTO_OP_PING:
+        PROTO_TRY(proto_rd_str(rd, r->u.ping.shard, PROTO_SHARD_MAX));
+        return proto_rd_u64(rd, UINT64_MAX, &r->u.ping.last_seq);
+    case PROTO_OP_AUTH:
+        return proto_rd_key(rd, &r->u.auth.key);
+    case PROTO_OP_RESERVE:
+        PROTO_TRY(proto_rd_states(rd, r->u.reserve.states, &r->u.reserve.state_n));
+        if (r->status == CG_ERR_BUDGET) {
+            return proto_rd_refusal(rd, &r->u.reserve.refusal);
+        }
+        return CG_ERR_OK;
+    case PROTO_OP_SETTLE:
+        return proto_rd_bool(rd, &r->u.settle.late);
+    case PROTO_OP_GET_ORG:
+        return proto_rd_org(rd, &r->u.get_org.org);
+    case PROTO_OP_GET_KEY:
+        PROTO_TRY(proto_rd_key(rd, &r->u.get_key.key));
+        return proto_rd_states(rd, r->u.get_key.states, &r->u.get_key.state_n);
+    case PROTO_OP_EVENTS_SINCE:
+        return rd_events(rd, r);
+    default:
+        return CG_ERR_PROTO; /* unreachable: rep_arity gives these ops no body */
+    }
+}
+
+/* One result into *r, which the caller zeroed; on failure *r may own an events array. */
+static cg_err rd_rep(proto_rd *rd, proto_rep *r)
+{
+    uint32_t n;
+    PROTO_TRY(proto_rd_array(rd, REP_ARITY_MAX, &n));
+    if (n < OP_ARITY_BARE) {
+        return CG_ERR_PROTO;
+    }
+    PROTO_TRY(proto_rd_u8(rd, PROTO_OP_EVENTS_SINCE, &r->op));
+    if (!op_ok(r->op)) {
+        return CG_ERR_PROTO;
+    }
+    PROTO_TRY(proto_rd_u16(rd, UINT16_MAX, &r->status));
+    if (n != rep_arity(r->op, r->status)) {
+        return CG_ERR_PROTO;
+    }
+    return n == OP_ARITY_BARE ? CG_ERR_OK : rd_rep_body(rd, r);
+}
+
+cg_err proto_rep_encode(const proto_rep *reps, uint32_t n, msgpack_sbuffer *out)
+{
+    assert(reps != NULL && n >= 1 && n <= PROTO_BATCH_MAX);
+    proto_wr w;
+    proto_wr_init(&w, out);
+    proto_wr_array(&w, MSG_ARITY);
+    proto_wr_u64(&w, PROTO_VERSION);
+    proto_wr_array(&w, n);
+    for (uint32_t i = 0; i < n; i++) {
+        wr_rep(&w, &reps[i]);
+    }
+    return wr_finish_msg(&w);
+}
+
+cg_err proto_rep_decode(const void *buf, size_t len, proto_rep **out, uint32_t *n_out)
+{
+    proto_rd rd;
+    uint32_t n;
+    assert(out != NULL && n_out != NULL);
+    PROTO_TRY(rd_batch_header(&rd, buf, len, &n));
+    proto_rep *reps = calloc(n, sizeof(*reps));
+    if (reps == NULL) {
+        return CG_ERR_NOMEM;
+    }
+    cg_err err = CG_ERR_OK;
+    for (uint32_t i = 0; i < n && err == CG_ERR_OK; i++) {
+        err = rd_rep(&rd, &reps[i]);
+    }
+    if (err == CG_ERR_OK) {
+        err = proto_rd_end(&rd);
+    }
+    if (err != CG_ERR_OK) {
+        goto fail;
+    }
+    *out = reps;
+    *n_out = n;
+    return CG_ERR_OK;
+fail:
+    proto_rep_free(reps, n); /* entries not reached are zeroed: op 0 owns nothing */
+    return err;
+}
+
+void proto_rep_free(proto_rep *reps, uint32_t n)
+{
+    if (reps == NULL) {
+        return;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (reps[i].op == PROTO_OP_EVENTS_SINCE) {
+            free(reps[i].u.events.events);
+        }
+    }
+    free(reps);
+}
+
+/* ---- standalone records and PUB messages ---- */
+
+/* Start [version, ...] of `arity` elements. */
+static void wr_msg_begin(proto_wr *w, msgpack_sbuffer *out, uint32_t arity)
+{
+    proto_wr_init(w, out);
+    proto_wr_array(w, arity);
+    proto_wr_u64(w, PROTO_VERSION);
+}
+
+static cg_err rd_msg_begin(proto_rd *rd, const void *buf, size_t len, uint32_t arity)
+{
+    if (len > PROTO_MSG_MAX_BYTES) {
+        return CG_ERR_TOOBIG;
+    }
+    proto_rd_init(rd, buf, len);
+    return proto_rd_header(rd, arity);
+}
+
+cg_err proto_org_encode(const proto_org *o, msgpack_sbuffer *out)
+{
+    proto_wr w;
+    wr_msg_begin(&w, out, MSG_ARITY);
+    proto_wr_org(&w, o);
+    return wr_finish_msg(&w);
+}
+
+cg_err proto_org_decode(const void *buf, size_t len, proto_org *out)
+{
+    proto_rd rd;
+    proto_org tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    PROTO_TRY(rd_msg_begin(&rd, buf, len, MSG_ARITY));
+    PROTO_TRY(proto_rd_org(&rd, &tmp));
+    PROTO_TRY(proto_rd_end(&rd));
+    *out = tmp;
+    return CG_ERR_OK;
+}
+
+cg_err proto_key_encode(const proto_key *k, msgpack_sbuffer *out)
+{
+    proto_wr w;
+    wr_msg_begin(&w, out, MSG_ARITY);
+    proto_wr_key(&w, k);
+    return wr_finish_msg(&w);
+}
+
+cg_err proto_key_decode(const void *buf, size_t len, proto_key *out)
+{
+    proto_rd rd;
+    proto_key tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    PROTO_TRY(rd_msg_begin(&rd, buf, len, MSG_ARITY));
+    PROTO_TRY(proto_rd_key(&rd, &tmp));
+    PROTO_TRY(proto_rd_end(&rd));
+    *out = tmp;
+    return CG_ERR_OK;
+}
+
+cg_err proto_event_encode(const proto_event *e, msgpack_sbuffer *out)
+{
+    proto_wr w;
+    wr_msg_begin(&w, out, MSG_ARITY);
+    proto_wr_event(&w, e);
+    return wr_finish_msg(&w);
+}
+
+cg_err proto_event_decode(const void *buf, size_t len, proto_event *out)
+{
+    proto_rd rd;
+    proto_event tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    PROTO_TRY(rd_msg_begin(&rd, buf, len, MSG_ARITY));
+    PROTO_TRY(proto_rd_event(&rd, &tmp));
+    PROTO_TRY(proto_rd_end(&rd));
+    *out = tmp;
+    return CG_ERR_OK;
+}
+
+cg_err proto_usage_encode(const proto_usage *u, msgpack_sbuffer *out)
+{
+    proto_wr w;
+    wr_msg_begin(&w, out, MSG_ARITY);
+    proto_wr_usage(&w, u);
+    return wr_finish_msg(&w);
+}
+
+cg_err proto_usage_decode(const void *buf, size_t len, proto_usage *out)
+{
+    proto_rd rd;
+    proto_usage tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    PROTO_TRY(rd_msg_begin(&rd, buf, len, MSG_ARITY));
+    PROTO_TRY(proto_rd_usage(&rd, &tmp));
+    PROTO_TRY(proto_rd_end(&rd));
+    *out = tmp;
+    return CG_ERR_OK;
+}
+
+cg_err proto_pub_encode(const char *shard, const proto_event *e, msgpack_sbuffer *out)
+{
+    proto_wr w;
+    wr_msg_begin(&w, out, PUB_ARITY);
+    proto_wr_str(&w, shard, PROTO_SHARD_MAX);
+    proto_wr_event(&w, e);
+    return wr_finish_msg(&w);
+}
+
+cg_err proto_pub_decode(const void *buf, size_t len, char shard[PROTO_SHARD_MAX + 1],
+                        proto_event *out)
+{
+    proto_rd rd;
+    char tmp_shard[PROTO_SHARD_MAX + 1];
+    proto_event tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    PROTO_TRY(rd_msg_begin(&rd, buf, len, PUB_ARITY));
+    PROTO_TRY(proto_rd_str(&rd, tmp_shard, PROTO_SHARD_MAX));
+    PROTO_TRY(proto_rd_event(&rd, &tmp));
+    PROTO_TRY(proto_rd_end(&rd));
+    memcpy(shard, tmp_shard, sizeof(tmp_shard));
+    *out = tmp;
+    return CG_ERR_OK;
+}

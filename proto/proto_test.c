@@ -1,0 +1,1280 @@
+/*
+ * proto_test.c — unit tests of the ledger wire protocol: round trips of every
+ * request and reply op and of every record at their bounds, strict rejection
+ * of malformed input (built by hand with msgpack-c's packer, independently of
+ * the encoders), and 200k deterministic mutated inputs that must never crash.
+ */
+#include "proto.h"
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cg_test.h"
+#include "proto_fuzz_check.h"
+
+#define FUZZ_ITERATIONS 200000
+#define HASH_BYTES 32
+
+/*
+ * Byte equality of two records. Fixtures are memset to zero before their fields
+ * are set and decoders zero their output first, so padding and unused tail
+ * entries compare equal too: a field the decoder forgot shows up here.
+ */
+static bool mem_eq(const void *a, const void *b, size_t n)
+{
+    return memcmp(a, b, n) == 0;
+}
+
+/* ---- fixtures: fully populated records at their bounds ---- */
+
+static void fill_str(char *dst, size_t max, char c)
+{
+    memset(dst, c, max);
+    dst[max] = '\0';
+}
+
+static void fill_limit(proto_limit *l, uint32_t id, uint8_t warn_n)
+{
+    l->id = id;
+    l->metric = (uint8_t)(id % PROTO_METRIC_COUNT_);
+    l->window.kind = (uint8_t)(id % 5);
+    l->window.sliding_s = l->window.kind == CG_WIN_SLIDING ? CG_WINDOW_SLIDING_MAX_S : 0;
+    l->max = id == 1 ? INT64_MAX : (int64_t)id * 1000000007;
+    l->action = (uint8_t)(id % 2);
+    l->warn_n = warn_n;
+    for (uint8_t i = 0; i < warn_n; i++) {
+        l->warn_bp[i] = (uint16_t)(10000 - (warn_n - 1 - i) * 7);
+    }
+}
+
+static void fill_org(proto_org *o)
+{
+    memset(o, 0, sizeof(*o));
+    fill_str(o->id, PROTO_ID_MAX, 'o');
+    fill_str(o->name, PROTO_NAME_MAX, 'N');
+    o->billing_anchor_day = 28;
+    o->created_ms = 1767225600123;
+    o->limit_n = PROTO_LIMITS_MAX;
+    for (uint32_t i = 0; i < PROTO_LIMITS_MAX; i++) {
+        fill_limit(&o->limits[i], i + 1, PROTO_WARN_MAX);
+    }
+    o->webhook_n = PROTO_WEBHOOKS_MAX;
+    for (uint32_t i = 0; i < PROTO_WEBHOOKS_MAX; i++) {
+        fill_str(o->webhooks[i].url, PROTO_URL_MAX, (char)('a' + i));
+        fill_str(o->webhooks[i].secret, PROTO_SECRET_MAX, (char)('A' + i));
+    }
+}
+
+static void fill_key(proto_key *k)
+{
+    memset(k, 0, sizeof(*k));
+    fill_str(k->id, PROTO_ID_MAX, 'k');
+    fill_str(k->org, PROTO_ID_MAX, 'o');
+    fill_str(k->name, PROTO_NAME_MAX, 'n');
+    for (int i = 0; i < HASH_BYTES; i++) {
+        k->hash[i] = (uint8_t)(i * 37 + 1);
+    }
+    k->created_ms = -1;
+    k->expires_ms = INT64_MIN;
+    k->revoked = 1;
+    k->billing_anchor_day = 1;
+    k->limit_n = PROTO_LIMITS_MAX;
+    for (uint32_t i = 0; i < PROTO_LIMITS_MAX; i++) {
+        fill_limit(&k->limits[i], UINT32_MAX - i, (uint8_t)(i % (PROTO_WARN_MAX + 1)));
+    }
+}
+
+static void fill_usage(proto_usage *u)
+{
+    memset(u, 0, sizeof(*u));
+    u->ts_ms = 1767225600999;
+    fill_str(u->org, PROTO_ID_MAX, 'o');
+    fill_str(u->key_id, PROTO_ID_MAX, 'k');
+    fill_str(u->model, PROTO_MODEL_MAX, 'm');
+    u->prompt_tokens = 128000;
+    u->completion_tokens = INT64_MAX;
+    u->cost_nusd = -5;
+    u->status = INT32_MIN;
+    u->latency_ms = INT32_MAX;
+    u->estimated = 1;
+}
+
+static void fill_event(proto_event *e, uint64_t seq)
+{
+    memset(e, 0, sizeof(*e));
+    e->seq = seq;
+    fill_str(e->id, PROTO_EVENT_ID_MAX, 'e');
+    e->metric = (uint8_t)(seq % PROTO_METRIC_COUNT_);
+    e->type = (uint8_t)proto_event_type_for(e->metric, (int)(seq % 2));
+    e->created_ms = 1767225600000 + (int64_t)seq;
+    fill_str(e->org, PROTO_ID_MAX, 'o');
+    e->scope = (uint8_t)(seq % 4);
+    fill_str(e->scope_id, PROTO_ID_MAX, 's');
+    e->limit_id = (uint32_t)seq;
+    e->window.kind = CG_WIN_SLIDING;
+    e->window.sliding_s = 3600;
+    e->period_start_ms = 1764547200000;
+    e->period_end_ms = 0;
+    e->threshold_bp = seq % 2 ? 10000 : 8000;
+    e->max = 1000000000000;
+    e->used = 801200000000;
+}
+
+static void fill_states(proto_limit_state *s, uint8_t *n)
+{
+    *n = PROTO_LIMITS_MAX;
+    for (uint32_t i = 0; i < PROTO_LIMITS_MAX; i++) {
+        s[i].limit_id = i + 1;
+        s[i].used = INT64_MAX - i;
+        s[i].reserved = -(int64_t)i;
+        s[i].period_start_ms = 1764547200000;
+        s[i].period_end_ms = i % 2 ? 0 : 1767225600000;
+    }
+}
+
+/* One request of every op, every field set. */
+static void fill_reqs(proto_req r[PROTO_OP_EVENTS_SINCE])
+{
+    memset(r, 0, sizeof(proto_req) * PROTO_OP_EVENTS_SINCE);
+    for (int i = 0; i < PROTO_OP_EVENTS_SINCE; i++) {
+        r[i].op = (uint8_t)(i + 1);
+        fill_str(r[i].route, PROTO_ROUTE_MAX, (char)('a' + i));
+    }
+    memset(r[0].route, 0, sizeof(r[0].route)); /* ping: empty route */
+    for (int i = 0; i < HASH_BYTES; i++) {
+        r[PROTO_OP_AUTH - 1].u.auth.hash[i] = (uint8_t)(255 - i);
+    }
+    proto_req *q = &r[PROTO_OP_RESERVE - 1];
+    fill_str(q->u.reserve.request_id, PROTO_REQID_MAX, 'r');
+    q->u.reserve.lease_ms = 30000;
+    q->u.reserve.worst = (proto_amounts){INT64_MAX, 128000, 1};
+    q = &r[PROTO_OP_SETTLE - 1];
+    fill_str(q->u.settle.request_id, PROTO_REQID_MAX, 's');
+    q->u.settle.actual = (proto_amounts){-1, 0, INT64_MIN};
+    q->u.settle.has_usage = 1;
+    fill_usage(&q->u.settle.usage);
+    fill_str(r[PROTO_OP_RELEASE - 1].u.release.request_id, PROTO_REQID_MAX, 'l');
+    r[PROTO_OP_PUT_ORG - 1].u.put_org.create_only = 1;
+    fill_org(&r[PROTO_OP_PUT_ORG - 1].u.put_org.org);
+    fill_key(&r[PROTO_OP_PUT_KEY - 1].u.put_key.key);
+    r[PROTO_OP_EVENTS_SINCE - 1].u.events_since.after_seq = UINT64_MAX;
+    r[PROTO_OP_EVENTS_SINCE - 1].u.events_since.max_n = PROTO_EVENTS_MAX;
+}
+
+#define REPS_N 13
+#define REPS_EVENTS 3
+
+/* One reply of every op with a body, plus bare ones; reps[REPS_N - 1] is the events reply. */
+static void fill_reps(proto_rep r[REPS_N], proto_event ev[REPS_EVENTS])
+{
+    memset(r, 0, sizeof(proto_rep) * REPS_N);
+    r[0].op = PROTO_OP_PING;
+    fill_str(r[0].u.ping.shard, PROTO_SHARD_MAX, 'S');
+    r[0].u.ping.last_seq = UINT64_MAX;
+    r[1].op = PROTO_OP_AUTH;
+    fill_key(&r[1].u.auth.key);
+    r[2].op = PROTO_OP_RESERVE;
+    fill_states(r[2].u.reserve.states, &r[2].u.reserve.state_n);
+    r[3].op = PROTO_OP_RESERVE;
+    r[3].status = CG_ERR_BUDGET;
+    fill_states(r[3].u.reserve.states, &r[3].u.reserve.state_n);
+    r[3].u.reserve.refusal =
+        (proto_refusal){7, PROTO_METRIC_TOKENS, {CG_WIN_MONTH, 0}, 100, 99, 2, 1767225600000};
+    r[4].op = PROTO_OP_SETTLE;
+    r[4].u.settle.late = 1;
+    r[5].op = PROTO_OP_RELEASE;
+    r[5].status = CG_ERR_NOTFOUND;
+    r[6].op = PROTO_OP_PUT_ORG;
+    r[6].status = CG_ERR_EXISTS;
+    r[7].op = PROTO_OP_GET_ORG;
+    fill_org(&r[7].u.get_org.org);
+    r[8].op = PROTO_OP_PUT_KEY;
+    r[9].op = PROTO_OP_GET_KEY;
+    fill_key(&r[9].u.get_key.key);
+    fill_states(r[9].u.get_key.states, &r[9].u.get_key.state_n);
+    r[10].op = PROTO_OP_AUTH;
+    r[10].status = CG_ERR_UNAUTHORIZED;
+    r[11].op = PROTO_OP_EVENTS_SINCE;
+    r[11].status = CG_ERR_UNAVAILABLE;
+    r[12].op = PROTO_OP_EVENTS_SINCE;
+    r[12].u.events.last_seq = 99;
+    r[12].u.events.n = REPS_EVENTS;
+    r[12].u.events.events = ev;
+    for (uint32_t i = 0; i < REPS_EVENTS; i++) {
+        fill_event(&ev[i], 10 + i * 3);
+    }
+}
+
+/* ---- hand-built messages, independent of the encoders ---- */
+
+typedef struct raw {
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+} raw;
+
+static void raw_init(raw *r)
+{
+    msgpack_sbuffer_init(&r->sb);
+    msgpack_packer_init(&r->pk, &r->sb, msgpack_sbuffer_write);
+}
+
+static void raw_fini(raw *r)
+{
+    msgpack_sbuffer_destroy(&r->sb);
+}
+
+static void raw_arr(raw *r, uint32_t n)
+{
+    msgpack_pack_array(&r->pk, n);
+}
+
+static void raw_u(raw *r, uint64_t v)
+{
+    msgpack_pack_uint64(&r->pk, v);
+}
+
+static void raw_i(raw *r, int64_t v)
+{
+    msgpack_pack_int64(&r->pk, v);
+}
+
+static void raw_bytes(raw *r, const void *b, size_t n)
+{
+    msgpack_sbuffer_write(&r->sb, b, n);
+}
+
+static void raw_str(raw *r, size_t len, char c)
+{
+    char buf[1024];
+    memset(buf, c, sizeof(buf));
+    msgpack_pack_str(&r->pk, len);
+    msgpack_pack_str_body(&r->pk, buf, len);
+}
+
+/* [1, [ ... n ops follow ... ]] */
+static void raw_batch(raw *r, uint32_t n)
+{
+    raw_arr(r, 2);
+    raw_u(r, PROTO_VERSION);
+    raw_arr(r, n);
+}
+
+static void raw_limit(raw *r, uint32_t id, uint8_t kind, uint32_t sliding_s, uint32_t warn_n,
+                      const uint16_t *bp)
+{
+    raw_arr(r, 7);
+    raw_u(r, id);
+    raw_u(r, PROTO_METRIC_COST);
+    raw_u(r, kind);
+    raw_u(r, sliding_s);
+    raw_i(r, 100);
+    raw_u(r, PROTO_ACTION_BLOCK);
+    raw_arr(r, warn_n);
+    for (uint32_t i = 0; i < warn_n; i++) {
+        raw_u(r, bp != NULL ? bp[i] : (i + 1) * 10);
+    }
+}
+
+/* [1, org] with limit_n day limits (ids 1..n) of warn_n thresholds each. */
+static void raw_org(raw *r, uint32_t limit_n, uint32_t warn_n, uint32_t webhook_n, uint64_t anchor)
+{
+    raw_arr(r, 2);
+    raw_u(r, PROTO_VERSION);
+    raw_arr(r, 6);
+    raw_str(r, 4, 'o');
+    raw_str(r, 4, 'n');
+    raw_u(r, anchor);
+    raw_i(r, 0);
+    raw_arr(r, limit_n);
+    for (uint32_t i = 0; i < limit_n; i++) {
+        raw_limit(r, i + 1, CG_WIN_DAY, 0, warn_n, NULL);
+    }
+    raw_arr(r, webhook_n);
+    for (uint32_t i = 0; i < webhook_n; i++) {
+        raw_arr(r, 2);
+        raw_str(r, 20, 'u');
+        raw_str(r, 20, 's');
+    }
+}
+
+static void raw_event(raw *r, uint64_t seq, uint64_t type, uint64_t metric, uint64_t bp)
+{
+    raw_arr(r, 16);
+    raw_u(r, seq);
+    raw_str(r, PROTO_EVENT_ID_MAX, 'e');
+    raw_u(r, type);
+    raw_i(r, 0);
+    raw_str(r, 3, 'o');
+    raw_u(r, PROTO_SCOPE_ORG);
+    raw_str(r, 3, 'o');
+    raw_u(r, 1);
+    raw_u(r, metric);
+    raw_u(r, CG_WIN_DAY);
+    raw_u(r, 0);
+    raw_i(r, 0);
+    raw_i(r, 0);
+    raw_u(r, bp);
+    raw_i(r, 1);
+    raw_i(r, 1);
+}
+
+/* ---- decode helpers: the error only, results freed ---- */
+
+static cg_err dec_req(const void *b, size_t len)
+{
+    proto_req *q = NULL;
+    uint32_t n = 0;
+    cg_err err = proto_req_decode(b, len, &q, &n);
+    if (err == CG_ERR_OK) {
+        proto_req_free(q, n);
+    }
+    return err;
+}
+
+static cg_err dec_rep(const void *b, size_t len)
+{
+    proto_rep *p = NULL;
+    uint32_t n = 0;
+    cg_err err = proto_rep_decode(b, len, &p, &n);
+    if (err == CG_ERR_OK) {
+        proto_rep_free(p, n);
+    }
+    return err;
+}
+
+static cg_err dec_org(const void *b, size_t len)
+{
+    proto_org o;
+    return proto_org_decode(b, len, &o);
+}
+
+static cg_err dec_raw_req(const raw *r)
+{
+    return dec_req(r->sb.data, r->sb.size);
+}
+
+static cg_err dec_raw_rep(const raw *r)
+{
+    return dec_rep(r->sb.data, r->sb.size);
+}
+
+static cg_err dec_raw_org(const raw *r)
+{
+    return dec_org(r->sb.data, r->sb.size);
+}
+
+/* ---- round trips ---- */
+
+CG_TEST(req_round_trip_every_op)
+{
+    static proto_req in[PROTO_OP_EVENTS_SINCE];
+    fill_reqs(in);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_sbuffer_write(&sb, "xy", 2); /* encoders append */
+    CG_CHECK_EQ_INT(proto_req_encode(in, PROTO_OP_EVENTS_SINCE, &sb), CG_ERR_OK);
+    CG_CHECK(memcmp(sb.data, "xy", 2) == 0);
+    proto_req *out = NULL;
+    uint32_t n = 0;
+    CG_CHECK_EQ_INT(proto_req_decode(sb.data + 2, sb.size - 2, &out, &n), CG_ERR_OK);
+    CG_CHECK_EQ_INT(n, PROTO_OP_EVENTS_SINCE);
+    for (uint32_t i = 0; i < n; i++) {
+        CG_CHECK_EQ_INT(out[i].op, in[i].op);
+        CG_CHECK(mem_eq(&out[i], &in[i], sizeof(in[i])));
+    }
+    const proto_org *o = &out[PROTO_OP_PUT_ORG - 1].u.put_org.org;
+    CG_CHECK_EQ_STR(o->webhooks[PROTO_WEBHOOKS_MAX - 1].secret,
+                    in[PROTO_OP_PUT_ORG - 1].u.put_org.org.webhooks[PROTO_WEBHOOKS_MAX - 1].secret);
+    proto_req_free(out, n);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+CG_TEST(req_round_trip_max_batch)
+{
+    proto_req *in = calloc(PROTO_BATCH_MAX, sizeof(*in));
+    CG_CHECK(in != NULL);
+    for (uint32_t i = 0; i < PROTO_BATCH_MAX; i++) {
+        in[i].op = PROTO_OP_PUT_ORG;
+        fill_str(in[i].route, PROTO_ROUTE_MAX, 'r');
+        fill_org(&in[i].u.put_org.org);
+        in[i].u.put_org.org.created_ms = i;
+    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    CG_CHECK_EQ_INT(proto_req_encode(in, PROTO_BATCH_MAX, &sb), CG_ERR_OK);
+    CG_CHECK(sb.size <= PROTO_MSG_MAX_BYTES);
+    proto_req *out = NULL;
+    uint32_t n = 0;
+    CG_CHECK_EQ_INT(proto_req_decode(sb.data, sb.size, &out, &n), CG_ERR_OK);
+    CG_CHECK_EQ_INT(n, PROTO_BATCH_MAX);
+    CG_CHECK(mem_eq(out, in, sizeof(*in) * PROTO_BATCH_MAX));
+    proto_req_free(out, n);
+    msgpack_sbuffer_destroy(&sb);
+    free(in);
+}
+
+CG_TEST(rep_round_trip_every_op)
+{
+    static proto_rep in[REPS_N];
+    static proto_event ev[REPS_EVENTS];
+    fill_reps(in, ev);
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    CG_CHECK_EQ_INT(proto_rep_encode(in, REPS_N, &sb), CG_ERR_OK);
+    proto_rep *out = NULL;
+    uint32_t n = 0;
+    CG_CHECK_EQ_INT(proto_rep_decode(sb.data, sb.size, &out, &n), CG_ERR_OK);
+    CG_CHECK_EQ_INT(n, REPS_N);
+    for (uint32_t i = 0; i < REPS_N - 1; i++) {
+        CG_CHECK(mem_eq(&out[i], &in[i], sizeof(in[i])));
+    }
+    const proto_rep *e = &out[REPS_N - 1];
+    CG_CHECK_EQ_INT(e->op, PROTO_OP_EVENTS_SINCE);
+    CG_CHECK_EQ_INT(e->u.events.last_seq, 99);
+    CG_CHECK_EQ_INT(e->u.events.n, REPS_EVENTS);
+    CG_CHECK(mem_eq(e->u.events.events, ev, sizeof(ev)));
+    CG_CHECK(out[11].u.events.events == NULL && out[11].u.events.n == 0);
+    proto_rep_free(out, n);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* A body is sent only for the statuses that give it meaning; others decode as zero. */
+CG_TEST(rep_body_follows_status)
+{
+    static proto_rep in[4];
+    memset(in, 0, sizeof(in));
+    in[0].op = PROTO_OP_PING;
+    in[0].status = CG_ERR_UNAVAILABLE;
+    fill_str(in[0].u.ping.shard, PROTO_SHARD_MAX, 'S');
+    in[1].op = PROTO_OP_RESERVE; /* OK: states, no refusal */
+    fill_states(in[1].u.reserve.states, &in[1].u.reserve.state_n);
+    in[1].u.reserve.refusal.limit_id = 5;
+    in[2].op = PROTO_OP_RESERVE;
+    in[2].status = CG_ERR_WRONG_SHARD;
+    fill_states(in[2].u.reserve.states, &in[2].u.reserve.state_n);
+    in[3].op = PROTO_OP_SETTLE;
+    in[3].status = CG_ERR_BUDGET;
+    in[3].u.settle.late = 1;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    CG_CHECK_EQ_INT(proto_rep_encode(in, 4, &sb), CG_ERR_OK);
+    proto_rep *out = NULL;
+    uint32_t n = 0;
+    CG_CHECK_EQ_INT(proto_rep_decode(sb.data, sb.size, &out, &n), CG_ERR_OK);
+    CG_CHECK_EQ_INT(out[0].status, CG_ERR_UNAVAILABLE);
+    CG_CHECK_EQ_STR(out[0].u.ping.shard, "");
+    CG_CHECK_EQ_INT(out[1].u.reserve.state_n, PROTO_LIMITS_MAX);
+    CG_CHECK_EQ_INT(out[1].u.reserve.refusal.limit_id, 0);
+    CG_CHECK_EQ_INT(out[2].u.reserve.state_n, 0);
+    CG_CHECK_EQ_INT(out[3].u.settle.late, 0);
+    proto_rep_free(out, n);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+CG_TEST(rep_round_trip_max_events)
+{
+    proto_rep in;
+    memset(&in, 0, sizeof(in));
+    proto_event *ev = calloc(PROTO_EVENTS_MAX, sizeof(*ev));
+    CG_CHECK(ev != NULL);
+    for (uint32_t i = 0; i < PROTO_EVENTS_MAX; i++) {
+        fill_event(&ev[i], i + 1);
+    }
+    in.op = PROTO_OP_EVENTS_SINCE;
+    in.u.events.n = PROTO_EVENTS_MAX;
+    in.u.events.events = ev;
+    in.u.events.last_seq = PROTO_EVENTS_MAX;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    CG_CHECK_EQ_INT(proto_rep_encode(&in, 1, &sb), CG_ERR_OK);
+    proto_rep *out = NULL;
+    uint32_t n = 0;
+    CG_CHECK_EQ_INT(proto_rep_decode(sb.data, sb.size, &out, &n), CG_ERR_OK);
+    CG_CHECK_EQ_INT(out[0].u.events.n, PROTO_EVENTS_MAX);
+    CG_CHECK(mem_eq(out[0].u.events.events, ev, sizeof(*ev) * PROTO_EVENTS_MAX));
+    proto_rep_free(out, n);
+    msgpack_sbuffer_destroy(&sb);
+    free(ev);
+}
+
+CG_TEST(records_round_trip)
+{
+    static proto_org o, o2;
+    static proto_key k, k2;
+    proto_event e, e2;
+    proto_usage u, u2;
+    char shard[PROTO_SHARD_MAX + 1], long_shard[PROTO_SHARD_MAX + 1];
+    fill_org(&o);
+    fill_key(&k);
+    fill_event(&e, UINT64_MAX);
+    fill_usage(&u);
+    memset(&e2, 0, sizeof(e2));
+    memset(&u2, 0, sizeof(u2));
+    fill_str(long_shard, PROTO_SHARD_MAX, 'z');
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    CG_CHECK_EQ_INT(proto_org_encode(&o, &sb), CG_ERR_OK);
+    CG_CHECK_EQ_INT(proto_org_decode(sb.data, sb.size, &o2), CG_ERR_OK);
+    CG_CHECK(mem_eq(&o, &o2, sizeof(o)));
+    msgpack_sbuffer_clear(&sb);
+    CG_CHECK_EQ_INT(proto_key_encode(&k, &sb), CG_ERR_OK);
+    CG_CHECK_EQ_INT(proto_key_decode(sb.data, sb.size, &k2), CG_ERR_OK);
+    CG_CHECK(mem_eq(&k, &k2, sizeof(k)));
+    msgpack_sbuffer_clear(&sb);
+    CG_CHECK_EQ_INT(proto_event_encode(&e, &sb), CG_ERR_OK);
+    CG_CHECK_EQ_INT(proto_event_decode(sb.data, sb.size, &e2), CG_ERR_OK);
+    CG_CHECK(mem_eq(&e, &e2, sizeof(e)));
+    msgpack_sbuffer_clear(&sb);
+    CG_CHECK_EQ_INT(proto_usage_encode(&u, &sb), CG_ERR_OK);
+    CG_CHECK_EQ_INT(proto_usage_decode(sb.data, sb.size, &u2), CG_ERR_OK);
+    CG_CHECK(mem_eq(&u, &u2, sizeof(u)));
+    msgpack_sbuffer_clear(&sb);
+    memset(&e2, 0, sizeof(e2));
+    CG_CHECK_EQ_INT(proto_pub_encode(long_shard, &e, &sb), CG_ERR_OK);
+    CG_CHECK_EQ_INT(proto_pub_decode(sb.data, sb.size, shard, &e2), CG_ERR_OK);
+    CG_CHECK_EQ_STR(shard, long_shard);
+    CG_CHECK(mem_eq(&e, &e2, sizeof(e)));
+    /* A record is not a pub message, nor the other way round. */
+    CG_CHECK_EQ_INT(proto_event_decode(sb.data, sb.size, &e2), CG_ERR_PROTO);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* ---- seeds: one valid encoding per decoder, full-size or small ---- */
+
+typedef cg_err (*dec_fn)(const void *b, size_t len);
+
+static cg_err dec_key(const void *b, size_t len)
+{
+    proto_key k;
+    return proto_key_decode(b, len, &k);
+}
+
+static cg_err dec_event(const void *b, size_t len)
+{
+    proto_event e;
+    return proto_event_decode(b, len, &e);
+}
+
+static cg_err dec_usage(const void *b, size_t len)
+{
+    proto_usage u;
+    return proto_usage_decode(b, len, &u);
+}
+
+static cg_err dec_pub(const void *b, size_t len)
+{
+    char shard[PROTO_SHARD_MAX + 1];
+    proto_event e;
+    return proto_pub_decode(b, len, shard, &e);
+}
+
+#define SEEDS_N 9
+
+typedef struct seed {
+    msgpack_sbuffer sb;
+    dec_fn dec;
+} seed;
+
+/* Shrink a full fixture so mutations reach every field quickly. */
+static void shrink_org(proto_org *o)
+{
+    o->limit_n = 2;
+    o->limits[1].warn_n = 2;
+    o->webhook_n = 1;
+    o->name[3] = '\0';
+    o->webhooks[0].url[9] = '\0';
+    o->webhooks[0].secret[9] = '\0';
+}
+
+static void shrink_key(proto_key *k)
+{
+    k->limit_n = 2;
+    k->name[3] = '\0';
+}
+
+static void seeds_make(seed s[SEEDS_N], bool small)
+{
+    static proto_req reqs[PROTO_OP_EVENTS_SINCE];
+    static proto_rep reps[REPS_N];
+    static proto_org o;
+    static proto_key k;
+    static proto_event ev[REPS_EVENTS];
+    proto_event e;
+    proto_usage u;
+    fill_reqs(reqs);
+    fill_reps(reps, ev);
+    fill_org(&o);
+    fill_key(&k);
+    fill_event(&e, 42);
+    fill_usage(&u);
+    if (small) {
+        shrink_org(&reqs[PROTO_OP_PUT_ORG - 1].u.put_org.org);
+        shrink_key(&reqs[PROTO_OP_PUT_KEY - 1].u.put_key.key);
+        shrink_key(&reps[1].u.auth.key);
+        shrink_org(&reps[7].u.get_org.org);
+        shrink_key(&reps[9].u.get_key.key);
+        reps[2].u.reserve.state_n = reps[3].u.reserve.state_n = reps[9].u.get_key.state_n = 2;
+        shrink_org(&o);
+        shrink_key(&k);
+    }
+    dec_fn decs[SEEDS_N] = {dec_req, dec_req,   dec_rep,   dec_rep, dec_org,
+                            dec_key, dec_event, dec_usage, dec_pub};
+    for (int i = 0; i < SEEDS_N; i++) {
+        msgpack_sbuffer_init(&s[i].sb);
+        s[i].dec = decs[i];
+    }
+    proto_req_encode(reqs, PROTO_OP_EVENTS_SINCE, &s[0].sb);
+    proto_req_encode(&reqs[PROTO_OP_RESERVE - 1], 1, &s[1].sb);
+    proto_rep_encode(reps, REPS_N, &s[2].sb);
+    proto_rep_encode(&reps[3], 1, &s[3].sb);
+    proto_org_encode(&o, &s[4].sb);
+    proto_key_encode(&k, &s[5].sb);
+    proto_event_encode(&e, &s[6].sb);
+    proto_usage_encode(&u, &s[7].sb);
+    proto_pub_encode("shard-a", &e, &s[8].sb);
+}
+
+static void seeds_free(seed s[SEEDS_N])
+{
+    for (int i = 0; i < SEEDS_N; i++) {
+        msgpack_sbuffer_destroy(&s[i].sb);
+    }
+}
+
+/* ---- rejection ---- */
+
+CG_TEST(every_truncation_rejected)
+{
+    seed s[SEEDS_N];
+    seeds_make(s, false);
+    for (int i = 0; i < SEEDS_N; i++) {
+        CG_CHECK_EQ_INT(s[i].dec(s[i].sb.data, s[i].sb.size), CG_ERR_OK);
+        for (size_t len = 0; len < s[i].sb.size; len++) {
+            CG_CHECK_EQ_INT(s[i].dec(s[i].sb.data, len), CG_ERR_PROTO);
+        }
+    }
+    seeds_free(s);
+}
+
+CG_TEST(trailing_bytes_rejected)
+{
+    seed s[SEEDS_N];
+    seeds_make(s, true);
+    for (int i = 0; i < SEEDS_N; i++) {
+        msgpack_sbuffer_write(&s[i].sb, "\xc0", 1);
+        CG_CHECK_EQ_INT(s[i].dec(s[i].sb.data, s[i].sb.size), CG_ERR_PROTO);
+    }
+    seeds_free(s);
+}
+
+CG_TEST(wrong_version_rejected)
+{
+    static const uint8_t v2[] = {0x92, 0x02, 0x91, 0x92, 0x01, 0xa0};
+    static const uint8_t v0[] = {0x92, 0x00, 0x91, 0x92, 0x01, 0xa0};
+    static const uint8_t vneg[] = {0x92, 0xff, 0x91, 0x92, 0x01, 0xa0};
+    static const uint8_t vbig[] = {0x92, 0xcf, 1, 0, 0, 0, 0, 0, 0, 1, 0x91, 0x92, 0x01, 0xa0};
+    static const uint8_t v2_arity3[] = {0x93, 0x02, 0xc0, 0xc0}; /* a future layout */
+    static const uint8_t vstr[] = {0x92, 0xa1, '1', 0x91, 0x92, 0x01, 0xa0};
+    static const uint8_t v1_int8[] = {0x92, 0xd0, 0x01, 0x91, 0x92, 0x01, 0xa0};
+    CG_CHECK_EQ_INT(dec_req(v2, sizeof(v2)), CG_ERR_VERSION);
+    CG_CHECK_EQ_INT(dec_req(v0, sizeof(v0)), CG_ERR_VERSION);
+    CG_CHECK_EQ_INT(dec_req(vneg, sizeof(vneg)), CG_ERR_VERSION);
+    CG_CHECK_EQ_INT(dec_req(vbig, sizeof(vbig)), CG_ERR_VERSION);
+    CG_CHECK_EQ_INT(dec_req(v2_arity3, sizeof(v2_arity3)), CG_ERR_VERSION);
+    CG_CHECK_EQ_INT(dec_rep(v2, sizeof(v2)), CG_ERR_VERSION);
+    CG_CHECK_EQ_INT(dec_org(v2, sizeof(v2)), CG_ERR_VERSION);
+    CG_CHECK_EQ_INT(dec_pub(v2_arity3, sizeof(v2_arity3)), CG_ERR_VERSION);
+    CG_CHECK_EQ_INT(dec_req(vstr, sizeof(vstr)), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_req(v1_int8, sizeof(v1_int8)), CG_ERR_OK); /* any int format */
+}
+
+CG_TEST(oversized_rejected)
+{
+    static uint8_t big[PROTO_MSG_MAX_BYTES + 1];
+    static const uint8_t ping[] = {0x92, 0x01, 0x91, 0x92, 0x01, 0xa0};
+    memcpy(big, ping, sizeof(ping));
+    CG_CHECK_EQ_INT(dec_req(big, (size_t)PROTO_MSG_MAX_BYTES + 1), CG_ERR_TOOBIG);
+    CG_CHECK_EQ_INT(dec_rep(big, (size_t)PROTO_MSG_MAX_BYTES + 1), CG_ERR_TOOBIG);
+    CG_CHECK_EQ_INT(dec_org(big, (size_t)PROTO_MSG_MAX_BYTES + 1), CG_ERR_TOOBIG);
+    CG_CHECK_EQ_INT(dec_pub(big, (size_t)PROTO_MSG_MAX_BYTES + 1), CG_ERR_TOOBIG);
+    CG_CHECK_EQ_INT(dec_req(big, PROTO_MSG_MAX_BYTES), CG_ERR_PROTO); /* at the cap: trailing */
+    CG_CHECK_EQ_INT(dec_req(big, sizeof(ping)), CG_ERR_OK);
+}
+
+/* The route of a ping of `len` bytes. */
+static cg_err route_of_len(size_t len)
+{
+    raw r;
+    raw_init(&r);
+    raw_batch(&r, 1);
+    raw_arr(&r, 2);
+    raw_u(&r, PROTO_OP_PING);
+    raw_str(&r, len, 'x');
+    cg_err err = dec_raw_req(&r);
+    raw_fini(&r);
+    return err;
+}
+
+/* A release whose request id has `len` bytes. */
+static cg_err reqid_of_len(size_t len)
+{
+    raw r;
+    raw_init(&r);
+    raw_batch(&r, 1);
+    raw_arr(&r, 3);
+    raw_u(&r, PROTO_OP_RELEASE);
+    raw_str(&r, 3, 'x');
+    raw_str(&r, len, 'r');
+    cg_err err = dec_raw_req(&r);
+    raw_fini(&r);
+    return err;
+}
+
+static cg_err pub_shard_of_len(size_t len)
+{
+    raw r;
+    raw_init(&r);
+    raw_arr(&r, 3);
+    raw_u(&r, PROTO_VERSION);
+    raw_str(&r, len, 's');
+    raw_event(&r, 1, PROTO_EVT_SPEND_REACHED, PROTO_METRIC_COST, 10000);
+    cg_err err = dec_pub(r.sb.data, r.sb.size);
+    raw_fini(&r);
+    return err;
+}
+
+/* An auth whose hash is a bin of `len` bytes. */
+static cg_err hash_of_len(size_t len)
+{
+    uint8_t hash[HASH_BYTES + 1] = {0};
+    raw r;
+    raw_init(&r);
+    raw_batch(&r, 1);
+    raw_arr(&r, 3);
+    raw_u(&r, PROTO_OP_AUTH);
+    raw_str(&r, 4, 'k');
+    msgpack_pack_bin(&r.pk, len);
+    msgpack_pack_bin_body(&r.pk, hash, len);
+    cg_err err = dec_raw_req(&r);
+    raw_fini(&r);
+    return err;
+}
+
+CG_TEST(string_bounds)
+{
+    CG_CHECK_EQ_INT(hash_of_len(HASH_BYTES), CG_ERR_OK);
+    CG_CHECK_EQ_INT(hash_of_len(HASH_BYTES - 1), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(hash_of_len(HASH_BYTES + 1), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(route_of_len(PROTO_ROUTE_MAX), CG_ERR_OK);
+    CG_CHECK_EQ_INT(route_of_len(PROTO_ROUTE_MAX + 1), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(reqid_of_len(PROTO_REQID_MAX), CG_ERR_OK);
+    CG_CHECK_EQ_INT(reqid_of_len(PROTO_REQID_MAX + 1), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(pub_shard_of_len(PROTO_SHARD_MAX), CG_ERR_OK);
+    CG_CHECK_EQ_INT(pub_shard_of_len(PROTO_SHARD_MAX + 1), CG_ERR_PROTO);
+    /* str8/str16 encodings of a short route are fine; a NUL byte inside is not. */
+    static const uint8_t str16[] = {0x92, 0x01, 0x91, 0x92, 0x01, 0xda, 0x00, 0x01, 'a'};
+    static const uint8_t nul[] = {0x92, 0x01, 0x91, 0x92, 0x01, 0xa3, 'a', 0x00, 'b'};
+    CG_CHECK_EQ_INT(dec_req(str16, sizeof(str16)), CG_ERR_OK);
+    CG_CHECK_EQ_INT(dec_req(nul, sizeof(nul)), CG_ERR_PROTO);
+}
+
+static cg_err pings(uint32_t n)
+{
+    raw r;
+    raw_init(&r);
+    raw_batch(&r, n);
+    for (uint32_t i = 0; i < n; i++) {
+        raw_arr(&r, 2);
+        raw_u(&r, PROTO_OP_PING);
+        raw_str(&r, 0, 'x');
+    }
+    cg_err err = dec_raw_req(&r);
+    raw_fini(&r);
+    return err;
+}
+
+CG_TEST(batch_bounds)
+{
+    CG_CHECK_EQ_INT(pings(0), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(pings(1), CG_ERR_OK);
+    CG_CHECK_EQ_INT(pings(PROTO_BATCH_MAX), CG_ERR_OK);
+    CG_CHECK_EQ_INT(pings(PROTO_BATCH_MAX + 1), CG_ERR_PROTO);
+}
+
+CG_TEST(unknown_op_rejected)
+{
+    static const uint8_t op0[] = {0x92, 0x01, 0x91, 0x92, 0x00, 0xa0};
+    static const uint8_t op11[] = {0x92, 0x01, 0x91, 0x92, 0x0b, 0xa0};
+    static const uint8_t op256[] = {0x92, 0x01, 0x91, 0x92, 0xcd, 0x01, 0x00, 0xa0};
+    static const uint8_t opneg[] = {0x92, 0x01, 0x91, 0x92, 0xff, 0xa0};
+    static const uint8_t rep11[] = {0x92, 0x01, 0x91, 0x92, 0x0b, 0x00};
+    static const uint8_t op_u64[] = {0x92, 0x01, 0x91, 0x92, 0xcf, 0, 0, 0, 0, 0, 0, 0, 1, 0xa0};
+    CG_CHECK_EQ_INT(dec_req(op0, sizeof(op0)), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_req(op11, sizeof(op11)), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_req(op256, sizeof(op256)), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_req(opneg, sizeof(opneg)), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_rep(rep11, sizeof(rep11)), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_req(op_u64, sizeof(op_u64)), CG_ERR_OK);
+}
+
+CG_TEST(hostile_lengths_rejected)
+{
+    static const uint8_t top[] = {0xdd, 0xff, 0xff, 0xff, 0xff};
+    static const uint8_t batch[] = {0x92, 0x01, 0xdd, 0xff, 0xff, 0xff, 0xff};
+    static const uint8_t batch16[] = {0x92, 0x01, 0xdc, 0x00, 0x02, 0x92, 0x01, 0xa0};
+    static const uint8_t route[] = {0x92, 0x01, 0x91, 0x92, 0x01, 0xdb, 0xff, 0xff, 0xff, 0xff};
+    static const uint8_t hash[] = {0x92, 0x01, 0x91, 0x93, 0x02, 0xa0,
+                                   0xc6, 0xff, 0xff, 0xff, 0xff};
+    static const uint8_t warn[] = {0x92, 0x01, 0x96, 0xa1, 'o',  0xa1, 'n',  0x01,
+                                   0x00, 0x91, 0x97, 0x01, 0x00, 0x01, 0x00, 0x00,
+                                   0x00, 0xdd, 0x7f, 0xff, 0xff, 0xff};
+    CG_CHECK_EQ_INT(dec_req(top, sizeof(top)), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_rep(top, sizeof(top)), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_org(top, sizeof(top)), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_req(batch, sizeof(batch)), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_rep(batch, sizeof(batch)), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_req(batch16, sizeof(batch16)), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_req(route, sizeof(route)), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_req(hash, sizeof(hash)), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_org(warn, sizeof(warn)), CG_ERR_PROTO);
+}
+
+CG_TEST(deep_nesting_rejected)
+{
+    enum { DEPTH = 100000 };
+    static uint8_t b[DEPTH + 3];
+    b[0] = 0x92;
+    b[1] = 0x01;
+    memset(b + 2, 0x91, DEPTH);
+    b[DEPTH + 2] = 0xc0;
+    CG_CHECK_EQ_INT(dec_req(b, DEPTH + 3), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_rep(b, DEPTH + 3), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_org(b, DEPTH + 3), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_event(b, DEPTH + 3), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_pub(b, DEPTH + 3), CG_ERR_PROTO);
+    memset(b, 0x91, DEPTH + 3);
+    CG_CHECK_EQ_INT(dec_req(b, DEPTH + 3), CG_ERR_PROTO);
+}
+
+static cg_err org_counts(uint32_t limit_n, uint32_t warn_n, uint32_t webhook_n, uint64_t anchor)
+{
+    raw r;
+    raw_init(&r);
+    raw_org(&r, limit_n, warn_n, webhook_n, anchor);
+    cg_err err = dec_raw_org(&r);
+    raw_fini(&r);
+    return err;
+}
+
+/* An events reply with n events of the given seq step (0 = repeating seqs). */
+static cg_err events_reply(uint32_t n, int64_t step)
+{
+    raw r;
+    raw_init(&r);
+    raw_batch(&r, 1);
+    raw_arr(&r, 4);
+    raw_u(&r, PROTO_OP_EVENTS_SINCE);
+    raw_u(&r, CG_ERR_OK);
+    raw_u(&r, 7);
+    raw_arr(&r, n);
+    for (uint32_t i = 0; i < n; i++) {
+        raw_event(&r, (uint64_t)(1000 + step * i), PROTO_EVT_TOKEN_WARNING, PROTO_METRIC_TOKENS,
+                  5000);
+    }
+    cg_err err = dec_raw_rep(&r);
+    raw_fini(&r);
+    return err;
+}
+
+/* A reserve reply (status OK) with n limit states. */
+static cg_err states_reply(uint32_t n)
+{
+    raw r;
+    raw_init(&r);
+    raw_batch(&r, 1);
+    raw_arr(&r, 3);
+    raw_u(&r, PROTO_OP_RESERVE);
+    raw_u(&r, CG_ERR_OK);
+    raw_arr(&r, n);
+    for (uint32_t i = 0; i < n; i++) {
+        raw_arr(&r, 5);
+        for (int j = 0; j < 5; j++) {
+            raw_i(&r, j);
+        }
+    }
+    cg_err err = dec_raw_rep(&r);
+    raw_fini(&r);
+    return err;
+}
+
+CG_TEST(count_bounds)
+{
+    CG_CHECK_EQ_INT(org_counts(1, PROTO_WARN_MAX, 0, 1), CG_ERR_OK);
+    CG_CHECK_EQ_INT(org_counts(1, PROTO_WARN_MAX + 1, 0, 1), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(org_counts(PROTO_LIMITS_MAX, 0, 0, 1), CG_ERR_OK);
+    CG_CHECK_EQ_INT(org_counts(PROTO_LIMITS_MAX + 1, 0, 0, 1), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(org_counts(0, 0, PROTO_WEBHOOKS_MAX, 1), CG_ERR_OK);
+    CG_CHECK_EQ_INT(org_counts(0, 0, PROTO_WEBHOOKS_MAX + 1, 1), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(events_reply(0, 1), CG_ERR_OK);
+    CG_CHECK_EQ_INT(events_reply(PROTO_EVENTS_MAX, 1), CG_ERR_OK);
+    CG_CHECK_EQ_INT(events_reply(PROTO_EVENTS_MAX + 1, 1), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(events_reply(2, 0), CG_ERR_PROTO);  /* repeated seq */
+    CG_CHECK_EQ_INT(events_reply(2, -1), CG_ERR_PROTO); /* descending seq */
+    CG_CHECK_EQ_INT(states_reply(PROTO_LIMITS_MAX), CG_ERR_OK);
+    CG_CHECK_EQ_INT(states_reply(PROTO_LIMITS_MAX + 1), CG_ERR_PROTO);
+}
+
+/* Documented bounds of record fields (proto.h) are enforced on decode. */
+CG_TEST(record_bounds)
+{
+    CG_CHECK_EQ_INT(org_counts(0, 0, 0, 28), CG_ERR_OK);
+    CG_CHECK_EQ_INT(org_counts(0, 0, 0, 0), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(org_counts(0, 0, 0, 29), CG_ERR_PROTO);
+    static const struct {
+        uint32_t id;
+        uint8_t kind;
+        uint32_t sliding_s;
+        uint16_t bp[2];
+        uint32_t dup; /* a second limit with this id */
+        cg_err want;
+    } cases[] = {
+        {1, CG_WIN_MONTH, 0, {1, 10000}, 2, CG_ERR_OK},
+        {1, CG_WIN_SLIDING, 1, {1, 2}, 2, CG_ERR_OK},
+        {1, CG_WIN_SLIDING, CG_WINDOW_SLIDING_MAX_S, {1, 2}, 2, CG_ERR_OK},
+        {1, CG_WIN_SLIDING, CG_WINDOW_SLIDING_MAX_S + 1, {1, 2}, 2, CG_ERR_PROTO},
+        {1, CG_WIN_SLIDING, 0, {1, 2}, 2, CG_ERR_PROTO},
+        {1, CG_WIN_DAY, 60, {1, 2}, 2, CG_ERR_PROTO},
+        {1, CG_WIN_SLIDING + 1, 0, {1, 2}, 2, CG_ERR_PROTO},
+        {0, CG_WIN_DAY, 0, {1, 2}, 2, CG_ERR_PROTO},
+        {1, CG_WIN_DAY, 0, {1, 2}, 1, CG_ERR_PROTO},
+        {1, CG_WIN_DAY, 0, {0, 2}, 2, CG_ERR_PROTO},
+        {1, CG_WIN_DAY, 0, {2, 2}, 2, CG_ERR_PROTO},
+        {1, CG_WIN_DAY, 0, {3, 2}, 2, CG_ERR_PROTO},
+        {1, CG_WIN_DAY, 0, {1, 10001}, 2, CG_ERR_PROTO},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        raw r;
+        raw_init(&r);
+        raw_arr(&r, 2);
+        raw_u(&r, PROTO_VERSION);
+        raw_arr(&r, 6);
+        raw_str(&r, 1, 'o');
+        raw_str(&r, 1, 'n');
+        raw_u(&r, 1);
+        raw_i(&r, 0);
+        raw_arr(&r, 2);
+        raw_limit(&r, cases[i].id, cases[i].kind, cases[i].sliding_s, 2, cases[i].bp);
+        raw_limit(&r, cases[i].dup, CG_WIN_LIFETIME, 0, 0, NULL);
+        raw_arr(&r, 0);
+        cg_err err = dec_raw_org(&r);
+        raw_fini(&r);
+        if (err != cases[i].want) {
+            fprintf(stderr, "  record_bounds case %zu\n", i);
+        }
+        CG_CHECK_EQ_INT(err, cases[i].want);
+    }
+}
+
+static cg_err event_with(uint64_t type, uint64_t metric, uint64_t bp)
+{
+    raw r;
+    raw_init(&r);
+    raw_arr(&r, 2);
+    raw_u(&r, PROTO_VERSION);
+    raw_event(&r, 1, type, metric, bp);
+    cg_err err = dec_event(r.sb.data, r.sb.size);
+    raw_fini(&r);
+    return err;
+}
+
+CG_TEST(event_bounds)
+{
+    CG_CHECK_EQ_INT(event_with(PROTO_EVT_REQUEST_REACHED, PROTO_METRIC_REQUESTS, 10000), CG_ERR_OK);
+    CG_CHECK_EQ_INT(event_with(PROTO_EVT_SPEND_WARNING, PROTO_METRIC_COST, 1), CG_ERR_OK);
+    CG_CHECK_EQ_INT(event_with(PROTO_EVT_SPEND_WARNING, PROTO_METRIC_TOKENS, 1), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(event_with(0, PROTO_METRIC_COST, 1), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(event_with(7, PROTO_METRIC_COUNT_, 1), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(event_with(PROTO_EVT_SPEND_WARNING, PROTO_METRIC_COST, 0), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(event_with(PROTO_EVT_SPEND_WARNING, PROTO_METRIC_COST, 10001), CG_ERR_PROTO);
+}
+
+/* The reserve op [3, "", "r", <lease bytes>, [1, 2, 3]] with a hand-encoded lease. */
+static cg_err reserve_lease(const uint8_t *lease, size_t n, int64_t *out)
+{
+    raw r;
+    raw_init(&r);
+    raw_batch(&r, 1);
+    raw_arr(&r, 5);
+    raw_u(&r, PROTO_OP_RESERVE);
+    raw_str(&r, 0, 'x');
+    raw_str(&r, 1, 'r');
+    raw_bytes(&r, lease, n);
+    raw_arr(&r, 3);
+    raw_i(&r, 1);
+    raw_i(&r, 2);
+    raw_i(&r, 3);
+    proto_req *q = NULL;
+    uint32_t cnt = 0;
+    cg_err err = proto_req_decode(r.sb.data, r.sb.size, &q, &cnt);
+    if (err == CG_ERR_OK) {
+        *out = q[0].u.reserve.lease_ms;
+        proto_req_free(q, cnt);
+    }
+    raw_fini(&r);
+    return err;
+}
+
+CG_TEST(integer_formats)
+{
+    static const struct {
+        uint8_t b[9];
+        size_t n;
+        cg_err want;
+        int64_t v;
+    } cases[] = {
+        {{0x7f}, 1, CG_ERR_OK, 127},
+        {{0xe0}, 1, CG_ERR_OK, -32},
+        {{0xd0, 0xff}, 2, CG_ERR_OK, -1},
+        {{0xd0, 0x05}, 2, CG_ERR_OK, 5},
+        {{0xd1, 0x80, 0x00}, 3, CG_ERR_OK, -32768},
+        {{0xd2, 0x80, 0, 0, 0}, 5, CG_ERR_OK, INT32_MIN},
+        {{0xd3, 0x80, 0, 0, 0, 0, 0, 0, 0}, 9, CG_ERR_OK, INT64_MIN},
+        {{0xd3, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, 9, CG_ERR_OK, INT64_MAX},
+        {{0xcc, 0xff}, 2, CG_ERR_OK, 255},
+        {{0xcf, 0, 0, 0, 0, 0, 0, 0, 5}, 9, CG_ERR_OK, 5},
+        {{0xcf, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff}, 9, CG_ERR_OK, INT64_MAX},
+        {{0xcf, 0x80, 0, 0, 0, 0, 0, 0, 0}, 9, CG_ERR_PROTO, 0},
+        {{0xca, 0, 0, 0, 0}, 5, CG_ERR_PROTO, 0}, /* float32 */
+        {{0xc0}, 1, CG_ERR_PROTO, 0},             /* nil */
+        {{0xc3}, 1, CG_ERR_PROTO, 0},             /* true */
+        {{0xa1, '1'}, 2, CG_ERR_PROTO, 0},        /* "1" */
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int64_t v = 0;
+        CG_CHECK_EQ_INT(reserve_lease(cases[i].b, cases[i].n, &v), cases[i].want);
+        CG_CHECK_EQ_INT(v, cases[i].v);
+    }
+}
+
+CG_TEST(wrong_types_and_arity_rejected)
+{
+    static const struct {
+        const char *what;
+        uint8_t b[16];
+        size_t n;
+        cg_err want;
+        bool rep;
+    } cases[] = {
+        {"ping ok", {0x92, 0x01, 0x91, 0x92, 0x01, 0xa0}, 6, CG_ERR_OK, false},
+        {"ping extra", {0x92, 0x01, 0x91, 0x93, 0x01, 0xa0, 0xc0}, 7, CG_ERR_PROTO, false},
+        {"op alone", {0x92, 0x01, 0x91, 0x91, 0x01}, 5, CG_ERR_PROTO, false},
+        {"route int", {0x92, 0x01, 0x91, 0x92, 0x01, 0x00}, 6, CG_ERR_PROTO, false},
+        {"route bin", {0x92, 0x01, 0x91, 0x92, 0x01, 0xc4, 0x00}, 7, CG_ERR_PROTO, false},
+        {"batch map", {0x92, 0x01, 0x80}, 3, CG_ERR_PROTO, false},
+        {"top extra", {0x93, 0x01, 0x91, 0x92, 0x01, 0xa0, 0xc0}, 7, CG_ERR_PROTO, false},
+        {"hash str", {0x92, 0x01, 0x91, 0x93, 0x02, 0xa0, 0xa0}, 7, CG_ERR_PROTO, false},
+        {"max_n 0", {0x92, 0x01, 0x91, 0x94, 0x0a, 0xa0, 0x00, 0x00}, 8, CG_ERR_PROTO, false},
+        {"max_n 256", {0x92, 0x01, 0x91, 0x94, 0x0a, 0xa0, 0x00, 0xcd, 1, 0}, 10, CG_ERR_OK, false},
+        {"max_n 257",
+         {0x92, 0x01, 0x91, 0x94, 0x0a, 0xa0, 0x00, 0xcd, 1, 1},
+         10,
+         CG_ERR_PROTO,
+         false},
+        {"create_only int",
+         {0x92, 0x01, 0x91, 0x94, 0x06, 0xa0, 0x01, 0xc0},
+         8,
+         CG_ERR_PROTO,
+         false},
+        {"release ok", {0x92, 0x01, 0x91, 0x92, 0x05, 0x05}, 6, CG_ERR_OK, true},
+        {"status 65535", {0x92, 0x01, 0x91, 0x92, 0x05, 0xcd, 0xff, 0xff}, 8, CG_ERR_OK, true},
+        {"status 65536", {0x92, 0x01, 0x91, 0x92, 0x05, 0xce, 0, 1, 0, 0}, 10, CG_ERR_PROTO, true},
+        {"auth ok bare", {0x92, 0x01, 0x91, 0x92, 0x02, 0x00}, 6, CG_ERR_PROTO, true},
+        {"settle ok", {0x92, 0x01, 0x91, 0x93, 0x04, 0x00, 0xc2}, 7, CG_ERR_OK, true},
+        {"settle late int", {0x92, 0x01, 0x91, 0x93, 0x04, 0x00, 0x01}, 7, CG_ERR_PROTO, true},
+        {"settle budget body", {0x92, 0x01, 0x91, 0x93, 0x04, 0x0c, 0xc2}, 7, CG_ERR_PROTO, true},
+        {"reserve budget no refusal",
+         {0x92, 0x01, 0x91, 0x93, 0x03, 0x0c, 0x90},
+         7,
+         CG_ERR_PROTO,
+         true},
+        {"reserve ok", {0x92, 0x01, 0x91, 0x93, 0x03, 0x00, 0x90}, 7, CG_ERR_OK, true},
+        {"release body", {0x92, 0x01, 0x91, 0x93, 0x05, 0x00, 0xc0}, 7, CG_ERR_PROTO, true},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        cg_err err =
+            cases[i].rep ? dec_rep(cases[i].b, cases[i].n) : dec_req(cases[i].b, cases[i].n);
+        if (err != cases[i].want) {
+            fprintf(stderr, "  case \"%s\"\n", cases[i].what);
+        }
+        CG_CHECK_EQ_INT(err, cases[i].want);
+    }
+}
+
+CG_TEST(settle_without_usage)
+{
+    proto_req in;
+    memset(&in, 0, sizeof(in));
+    in.op = PROTO_OP_SETTLE;
+    strcpy(in.route, "customer:acme/c1");
+    strcpy(in.u.settle.request_id, "req_1");
+    in.u.settle.actual = (proto_amounts){1, 2, 3};
+    in.u.settle.usage.ts_ms = 5; /* ignored: has_usage == 0 */
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    CG_CHECK_EQ_INT(proto_req_encode(&in, 1, &sb), CG_ERR_OK);
+    proto_req *out = NULL;
+    uint32_t n = 0;
+    CG_CHECK_EQ_INT(proto_req_decode(sb.data, sb.size, &out, &n), CG_ERR_OK);
+    CG_CHECK_EQ_INT(out[0].u.settle.has_usage, 0);
+    CG_CHECK_EQ_INT(out[0].u.settle.usage.ts_ms, 0);
+    CG_CHECK_EQ_INT(out[0].u.settle.actual.requests, 3);
+    CG_CHECK_EQ_STR(out[0].route, "customer:acme/c1");
+    proto_req_free(out, n);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+CG_TEST(names)
+{
+    CG_CHECK_EQ_STR(proto_metric_name(PROTO_METRIC_COST), "cost");
+    CG_CHECK_EQ_STR(proto_metric_name(PROTO_METRIC_REQUESTS), "requests");
+    CG_CHECK(proto_metric_name(3) == NULL && proto_metric_name(-1) == NULL);
+    CG_CHECK_EQ_STR(proto_action_name(PROTO_ACTION_WARN), "warn");
+    CG_CHECK(proto_action_name(2) == NULL);
+    CG_CHECK_EQ_STR(proto_scope_name(PROTO_SCOPE_CUSTOMER), "customer");
+    CG_CHECK(proto_scope_name(4) == NULL);
+    CG_CHECK_EQ_STR(proto_event_type_name(PROTO_EVT_SPEND_WARNING),
+                    "spend_cap_warning_threshold_reached");
+    CG_CHECK_EQ_STR(proto_event_type_name(PROTO_EVT_TOKEN_REACHED), "token_quota_reached");
+    CG_CHECK_EQ_STR(proto_event_type_name(PROTO_EVT_REQUEST_WARNING),
+                    "request_quota_warning_threshold_reached");
+    CG_CHECK(proto_event_type_name(0) == NULL && proto_event_type_name(7) == NULL);
+    CG_CHECK_EQ_STR(proto_op_name(PROTO_OP_EVENTS_SINCE), "events_since");
+    CG_CHECK(proto_op_name(0) == NULL && proto_op_name(11) == NULL);
+    CG_CHECK_EQ_INT(proto_metric_parse("tokens"), PROTO_METRIC_TOKENS);
+    CG_CHECK_EQ_INT(proto_metric_parse("Tokens"), -1);
+    CG_CHECK_EQ_INT(proto_metric_parse(NULL), -1);
+    CG_CHECK_EQ_INT(proto_action_parse("block"), PROTO_ACTION_BLOCK);
+    CG_CHECK_EQ_INT(proto_action_parse(""), -1);
+    CG_CHECK_EQ_INT(proto_event_type_for(PROTO_METRIC_COST, 0), PROTO_EVT_SPEND_WARNING);
+    CG_CHECK_EQ_INT(proto_event_type_for(PROTO_METRIC_TOKENS, 1), PROTO_EVT_TOKEN_REACHED);
+    CG_CHECK_EQ_INT(proto_event_type_for(PROTO_METRIC_REQUESTS, 5), PROTO_EVT_REQUEST_REACHED);
+    CG_CHECK_EQ_INT(proto_event_type_for(3, 0), -1);
+    CG_CHECK_EQ_INT(proto_event_type_for(-1, 1), -1);
+}
+
+/* ---- mutation loop ---- */
+
+static uint64_t xorshift(uint64_t *s)
+{
+    uint64_t x = *s;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    *s = x;
+    return x;
+}
+
+#define MUT_BUF_MAX 65536
+
+/* Apply 1..4 random edits (overwrite, special byte, insert, delete, truncate) in place. */
+static size_t mutate(uint8_t *b, size_t len, uint64_t *rng)
+{
+    static const uint8_t special[] = {0x00, 0x01, 0x7f, 0x80, 0x90, 0x9f, 0xa0, 0xbf,
+                                      0xc0, 0xc2, 0xc3, 0xc4, 0xcc, 0xcf, 0xd0, 0xd3,
+                                      0xd9, 0xdb, 0xdc, 0xdd, 0xe0, 0xff};
+    int edits = 1 + (int)(xorshift(rng) % 4);
+    for (int i = 0; i < edits && len > 0; i++) {
+        size_t at = xorshift(rng) % len;
+        switch (xorshift(rng) % 6) {
+        case 0:
+            b[at] ^= (uint8_t)(1u << (xorshift(rng) % 8));
+            break;
+        case 1:
+            b[at] = (uint8_t)xorshift(rng);
+            break;
+        case 2:
+            b[at] = special[xorshift(rng) % sizeof(special)];
+            break;
+        case 3:
+            if (len < MUT_BUF_MAX) {
+                memmove(b + at + 1, b + at, len - at);
+                b[at] = (uint8_t)xorshift(rng);
+                len++;
+            }
+            break;
+        case 4:
+            memmove(b + at, b + at + 1, len - at - 1);
+            len--;
+            break;
+        default:
+            len = at;
+            break;
+        }
+    }
+    return len;
+}
+
+CG_TEST(mutated_inputs_never_crash)
+{
+    seed s[SEEDS_N];
+    seeds_make(s, true);
+    uint8_t *buf = malloc(MUT_BUF_MAX);
+    CG_CHECK(buf != NULL);
+    uint64_t rng = 0x9e3779b97f4a7c15u;
+    uint32_t decoded = 0;
+    for (uint32_t it = 0; it < FUZZ_ITERATIONS; it++) {
+        size_t len;
+        if (it % 16 == 0) { /* now and then pure noise */
+            len = xorshift(&rng) % 64;
+            for (size_t i = 0; i < len; i++) {
+                buf[i] = (uint8_t)xorshift(&rng);
+            }
+        } else {
+            const seed *sd = &s[xorshift(&rng) % SEEDS_N];
+            len = sd->sb.size < MUT_BUF_MAX - 8 ? sd->sb.size : MUT_BUF_MAX - 8;
+            memcpy(buf, sd->sb.data, len);
+            len = mutate(buf, len, &rng);
+        }
+        CG_CHECK(proto_fuzz_check(buf, len));
+        for (int i = 0; i < SEEDS_N; i++) {
+            decoded += s[i].dec(buf, len) == CG_ERR_OK;
+        }
+    }
+    printf("  %u of %u mutated inputs still decoded\n", decoded, FUZZ_ITERATIONS);
+    free(buf);
+    seeds_free(s);
+}
+
+/* PROTO_TEST_SEED_DIR=dir: write the seeds there, as a corpus for proto_fuzz. */
+static void write_seeds(void)
+{
+    const char *dir = getenv("PROTO_TEST_SEED_DIR");
+    if (dir == NULL) {
+        return;
+    }
+    seed s[SEEDS_N];
+    seeds_make(s, true);
+    for (int i = 0; i < SEEDS_N; i++) {
+        char path[4096];
+        snprintf(path, sizeof(path), "%s/seed-%d", dir, i);
+        FILE *f = fopen(path, "wb");
+        if (f != NULL) {
+            fwrite(s[i].sb.data, 1, s[i].sb.size, f);
+            fclose(f);
+        }
+    }
+    seeds_free(s);
+}
+
+int main(void)
+{
+    write_seeds();
+    return CG_TEST_RUN(req_round_trip_every_op, req_round_trip_max_batch, rep_round_trip_every_op,
+                       rep_body_follows_status, rep_round_trip_max_events, records_round_trip,
+                       every_truncation_rejected, trailing_bytes_rejected, wrong_version_rejected,
+                       oversized_rejected, string_bounds, batch_bounds, unknown_op_rejected,
+                       hostile_lengths_rejected, deep_nesting_rejected, count_bounds, record_bounds,
+                       event_bounds, integer_formats, wrong_types_and_arity_rejected,
+                       settle_without_usage, names, mutated_inputs_never_crash);
+}
