@@ -64,6 +64,10 @@ typedef struct cg_http_opts {
  * Listen on "host:port" on loop. reuseport: set SO_REUSEPORT so several loops
  * (threads) can listen on the same address and the kernel spreads connections.
  * On success *out is the server; stop it with cg_http_server_close.
+ * Zero fields of o take defaults (4 MiB body, 16 KiB headers, 30 s request
+ * timeout, 75 s idle, 10000 conns). The first call sets SIGPIPE to ignored for
+ * the process (a vanished peer must be an EPIPE, not a fatal signal).
+ * Errors: CG_ERR_INVAL (bad or unresolvable address), errno-mapped socket errors.
  */
 cg_err cg_http_listen(uv_loop_t *loop, const char *hostport, int reuseport, const cg_http_opts *o,
                       cg_http_handler_cb handler, void *ud, cg_http_server **out);
@@ -72,11 +76,15 @@ cg_err cg_http_listen(uv_loop_t *loop, const char *hostport, int reuseport, cons
 void cg_http_server_close(cg_http_server *s);
 /* Number of open connections. */
 uint32_t cg_http_server_conns(const cg_http_server *s);
+/* The bound TCP port (useful after listening on port 0); -1 on error. */
+int cg_http_server_port(const cg_http_server *s);
 
 /* Case-insensitive header lookup; NULL if absent. */
 const char *cg_http_req_header(const cg_http_req *r, const char *name);
 
-/* Register abort/drain callbacks for the pending response of c. */
+/* Register abort/drain callbacks for the pending response of c. Without an
+ * abort callback, a connection lost while its response is owed stays allocated
+ * until the handler completes the response (which is then discarded). */
 void cg_http_conn_set_callbacks(cg_http_conn *c, cg_http_abort_cb on_abort, cg_http_drain_cb on_drain,
                                 void *ud);
 
@@ -98,6 +106,11 @@ void cg_http_stream_begin(cg_http_conn *c, int status, const char *extra_headers
 size_t cg_http_stream_write(cg_http_conn *c, const void *p, size_t n);
 /* Terminating chunk; completes the request. */
 void cg_http_stream_end(cg_http_conn *c);
+/* Complete the owed response abnormally: bytes already queued are still
+ * written, then the connection is closed without a terminating chunk (the
+ * client sees a truncated body). The abort callback is not called; c must not
+ * be used afterwards. */
+void cg_http_conn_drop(cg_http_conn *c);
 
 /* Reason phrase for a status ("Payment Required"). */
 const char *cg_http_reason(int status);
