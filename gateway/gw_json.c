@@ -1,0 +1,525 @@
+/*
+ * gw_json.c — JSON helpers on cJSON for the gateway (contract in gw_json.h).
+ *
+ * Invariants: input trees are never modified; every validation failure names
+ * the field and writes nothing to the output; money never passes through
+ * arithmetic on doubles (numbers go through cg_money_from_double once).
+ */
+#include "gw_json.h"
+
+#include <assert.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "cg_money.h"
+#include "cg_period.h"
+
+#define GW_JSON_MONEY_BUF 32 /* cg_money_format: 32 bytes always suffice */
+#define GW_JSON_TIME_BUF 40
+#define GW_JSON_WINDOW_BUF 32
+#define GW_JSON_BP_PER_UNIT 10000 /* basis points in 1.0 */
+
+static cg_err gw_json_fail(char *err, size_t errcap, const char *path, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* Write "<path>: <message>" into err; always returns CG_ERR_INVAL. */
+static cg_err gw_json_fail(char *err, size_t errcap, const char *path, const char *fmt, ...)
+{
+    va_list ap;
+    int n;
+
+    if (err == NULL || errcap == 0) {
+        return CG_ERR_INVAL;
+    }
+    va_start(ap, fmt);
+    n = snprintf(err, errcap, "%s: ", path);
+    if (n >= 0 && (size_t)n < errcap) { /* else the path alone filled the buffer */
+        vsnprintf(err + n, errcap - (size_t)n, fmt, ap);
+    }
+    va_end(ap);
+    return CG_ERR_INVAL;
+}
+
+cJSON *gw_json_parse(const char *body, size_t len)
+{
+    const char *end = NULL;
+    cJSON *root;
+
+    if (body == NULL || len == 0) {
+        return NULL;
+    }
+    root = cJSON_ParseWithLengthOpts(body, len, &end, 0);
+    if (root == NULL) {
+        return NULL;
+    }
+    /* Only whitespace may follow the value. */
+    while (end != NULL && end < body + len &&
+           (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n')) {
+        end++;
+    }
+    if (end != body + len) {
+        cJSON_Delete(root);
+        return NULL;
+    }
+    return root;
+}
+
+/* Append s to buf (cap bytes, NUL-terminated), truncating: a cut path still names the field. */
+static void gw_json_cat(char *buf, size_t cap, size_t *pos, const char *s)
+{
+    size_t n = strlen(s);
+
+    if (*pos + 1 >= cap) {
+        return;
+    }
+    if (n > cap - 1 - *pos) {
+        n = cap - 1 - *pos;
+    }
+    memcpy(buf + *pos, s, n);
+    *pos += n;
+    buf[*pos] = '\0';
+}
+
+void gw_json_path(char *buf, size_t cap, const char *path, const char *field)
+{
+    size_t pos = 0;
+
+    assert(cap > 0);
+    buf[0] = '\0';
+    if (path != NULL && path[0] != '\0') {
+        gw_json_cat(buf, cap, &pos, path);
+        gw_json_cat(buf, cap, &pos, ".");
+    }
+    gw_json_cat(buf, cap, &pos, field);
+}
+
+void gw_json_path_index(char *buf, size_t cap, const char *path, uint32_t i)
+{
+    char num[16]; /* "[" + 10 digits + "]" */
+    size_t pos = 0;
+
+    assert(cap > 0);
+    snprintf(num, sizeof(num), "[%u]", (unsigned)i);
+    buf[0] = '\0';
+    gw_json_cat(buf, cap, &pos, path);
+    gw_json_cat(buf, cap, &pos, num);
+}
+
+cg_err gw_json_check_fields(const cJSON *obj, const char *path, const char *const *allowed,
+                            char *err, size_t errcap)
+{
+    char fpath[GW_JSON_PATH_MAX];
+    uint32_t seen = 0;
+    const cJSON *f;
+
+    assert(cJSON_IsObject(obj));
+    cJSON_ArrayForEach(f, obj)
+    {
+        size_t i;
+        for (i = 0; allowed[i] != NULL; i++) {
+            assert(i < GW_JSON_FIELDS_MAX);
+            if (strcmp(allowed[i], f->string) == 0) {
+                break;
+            }
+        }
+        gw_json_path(fpath, sizeof(fpath), path, f->string);
+        if (allowed[i] == NULL) {
+            return gw_json_fail(err, errcap, fpath, "unknown field");
+        }
+        if (seen & (1u << i)) {
+            return gw_json_fail(err, errcap, fpath, "duplicate field");
+        }
+        seen |= 1u << i;
+    }
+    return CG_ERR_OK;
+}
+
+cg_err gw_json_get_money(const cJSON *v, int64_t *out_nusd)
+{
+    int64_t nusd;
+    cg_err e;
+
+    if (cJSON_IsNumber(v)) {
+        if (!isfinite(v->valuedouble) || v->valuedouble < 0) {
+            return CG_ERR_INVAL;
+        }
+        e = cg_money_from_double(v->valuedouble, &nusd);
+    } else if (cJSON_IsString(v)) {
+        e = cg_money_parse(v->valuestring, strlen(v->valuestring), 0, &nusd);
+    } else {
+        return CG_ERR_INVAL;
+    }
+    if (e == CG_ERR_OVERFLOW || e == CG_ERR_RANGE) {
+        return CG_ERR_OVERFLOW;
+    }
+    if (e != CG_ERR_OK || nusd < 0) {
+        return CG_ERR_INVAL;
+    }
+    *out_nusd = nusd;
+    return CG_ERR_OK;
+}
+
+cg_err gw_json_get_int(const cJSON *v, int64_t max, int64_t *out)
+{
+    double d;
+
+    assert(max >= 0 && max <= GW_JSON_INT_MAX);
+    if (!cJSON_IsNumber(v)) {
+        return CG_ERR_INVAL;
+    }
+    d = v->valuedouble;
+    if (!isfinite(d) || d < 0 || d > (double)max || d != floor(d)) {
+        return CG_ERR_INVAL;
+    }
+    *out = (int64_t)d;
+    return CG_ERR_OK;
+}
+
+cg_err gw_json_get_string(const cJSON *v, size_t maxlen, char *out, size_t cap)
+{
+    size_t n;
+
+    assert(cap > maxlen);
+    if (!cJSON_IsString(v)) {
+        return CG_ERR_INVAL;
+    }
+    n = strlen(v->valuestring);
+    if (n > maxlen) {
+        return CG_ERR_INVAL;
+    }
+    memcpy(out, v->valuestring, n + 1);
+    return CG_ERR_OK;
+}
+
+/* The "max" of a limit whose metric is already known. */
+static cg_err gw_json_limit_max(const cJSON *v, int metric, const char *path, int64_t *out,
+                                char *err, size_t errcap)
+{
+    cg_err e;
+
+    if (v == NULL || cJSON_IsNull(v)) {
+        *out = 0;
+        return CG_ERR_OK;
+    }
+    if (metric == PROTO_METRIC_COST) {
+        e = gw_json_get_money(v, out);
+        if (e == CG_ERR_OVERFLOW) {
+            return gw_json_fail(err, errcap, path, "amount too large");
+        }
+        if (e != CG_ERR_OK) {
+            return gw_json_fail(err, errcap, path,
+                                "must be a non-negative USD amount (number or decimal string)");
+        }
+        return CG_ERR_OK;
+    }
+    if (gw_json_get_int(v, GW_JSON_INT_MAX, out) != CG_ERR_OK) {
+        return gw_json_fail(err, errcap, path, "must be a non-negative integer up to 2^53");
+    }
+    return CG_ERR_OK;
+}
+
+/* warn_at: fractions in (0, 1] → ascending basis points. */
+static cg_err gw_json_warn_at(const cJSON *v, const char *path, proto_limit *l, char *err,
+                              size_t errcap)
+{
+    char ipath[GW_JSON_PATH_MAX];
+    const cJSON *item;
+    uint32_t i = 0;
+
+    l->warn_n = 0;
+    if (v == NULL || cJSON_IsNull(v)) {
+        return CG_ERR_OK;
+    }
+    if (!cJSON_IsArray(v)) {
+        return gw_json_fail(err, errcap, path, "must be an array of fractions in (0, 1]");
+    }
+    if (cJSON_GetArraySize(v) > PROTO_WARN_MAX) {
+        return gw_json_fail(err, errcap, path, "at most %d thresholds", PROTO_WARN_MAX);
+    }
+    cJSON_ArrayForEach(item, v)
+    {
+        gw_json_path_index(ipath, sizeof(ipath), path, i);
+        if (!cJSON_IsNumber(item) || !isfinite(item->valuedouble) || item->valuedouble <= 0 ||
+            item->valuedouble > 1) {
+            return gw_json_fail(err, errcap, ipath, "must be a number in (0, 1]");
+        }
+        long bp = lround(item->valuedouble * GW_JSON_BP_PER_UNIT);
+        if (bp < 1) {
+            return gw_json_fail(err, errcap, ipath, "must be at least 0.0001");
+        }
+        if (i > 0 && (uint16_t)bp <= l->warn_bp[i - 1]) {
+            return gw_json_fail(err, errcap, ipath, "thresholds must be strictly ascending");
+        }
+        l->warn_bp[i++] = (uint16_t)bp;
+    }
+    l->warn_n = (uint8_t)i;
+    return CG_ERR_OK;
+}
+
+static cg_err gw_json_limit_enums(const cJSON *v, const char *path, unsigned flags, proto_limit *l,
+                                  char *err, size_t errcap)
+{
+    static const char *const windows = "lifetime, day, week, month";
+    char fpath[GW_JSON_PATH_MAX];
+    const cJSON *f;
+    int m;
+
+    gw_json_path(fpath, sizeof(fpath), path, "metric");
+    f = cJSON_GetObjectItemCaseSensitive(v, "metric");
+    if (!cJSON_IsString(f) || (m = proto_metric_parse(f->valuestring)) < 0) {
+        return gw_json_fail(err, errcap, fpath, "must be one of cost, tokens, requests");
+    }
+    l->metric = (uint8_t)m;
+
+    gw_json_path(fpath, sizeof(fpath), path, "window");
+    f = cJSON_GetObjectItemCaseSensitive(v, "window");
+    if (!cJSON_IsString(f) || cg_window_parse(f->valuestring, &l->window) != CG_ERR_OK) {
+        return gw_json_fail(err, errcap, fpath, "must be one of %s%s", windows,
+                            (flags & GW_JSON_LIMIT_ALLOW_SLIDING) ? ", <N>s|m|h|d" : "");
+    }
+    if (l->window.kind == CG_WIN_SLIDING && !(flags & GW_JSON_LIMIT_ALLOW_SLIDING)) {
+        return gw_json_fail(err, errcap, fpath, "sliding windows are not supported yet (use %s)",
+                            windows);
+    }
+
+    gw_json_path(fpath, sizeof(fpath), path, "action");
+    f = cJSON_GetObjectItemCaseSensitive(v, "action");
+    l->action = PROTO_ACTION_BLOCK;
+    if (f != NULL && !cJSON_IsNull(f)) {
+        int a = cJSON_IsString(f) ? proto_action_parse(f->valuestring) : -1;
+        if (a < 0) {
+            return gw_json_fail(err, errcap, fpath, "must be one of block, warn");
+        }
+        l->action = (uint8_t)a;
+    }
+    return CG_ERR_OK;
+}
+
+cg_err gw_json_limit_parse(const cJSON *v, const char *path, unsigned flags, proto_limit *out,
+                           char *err, size_t errcap)
+{
+    static const char *const fields[] = {"metric", "window", "max", "action", "warn_at", NULL};
+    char fpath[GW_JSON_PATH_MAX];
+    proto_limit l;
+    cg_err e;
+
+    if (!cJSON_IsObject(v)) {
+        return gw_json_fail(err, errcap, path, "must be an object");
+    }
+    if ((e = gw_json_check_fields(v, path, fields, err, errcap)) != CG_ERR_OK) {
+        return e;
+    }
+    memset(&l, 0, sizeof(l));
+    if ((e = gw_json_limit_enums(v, path, flags, &l, err, errcap)) != CG_ERR_OK) {
+        return e;
+    }
+    gw_json_path(fpath, sizeof(fpath), path, "max");
+    e = gw_json_limit_max(cJSON_GetObjectItemCaseSensitive(v, "max"), l.metric, fpath, &l.max, err,
+                          errcap);
+    if (e != CG_ERR_OK) {
+        return e;
+    }
+    gw_json_path(fpath, sizeof(fpath), path, "warn_at");
+    e = gw_json_warn_at(cJSON_GetObjectItemCaseSensitive(v, "warn_at"), fpath, &l, err, errcap);
+    if (e != CG_ERR_OK) {
+        return e;
+    }
+    *out = l;
+    return CG_ERR_OK;
+}
+
+cg_err gw_json_limits_parse(const cJSON *arr, const char *path, unsigned flags, proto_limit *out,
+                            uint8_t *out_n, char *err, size_t errcap)
+{
+    proto_limit tmp[PROTO_LIMITS_MAX];
+    char ipath[GW_JSON_PATH_MAX];
+    const cJSON *item;
+    uint32_t n = 0;
+    cg_err e;
+
+    if (arr == NULL || cJSON_IsNull(arr)) {
+        *out_n = 0;
+        return CG_ERR_OK;
+    }
+    if (!cJSON_IsArray(arr)) {
+        return gw_json_fail(err, errcap, path, "must be an array of limits");
+    }
+    if (cJSON_GetArraySize(arr) > PROTO_LIMITS_MAX) {
+        return gw_json_fail(err, errcap, path, "at most %d limits", PROTO_LIMITS_MAX);
+    }
+    cJSON_ArrayForEach(item, arr)
+    {
+        gw_json_path_index(ipath, sizeof(ipath), path, n);
+        if ((e = gw_json_limit_parse(item, ipath, flags, &tmp[n], err, errcap)) != CG_ERR_OK) {
+            return e;
+        }
+        tmp[n].id = n + 1;
+        n++;
+    }
+    memcpy(out, tmp, n * sizeof(tmp[0]));
+    *out_n = (uint8_t)n;
+    return CG_ERR_OK;
+}
+
+cJSON *gw_json_money(int64_t nusd)
+{
+    char buf[GW_JSON_MONEY_BUF];
+
+    if (cg_money_format(nusd, 2, buf, sizeof(buf)) == 0) {
+        return NULL;
+    }
+    return cJSON_CreateString(buf);
+}
+
+cJSON *gw_json_amount(int metric, int64_t value)
+{
+    if (metric == PROTO_METRIC_COST) {
+        return gw_json_money(value);
+    }
+    return cJSON_CreateNumber((double)value);
+}
+
+cJSON *gw_json_time(int64_t t_ms)
+{
+    char buf[GW_JSON_TIME_BUF];
+
+    if (t_ms == 0 || t_ms == INT64_MAX) {
+        return cJSON_CreateNull();
+    }
+    if (cg_time_format(t_ms, buf, sizeof(buf)) == 0) {
+        return NULL;
+    }
+    return cJSON_CreateString(buf);
+}
+
+/* Add item to obj under name; deletes item-less failures. Returns 0 on out-of-memory. */
+static int gw_json_add(cJSON *obj, const char *name, cJSON *item)
+{
+    if (item == NULL) {
+        return 0;
+    }
+    if (!cJSON_AddItemToObject(obj, name, item)) {
+        cJSON_Delete(item);
+        return 0;
+    }
+    return 1;
+}
+
+static cJSON *gw_json_window(cg_window w)
+{
+    char buf[GW_JSON_WINDOW_BUF];
+
+    if (cg_window_format(w, buf, sizeof(buf)) == 0) {
+        return NULL;
+    }
+    return cJSON_CreateString(buf);
+}
+
+static cJSON *gw_json_warn_array(const proto_limit *l)
+{
+    cJSON *arr = cJSON_CreateArray();
+
+    for (uint32_t i = 0; arr != NULL && i < l->warn_n; i++) {
+        cJSON *n = cJSON_CreateNumber((double)l->warn_bp[i] / GW_JSON_BP_PER_UNIT);
+        if (n == NULL || !cJSON_AddItemToArray(arr, n)) {
+            cJSON_Delete(n);
+            cJSON_Delete(arr);
+            return NULL;
+        }
+    }
+    return arr;
+}
+
+cJSON *gw_json_limit(const proto_limit *l, const proto_limit_state *st)
+{
+    const char *metric = proto_metric_name(l->metric);
+    const char *action = proto_action_name(l->action);
+    cJSON *o = cJSON_CreateObject();
+    int ok;
+
+    if (o == NULL) {
+        return NULL;
+    }
+    ok = gw_json_add(o, "id", cJSON_CreateNumber(l->id)) &&
+         gw_json_add(o, "metric", metric ? cJSON_CreateString(metric) : cJSON_CreateNull()) &&
+         gw_json_add(o, "window", gw_json_window(l->window)) &&
+         gw_json_add(o, "max", gw_json_amount(l->metric, l->max)) &&
+         gw_json_add(o, "action", action ? cJSON_CreateString(action) : cJSON_CreateNull()) &&
+         gw_json_add(o, "warn_at", gw_json_warn_array(l));
+    if (ok && st != NULL) {
+        ok = gw_json_add(o, "used", gw_json_amount(l->metric, st->used)) &&
+             gw_json_add(o, "reserved", gw_json_amount(l->metric, st->reserved)) &&
+             gw_json_add(o, "resets_at", gw_json_time(st->period_end_ms));
+    }
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+cJSON *gw_json_refusal(int scope, const char *scope_id, const proto_refusal *r)
+{
+    const char *sname = proto_scope_name(scope);
+    const char *metric = proto_metric_name(r->metric);
+    cJSON *o = cJSON_CreateObject();
+    int ok;
+
+    if (o == NULL) {
+        return NULL;
+    }
+    ok = gw_json_add(o, "scope", sname ? cJSON_CreateString(sname) : cJSON_CreateNull()) &&
+         gw_json_add(o, "scope_id", cJSON_CreateString(scope_id)) &&
+         gw_json_add(o, "metric", metric ? cJSON_CreateString(metric) : cJSON_CreateNull()) &&
+         gw_json_add(o, "window", gw_json_window(r->window)) &&
+         gw_json_add(o, "max", gw_json_amount(r->metric, r->max)) &&
+         gw_json_add(o, "used", gw_json_amount(r->metric, r->used)) &&
+         gw_json_add(o, "resets_at", gw_json_time(r->resets_at_ms));
+    if (!ok) {
+        cJSON_Delete(o);
+        return NULL;
+    }
+    return o;
+}
+
+char *gw_json_print(const cJSON *root, size_t *len)
+{
+    char *s = cJSON_PrintUnformatted(root);
+
+    if (s != NULL && len != NULL) {
+        *len = strlen(s);
+    }
+    return s;
+}
+
+char *gw_json_error_body(const char *type, const char *code, const char *message, const char *param,
+                         cJSON *limit, size_t *len)
+{
+    cJSON *root = cJSON_CreateObject();
+    cJSON *e = cJSON_CreateObject();
+    char *s = NULL;
+    int ok;
+
+    if (root == NULL || e == NULL || !cJSON_AddItemToObject(root, "error", e)) {
+        cJSON_Delete(e);
+        cJSON_Delete(limit);
+        cJSON_Delete(root);
+        return NULL;
+    }
+    ok = gw_json_add(e, "message", cJSON_CreateString(message)) &&
+         gw_json_add(e, "type", cJSON_CreateString(type)) &&
+         gw_json_add(e, "code", code ? cJSON_CreateString(code) : cJSON_CreateNull()) &&
+         gw_json_add(e, "param", param ? cJSON_CreateString(param) : cJSON_CreateNull());
+    if (ok && limit != NULL) {
+        ok = gw_json_add(e, "limit", limit);
+        limit = NULL;
+    }
+    cJSON_Delete(limit);
+    if (ok) {
+        s = gw_json_print(root, len);
+    }
+    cJSON_Delete(root);
+    return s;
+}

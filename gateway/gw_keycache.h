@@ -1,0 +1,42 @@
+/*
+ * gw_keycache.h — per-worker cache of authenticated API keys.
+ *
+ * Maps a key id to the key record the ledger returned and the HMAC of the key
+ * string that authenticated it, for key_cache_ms. A hit needs the same id AND
+ * the same HMAC (compared in constant time), so a wrong secret for a cached id
+ * is never accepted from the cache; failures are never cached, so a revoked or
+ * unknown key is looked up every time. Direct-mapped (GW_KEYCACHE_SLOTS slots,
+ * a colliding id replaces the entry): bounded memory, no eviction logic.
+ *
+ * One cache per worker loop; not thread-safe.
+ */
+#ifndef GW_KEYCACHE_H
+#define GW_KEYCACHE_H
+#include <stdint.h>
+#include "proto.h"
+
+#define GW_KEYCACHE_SLOTS 1024
+
+typedef struct gw_keycache_entry {
+    proto_key key;
+    uint8_t hash[32];
+    int64_t fetched_ms; /* cg_mono_ms() when the ledger answered */
+} gw_keycache_entry;
+
+typedef struct gw_keycache {
+    uint32_t ttl_ms; /* 0 = caching off */
+    gw_keycache_entry *slots[GW_KEYCACHE_SLOTS];
+} gw_keycache;
+
+void gw_keycache_init(gw_keycache *kc, uint32_t ttl_ms);
+void gw_keycache_fini(gw_keycache *kc);
+
+/* The cached key for (id, hash) if fresh at now_ms (monotonic); NULL otherwise.
+ * The pointer is valid until the next put or fini. */
+const proto_key *gw_keycache_get(gw_keycache *kc, const char *id, const uint8_t hash[32],
+                                 int64_t now_ms);
+
+/* Remember a successful authentication (no-op when caching is off or out of memory). */
+void gw_keycache_put(gw_keycache *kc, const proto_key *key, const uint8_t hash[32], int64_t now_ms);
+
+#endif

@@ -1,0 +1,168 @@
+/*
+ * gw_keys.c — capgate API keys: generation, format check, hashing (gw_keys.h).
+ *
+ * Layout of a key (GW_KEY_LEN bytes, fixed):
+ *   "cg-" | "k_" + 16 lowercase hex (the key id) | "-" | 43 base62 (secret) | 6 base62 (CRC32)
+ * The secret encodes 32 bytes from RAND_bytes as one big-endian number in
+ * base 62, left-padded with '0' (62^43 > 2^256, so 43 digits always suffice).
+ * The checksum is zlib's CRC32 over the 65 bytes before it, also fixed-width
+ * base 62 (62^6 > 2^32). CRC32 detects every error confined to 32 consecutive
+ * bits, so any single mistyped character is refused by gw_key_parse without a
+ * lookup. Only HMAC-SHA256(pepper, key) leaves this file.
+ *
+ * Invariants: pure functions, no global state, thread-safe.
+ */
+#include "gw_keys.h"
+
+#include <assert.h>
+#include <string.h>
+
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+#include <zlib.h>
+
+#define GW_KEY_PREFIX "cg-"
+#define GW_KEY_PREFIX_LEN 3
+#define GW_KEY_ID_HEX 16                  /* hex digits after "k_" */
+#define GW_KEY_ID_LEN (2 + GW_KEY_ID_HEX) /* "k_" + hex */
+#define GW_KEY_SECRET_BYTES 32            /* random bytes in the secret */
+#define GW_KEY_SECRET_DIGITS 43           /* base62 digits for 256 bits */
+#define GW_KEY_SUM_DIGITS 6               /* base62 digits for 32 bits */
+#define GW_KEY_SECRET_OFF (GW_KEY_PREFIX_LEN + GW_KEY_ID_LEN + 1)
+#define GW_KEY_SUM_OFF (GW_KEY_SECRET_OFF + GW_KEY_SECRET_DIGITS)
+#define GW_KEY_LEN (GW_KEY_SUM_OFF + GW_KEY_SUM_DIGITS) /* 71 */
+
+_Static_assert(GW_KEY_LEN <= GW_KEY_MAX, "key layout exceeds GW_KEY_MAX");
+_Static_assert(GW_KEY_ID_LEN <= GW_KEY_ID_MAX, "key id exceeds GW_KEY_ID_MAX");
+
+static const char gw_b62_digits[] =
+    "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+
+/* Value of a base62 digit, or -1. */
+static int gw_b62_value(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'A' && c <= 'Z') {
+        return c - 'A' + 10;
+    }
+    if (c >= 'a' && c <= 'z') {
+        return c - 'a' + 36;
+    }
+    return -1;
+}
+
+/*
+ * Write the big-endian number in buf[0..n) as exactly `digits` base62 digits
+ * (most significant first). buf is consumed (divided down to zero).
+ * The caller guarantees 62^digits exceeds the number.
+ */
+static void gw_b62_encode(uint8_t *buf, size_t n, char *out, size_t digits)
+{
+    for (size_t d = digits; d > 0; d--) {
+        uint32_t rem = 0;
+        for (size_t i = 0; i < n; i++) {
+            uint32_t cur = (rem << 8) | buf[i];
+            buf[i] = (uint8_t)(cur / 62);
+            rem = cur % 62;
+        }
+        out[d - 1] = gw_b62_digits[rem];
+    }
+}
+
+static uint32_t gw_key_crc(const char *s, size_t len)
+{
+    uLong crc = crc32(0L, Z_NULL, 0);
+    return (uint32_t)crc32(crc, (const Bytef *)s, (uInt)len);
+}
+
+static void gw_key_sum_encode(uint32_t crc, char out[GW_KEY_SUM_DIGITS])
+{
+    uint8_t be[4] = {(uint8_t)(crc >> 24), (uint8_t)(crc >> 16), (uint8_t)(crc >> 8), (uint8_t)crc};
+    gw_b62_encode(be, sizeof(be), out, GW_KEY_SUM_DIGITS);
+}
+
+cg_err gw_key_generate(char *key_out, size_t keycap, char *id_out, size_t idcap)
+{
+    static const char hex[] = "0123456789abcdef";
+    uint8_t idbytes[GW_KEY_ID_HEX / 2];
+    uint8_t secret[GW_KEY_SECRET_BYTES];
+    char key[GW_KEY_LEN + 1];
+
+    assert(key_out != NULL && keycap >= GW_KEY_MAX + 1);
+    assert(id_out != NULL && idcap >= GW_KEY_ID_MAX + 1);
+    if (RAND_bytes(idbytes, sizeof(idbytes)) != 1 || RAND_bytes(secret, sizeof(secret)) != 1) {
+        return CG_ERR_INTERNAL;
+    }
+    memcpy(key, GW_KEY_PREFIX "k_", GW_KEY_PREFIX_LEN + 2);
+    for (size_t i = 0; i < sizeof(idbytes); i++) {
+        key[GW_KEY_PREFIX_LEN + 2 + 2 * i] = hex[idbytes[i] >> 4];
+        key[GW_KEY_PREFIX_LEN + 3 + 2 * i] = hex[idbytes[i] & 0xf];
+    }
+    key[GW_KEY_SECRET_OFF - 1] = '-';
+    gw_b62_encode(secret, sizeof(secret), key + GW_KEY_SECRET_OFF, GW_KEY_SECRET_DIGITS);
+    gw_key_sum_encode(gw_key_crc(key, GW_KEY_SUM_OFF), key + GW_KEY_SUM_OFF);
+    key[GW_KEY_LEN] = '\0';
+
+    memcpy(key_out, key, GW_KEY_LEN + 1);
+    memcpy(id_out, key + GW_KEY_PREFIX_LEN, GW_KEY_ID_LEN);
+    id_out[GW_KEY_ID_LEN] = '\0';
+    OPENSSL_cleanse(secret, sizeof(secret));
+    OPENSSL_cleanse(key, sizeof(key));
+    return CG_ERR_OK;
+}
+
+/* Character classes of the fixed layout; the checksum is verified separately. */
+static int gw_key_layout_ok(const char *key)
+{
+    if (memcmp(key, GW_KEY_PREFIX "k_", GW_KEY_PREFIX_LEN + 2) != 0) {
+        return 0;
+    }
+    for (size_t i = GW_KEY_PREFIX_LEN + 2; i < GW_KEY_SECRET_OFF - 1; i++) {
+        char c = key[i];
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'))) {
+            return 0;
+        }
+    }
+    if (key[GW_KEY_SECRET_OFF - 1] != '-') {
+        return 0;
+    }
+    for (size_t i = GW_KEY_SECRET_OFF; i < GW_KEY_LEN; i++) {
+        if (gw_b62_value(key[i]) < 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+cg_err gw_key_parse(const char *key, size_t len, char *id_out, size_t idcap)
+{
+    char sum[GW_KEY_SUM_DIGITS];
+
+    assert(id_out != NULL && idcap >= GW_KEY_ID_LEN + 1);
+    if (key == NULL || len != GW_KEY_LEN || !gw_key_layout_ok(key)) {
+        return CG_ERR_UNAUTHORIZED;
+    }
+    gw_key_sum_encode(gw_key_crc(key, GW_KEY_SUM_OFF), sum);
+    if (memcmp(sum, key + GW_KEY_SUM_OFF, GW_KEY_SUM_DIGITS) != 0) {
+        return CG_ERR_UNAUTHORIZED;
+    }
+    memcpy(id_out, key + GW_KEY_PREFIX_LEN, GW_KEY_ID_LEN);
+    id_out[GW_KEY_ID_LEN] = '\0';
+    return CG_ERR_OK;
+}
+
+void gw_key_hash(const char *pepper, const char *key, size_t len, uint8_t out[32])
+{
+    unsigned int outlen = 0;
+    const unsigned char *r;
+
+    assert(pepper != NULL && key != NULL);
+    r = HMAC(EVP_sha256(), pepper, (int)strlen(pepper), (const unsigned char *)key, len, out,
+             &outlen);
+    /* HMAC-SHA256 with the default provider cannot fail short of a broken OpenSSL install. */
+    assert(r != NULL && outlen == 32);
+    (void)r;
+}
