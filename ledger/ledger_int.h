@@ -1,0 +1,185 @@
+/*
+ * ledger_int.h — internals shared by the ledger store's files: the store
+ * struct, the transaction context every operation runs in, record encodings
+ * and scope resolution. Not a public contract: only ledger_store.c,
+ * ledger_rec.c and ledger_ops.c include it.
+ *
+ * Write discipline (what makes the cheap batch path safe): an operation first
+ * reads and decides — every refusal (BUDGET, CONFLICT, NOTFOUND, INVAL, ...)
+ * happens before its first write — then writes. Writes go through ls_put /
+ * ls_del, which mark the operation dirty and, when LMDB fails, mark the
+ * transaction broken. The batch runner (ledger_store.c) treats "broken", or
+ * "dirty and not OK", as a reason to re-run the batch with one nested
+ * transaction per operation, so a failing operation never leaves half its
+ * writes behind and never fails its neighbours.
+ */
+#ifndef LEDGER_INT_H
+#define LEDGER_INT_H
+#include <lmdb.h>
+#include <msgpack.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "cg_err.h"
+#include "cg_period.h"
+#include "cg_ring.h"
+#include "ledger_store.h"
+#include "proto.h"
+
+/* Layout version stored in meta; a store with another version is refused. */
+#define LS_SCHEMA_VERSION 1
+/* Longest LMDB key built here: gc/lease key = 8 + request id + 1 + route. */
+#define LS_KEY_MAX (8 + PROTO_REQID_MAX + 1 + PROTO_ROUTE_MAX)
+/* Events buffered for one batch before the array grows (it grows by doubling). */
+#define LS_EVENTS_INITIAL 256
+
+struct ledger_store {
+    MDB_env *env;
+    MDB_dbi db_orgs;     /* org id -> proto_org (msgpack) */
+    MDB_dbi db_keys;     /* key id -> proto_key (msgpack) */
+    MDB_dbi db_counters; /* route 0x00 limit_id:BE32 period_index:BE64 -> ls_counter */
+    MDB_dbi db_resv;     /* request_id 0x00 route -> ls_resv */
+    MDB_dbi db_leases;   /* expires_ms:BE64 request_id 0x00 route -> "" (active only) */
+    MDB_dbi db_gc;       /* delete_at_ms:BE64 request_id 0x00 route -> "" (finished only) */
+    MDB_dbi db_usage;    /* ts_ms:BE64 request_id -> proto_usage (msgpack) */
+    MDB_dbi db_events;   /* seq:BE64 -> proto_event (msgpack) */
+    MDB_dbi db_meta;     /* "schema" -> u32 LE, "last_seq" -> u64 LE */
+    const cg_ring *ring;
+    uint16_t shard_index;
+    char shard[PROTO_SHARD_MAX + 1];
+    uint64_t last_seq;   /* newest committed event seq */
+    proto_event *events; /* events appended by the current / last batch */
+    size_t event_n;
+    size_t event_cap;
+    msgpack_sbuffer sbuf; /* scratch for record encoding (writer thread only) */
+    ledger_store_stats stats;
+};
+
+/* Counts that become true only when the transaction commits. */
+typedef struct ls_pending {
+    size_t event_n;
+    uint64_t next_seq; /* seq the next appended event gets */
+    uint64_t late_settles;
+    uint64_t leases_expired;
+    uint64_t gc_deleted;
+} ls_pending;
+
+/* The context of one (possibly nested) transaction. */
+typedef struct ls_txn {
+    ledger_store *s;
+    MDB_txn *txn;
+    int64_t now_ms; /* one clock reading for the whole batch */
+    int dirty;      /* the current operation has written */
+    int broken;     /* an LMDB call failed: this txn can only be aborted */
+    cg_err broken_err;
+    ls_pending p;
+} ls_txn;
+
+/* ---- LMDB access (ledger_store.c) ---- */
+/* Get: CG_ERR_OK (val borrowed until the txn ends), CG_ERR_NOTFOUND, or an LMDB error (logged,
+ * marks broken). */
+cg_err ls_get(ls_txn *t, MDB_dbi dbi, const void *k, size_t kn, MDB_val *val);
+/* Put / delete (delete of a missing key is OK). Marks dirty; on failure marks broken. */
+cg_err ls_put(ls_txn *t, MDB_dbi dbi, const void *k, size_t kn, const void *v, size_t vn);
+cg_err ls_del(ls_txn *t, MDB_dbi dbi, const void *k, size_t kn);
+/* Note an LMDB failure: logs the original code, marks broken, returns the cg_err. */
+cg_err ls_lmdb_fail(ls_txn *t, int rc, const char *what);
+/* Append an event (seq and stored record assigned here). */
+cg_err ls_event_append(ls_txn *t, proto_event *ev);
+
+/* ---- keys and records (ledger_rec.c) ---- */
+typedef struct ls_key {
+    uint8_t b[LS_KEY_MAX];
+    size_t n;
+} ls_key;
+
+void ls_key_counter(ls_key *k, const char *route, uint32_t limit_id, int64_t period_index);
+void ls_key_resv(ls_key *k, const char *request_id, const char *route);
+/* An index key: at_ms (BE64) followed by the reservation key. */
+void ls_key_index(ls_key *k, int64_t at_ms, const char *request_id, const char *route);
+void ls_key_u64(ls_key *k, uint64_t v);
+void ls_key_usage(ls_key *k, int64_t ts_ms, const char *request_id);
+uint64_t ls_be64_get(const uint8_t *p);
+int64_t ls_index_time(const ls_key *k);
+
+#define LS_FIRED_REACHED (1u << 31)
+typedef struct ls_counter {
+    int64_t used;     /* >= 0 */
+    int64_t reserved; /* >= 0 */
+    uint32_t fired;   /* bit i: warn_bp[i] fired; LS_FIRED_REACHED: *_reached fired */
+} ls_counter;
+
+/* Counter of (route, limit, period); zero when absent. CG_ERR_DB if the record is corrupt. */
+cg_err ls_counter_get(ls_txn *t, const char *route, uint32_t limit_id, int64_t period_index,
+                      ls_counter *out);
+cg_err ls_counter_put(ls_txn *t, const char *route, uint32_t limit_id, int64_t period_index,
+                      const ls_counter *c);
+
+typedef enum ls_resv_state {
+    LS_RESV_ACTIVE = 1,
+    LS_RESV_SETTLED = 2,
+    LS_RESV_RELEASED = 3,
+    LS_RESV_EXPIRED = 4,
+} ls_resv_state;
+
+/* One counter a reservation holds an amount on. */
+typedef struct ls_item {
+    uint32_t limit_id;
+    uint8_t metric; /* proto_metric */
+    int64_t period_index;
+    int64_t period_start_ms;
+    int64_t period_end_ms; /* INT64_MAX for lifetime */
+    int64_t amount;        /* reserved amount, >= 0 */
+} ls_item;
+
+typedef struct ls_resv {
+    uint8_t state;  /* ls_resv_state */
+    uint8_t late;   /* the settle came after the lease (replayed on a retry) */
+    uint8_t item_n; /* 0..PROTO_LIMITS_MAX */
+    int64_t created_ms;
+    int64_t expires_ms;    /* lease expiry; the gc deletes the record LEDGER_DEDUP_MS later */
+    proto_amounts settled; /* SETTLED: the actual amounts, compared on a retry (the digest) */
+    ls_item items[PROTO_LIMITS_MAX];
+} ls_resv;
+
+/* CG_ERR_NOTFOUND if absent, CG_ERR_DB if corrupt. */
+cg_err ls_resv_get(ls_txn *t, const char *request_id, const char *route, ls_resv *out);
+cg_err ls_resv_put(ls_txn *t, const char *request_id, const char *route, const ls_resv *r);
+
+/* Records stored with the proto encoders; CG_ERR_NOTFOUND if absent, CG_ERR_DB if corrupt. */
+cg_err ls_org_get(ls_txn *t, const char *id, proto_org *out);
+cg_err ls_org_put(ls_txn *t, const proto_org *o);
+cg_err ls_apikey_get(ls_txn *t, const char *id, proto_key *out);
+cg_err ls_apikey_put(ls_txn *t, const proto_key *k);
+cg_err ls_usage_put(ls_txn *t, const char *request_id, const proto_usage *u);
+
+/* ---- scopes (ledger_rec.c) ---- */
+/* What a routing key names: whose limits apply and in which calendar. */
+typedef struct ls_scope {
+    uint8_t kind;               /* proto_scope */
+    char id[PROTO_ID_MAX + 1];  /* key id / org id */
+    char org[PROTO_ID_MAX + 1]; /* the owning org (the org itself for org scope) */
+    uint8_t anchor_day;         /* 1..28 */
+    uint8_t limit_n;
+    proto_limit limits[PROTO_LIMITS_MAX];
+} ls_scope;
+
+/* Resolve route to its scope: CG_ERR_NOTFOUND for an unknown prefix or absent record. */
+cg_err ls_scope_load(ls_txn *t, const char *route, ls_scope *out);
+/* Calendar period of limit l of scope sc containing t_ms. */
+cg_err ls_limit_period(const ls_scope *sc, const proto_limit *l, int64_t t_ms, cg_period *out);
+/* The limit with this id, or NULL. */
+const proto_limit *ls_scope_limit(const ls_scope *sc, uint32_t limit_id);
+/* Check limits at PUT time: CG_ERR_INVAL for bad ids, metrics, windows (sliding: issue 3). */
+cg_err ls_limits_validate(const proto_limit *limits, uint8_t n);
+/* Amount of metric m in a. */
+int64_t ls_amount_of(const proto_amounts *a, uint8_t m);
+/* a + b saturating at INT64_MAX (both >= 0). */
+int64_t ls_sat_add(int64_t a, int64_t b);
+
+/* ---- operations (ledger_ops.c) ---- */
+/* Apply one request; fills rep (op, status, body). Never fails otherwise. */
+void ls_op_apply(ls_txn *t, const proto_req *req, proto_rep *rep);
+/* Return expired leases and delete finished reservations past the dedup window. */
+cg_err ls_sweep(ls_txn *t);
+
+#endif
