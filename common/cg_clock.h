@@ -17,5 +17,12 @@ int64_t cg_mono_ms(void);
 int64_t cg_mono_us(void);
 /* Set the offset added to cg_now_ms(); call before starting threads. */
 void cg_clock_set_offset_ms(int64_t offset_ms);
+/*
+ * Tests only: take the offset from a file holding a decimal number of seconds
+ * (added to the static offset), re-read at most every 50 ms by whichever
+ * thread calls cg_now_ms first after that. A missing or unreadable file
+ * counts as 0. Call before starting threads; path is copied.
+ */
+void cg_clock_set_file(const char *path);
 
 #endif

@@ -50,6 +50,11 @@
  *   metrics_listen         host:port  ""         (ledger/alerter metrics; later)
  *   log_level              debug|info|warn|error info
  *   clock_offset_s         int        0          (tests only: shifts cg_now_ms)
+ *   clock_file             path       ""         (tests only: a file holding an offset in
+ *                                                 seconds, re-read at most every 50 ms, so a
+ *                                                 test moves time in running processes)
+ *   trusted_proxies        list of CIDRs ""      (peers whose X-Forwarded-For is believed)
+ *   clamp_min_tokens       int        16         1..1000000 (on_low_budget clamp floor)
  *   demo_listen            host:port  127.0.0.1:9090 (demo upstream)
  */
 #ifndef CG_CONFIG_H
@@ -58,6 +63,7 @@
 #include <stdint.h>
 #include "cg_err.h"
 #include "cg_ring.h"
+#include "cg_cidr.h"
 
 #define CG_PROVIDERS_MAX 16
 #define CG_MODELS_MAX 256
@@ -67,6 +73,7 @@
 #define CG_URL_MAX 255
 #define CG_SECRET_MAX 255
 #define CG_PATH_MAX 511
+#define CG_TRUSTED_PROXIES_MAX 32
 
 typedef struct cg_shard_cfg {
     char name[CG_SHARD_NAME_MAX + 1];
@@ -133,6 +140,11 @@ typedef struct cg_config {
 
     int log_level; /* cg_log_level */
     int64_t clock_offset_s;
+    char clock_file[CG_PATH_MAX + 1]; /* "" = none */
+
+    cg_cidr trusted_proxies[CG_TRUSTED_PROXIES_MAX];
+    uint32_t trusted_proxy_n;
+    uint32_t clamp_min_tokens;
 } cg_config;
 
 /* Fill c with every default (no shards, no providers, no models). */

@@ -27,6 +27,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <msgpack.h>
+#include "cg_cidr.h"
 #include "cg_err.h"
 #include "cg_period.h"
 
@@ -46,6 +47,9 @@
 #define PROTO_EVENTS_MAX 256           /* events per events-since reply */
 #define PROTO_EVENT_ID_MAX 40          /* "evt_" + 32 hex */
 #define PROTO_SHARD_MAX 31
+#define PROTO_MODELS_MAX 16            /* allowed_models entries */
+#define PROTO_CIDRS_MAX 16             /* ip_allow / ip_deny entries */
+#define PROTO_PROVIDER_MAX 31
 
 typedef enum proto_metric {
     PROTO_METRIC_COST = 0,     /* nano-USD */
@@ -83,8 +87,24 @@ typedef enum proto_op {
     PROTO_OP_GET_ORG = 7,      /* route "org:<id>"                  */
     PROTO_OP_PUT_KEY = 8,      /* route "key:<id>"                  */
     PROTO_OP_GET_KEY = 9,      /* route "key:<id>": with limit state */
-    PROTO_OP_EVENTS_SINCE = 10 /* route ""                          */
+    PROTO_OP_EVENTS_SINCE = 10, /* route ""                          */
+    PROTO_OP_PUT_GROUP = 11,    /* route "group:<org>/<id>"          */
+    PROTO_OP_GET_GROUP = 12,    /* route "group:<org>/<id>": with limit state */
+    PROTO_OP_PUT_CUSTOMER = 13, /* route "customer:<org>/<id>" (override record) */
+    PROTO_OP_GET_CUSTOMER = 14, /* route "customer:<org>/<id>": record (if any) + state */
+    PROTO_OP_DELETE = 15,       /* route names the record: org/key/group/customer */
+    PROTO_OP_USAGE_QUERY = 16,  /* route "": totals of this shard's usage records */
+    PROTO_OP_GET_ORG_STATE = 17 /* route "org:<id>": org with limit state */
 } proto_op;
+
+typedef enum proto_low_budget {
+    PROTO_LOW_BUDGET_INHERIT = 0, /* key: use the org's setting; org: reject */
+    PROTO_LOW_BUDGET_REJECT = 1,
+    PROTO_LOW_BUDGET_CLAMP = 2,
+} proto_low_budget;
+
+/* An IP network (see cg_cidr.h); on the wire [family, prefix, bin16]. */
+typedef cg_cidr proto_cidr;
 
 /* A limit of SPEC §3. */
 typedef struct proto_limit {
@@ -111,6 +131,9 @@ typedef struct proto_org {
     proto_limit limits[PROTO_LIMITS_MAX];
     uint8_t webhook_n;
     proto_webhook webhooks[PROTO_WEBHOOKS_MAX];
+    uint8_t customer_limit_n; /* customer_defaults (ids: proto_limit_natural_id) */
+    proto_limit customer_limits[PROTO_LIMITS_MAX];
+    uint8_t on_low_budget; /* proto_low_budget: REJECT or CLAMP (INHERIT = REJECT) */
 } proto_org;
 
 typedef struct proto_key {
@@ -124,15 +147,58 @@ typedef struct proto_key {
     uint8_t billing_anchor_day; /* copied from the org at creation, 1..28 */
     uint8_t limit_n;
     proto_limit limits[PROTO_LIMITS_MAX];
+    char group[PROTO_ID_MAX + 1];    /* "" = no group */
+    char customer[PROTO_ID_MAX + 1]; /* "" = not bound to a customer */
+    uint8_t model_n;                 /* allowed_models; 0 = inherit the group's, else all */
+    char models[PROTO_MODELS_MAX][PROTO_MODEL_MAX + 1];
+    uint8_t ip_allow_n;
+    proto_cidr ip_allow[PROTO_CIDRS_MAX];
+    uint8_t ip_deny_n;
+    proto_cidr ip_deny[PROTO_CIDRS_MAX];
+    int64_t max_tokens_per_request; /* 0 = no per-request cap */
+    uint8_t on_low_budget;          /* proto_low_budget */
 } proto_key;
+
+/* A group (team / project / token group): one shared budget for several keys. */
+typedef struct proto_group {
+    char id[PROTO_ID_MAX + 1];
+    char org[PROTO_ID_MAX + 1];
+    char name[PROTO_NAME_MAX + 1];
+    int64_t created_ms;
+    uint8_t billing_anchor_day; /* copied from the org, 1..28 */
+    uint8_t model_n;            /* allowed_models inherited by keys with none of their own */
+    char models[PROTO_MODELS_MAX][PROTO_MODEL_MAX + 1];
+    uint8_t limit_n;
+    proto_limit limits[PROTO_LIMITS_MAX];
+} proto_group;
+
+/*
+ * Per-customer overrides. A customer's effective limits are the org's
+ * customer_defaults, each replaced by an override of the same (metric,
+ * window) and completed by the overrides that match no default. Customer
+ * limit ids are proto_limit_natural_id(metric, window), so replacing a default
+ * by an override keeps the period's counter.
+ */
+typedef struct proto_customer {
+    char id[PROTO_ID_MAX + 1];
+    char org[PROTO_ID_MAX + 1];
+    int64_t created_ms;
+    uint8_t limit_n;
+    proto_limit limits[PROTO_LIMITS_MAX];
+} proto_customer;
 
 /* Counter state of one limit in its current period. */
 typedef struct proto_limit_state {
     uint32_t limit_id;
     int64_t used;
     int64_t reserved;
-    int64_t period_start_ms;
-    int64_t period_end_ms; /* reset time; 0 = never (lifetime) */
+    int64_t period_start_ms; /* sliding: now - window */
+    int64_t period_end_ms;   /* reset time; 0 = never (lifetime); sliding: when the oldest
+                                counted bucket leaves the window (now if none) */
+    uint8_t metric;          /* self-describing, so callers need not know the definition */
+    cg_window window;
+    int64_t max;
+    uint8_t action;
 } proto_limit_state;
 
 typedef struct proto_amounts {
@@ -150,6 +216,8 @@ typedef struct proto_refusal {
     int64_t used;
     int64_t reserved;
     int64_t resets_at_ms; /* 0 = never */
+    int64_t retry_after_ms; /* sliding windows: earliest time from now the request could fit
+                               (0 for calendar/lifetime limits) */
 } proto_refusal;
 
 /* Usage record written with a settle (key scope only). */
@@ -164,7 +232,19 @@ typedef struct proto_usage {
     int32_t status;     /* HTTP status returned to the client */
     int32_t latency_ms;
     uint8_t estimated;  /* usage estimated (stream broke before the usage chunk) */
+    char group[PROTO_ID_MAX + 1];    /* "" = none */
+    char customer[PROTO_ID_MAX + 1]; /* "" = none */
+    char provider[PROTO_PROVIDER_MAX + 1];
+    char request_id[PROTO_REQID_MAX + 1];
 } proto_usage;
+
+/* Totals of usage records matching a query. */
+typedef struct proto_usage_totals {
+    int64_t requests;
+    int64_t prompt_tokens;
+    int64_t completion_tokens;
+    int64_t cost_nusd;
+} proto_usage_totals;
 
 typedef struct proto_event {
     uint64_t seq;                        /* per-shard sequence, from 1 */
@@ -195,6 +275,11 @@ typedef struct proto_req {
             char request_id[PROTO_REQID_MAX + 1];
             int64_t lease_ms;
             proto_amounts worst;
+            /* Customer routes only: the org's customer_defaults, merged by the shard
+             * with the stored override record (if any). */
+            uint8_t anchor_day; /* 1..28; 0 when inline_n == 0 */
+            uint8_t inline_n;
+            proto_limit inline_limits[PROTO_LIMITS_MAX];
         } reserve;
         struct {
             char request_id[PROTO_REQID_MAX + 1];
@@ -217,6 +302,28 @@ typedef struct proto_req {
             uint64_t after_seq;
             uint32_t max_n; /* 1..PROTO_EVENTS_MAX */
         } events_since;
+        struct {
+            uint8_t create_only;
+            proto_group group;
+        } put_group;
+        struct {
+            proto_customer customer; /* replaces any existing override record */
+        } put_customer;
+        struct {
+            /* Customer routes: defaults to merge for the returned state (as reserve). */
+            uint8_t anchor_day;
+            uint8_t inline_n;
+            proto_limit inline_limits[PROTO_LIMITS_MAX];
+        } get_customer;
+        struct {
+            char org[PROTO_ID_MAX + 1];      /* required */
+            char key_id[PROTO_ID_MAX + 1];   /* "" = any */
+            char group[PROTO_ID_MAX + 1];    /* "" = any */
+            char customer[PROTO_ID_MAX + 1]; /* "" = any */
+            char model[PROTO_MODEL_MAX + 1]; /* "" = any */
+            int64_t from_ms;                 /* inclusive */
+            int64_t to_ms;                   /* exclusive; 0 = now */
+        } usage_query;
     } u;
 } proto_req;
 
@@ -252,6 +359,25 @@ typedef struct proto_rep {
             uint32_t n;
             proto_event *events; /* heap, n entries, ascending seq; freed by proto_rep_free */
         } events;
+        struct {
+            proto_group group;
+            uint8_t state_n;
+            proto_limit_state states[PROTO_LIMITS_MAX];
+        } get_group; /* OK */
+        struct {
+            uint8_t found;           /* an override record exists */
+            proto_customer customer; /* when found */
+            uint8_t state_n;         /* effective limits (merged) */
+            proto_limit_state states[PROTO_LIMITS_MAX];
+        } get_customer; /* OK (also when no override record exists) */
+        struct {
+            proto_org org;
+            uint8_t state_n;
+            proto_limit_state states[PROTO_LIMITS_MAX];
+        } get_org_state; /* OK */
+        struct {
+            proto_usage_totals totals;
+        } usage; /* OK */
     } u;
 } proto_rep;
 
@@ -273,6 +399,10 @@ cg_err proto_key_encode(const proto_key *k, msgpack_sbuffer *out);
 cg_err proto_key_decode(const void *buf, size_t len, proto_key *out);
 cg_err proto_event_encode(const proto_event *e, msgpack_sbuffer *out);
 cg_err proto_event_decode(const void *buf, size_t len, proto_event *out);
+cg_err proto_group_encode(const proto_group *g, msgpack_sbuffer *out);
+cg_err proto_group_decode(const void *buf, size_t len, proto_group *out);
+cg_err proto_customer_encode(const proto_customer *c, msgpack_sbuffer *out);
+cg_err proto_customer_decode(const void *buf, size_t len, proto_customer *out);
 cg_err proto_usage_encode(const proto_usage *u, msgpack_sbuffer *out);
 cg_err proto_usage_decode(const void *buf, size_t len, proto_usage *out);
 cg_err proto_pub_encode(const char *shard, const proto_event *e, msgpack_sbuffer *out);
@@ -290,5 +420,11 @@ int proto_metric_parse(const char *s);
 int proto_action_parse(const char *s);
 /* Event type for a metric crossing a warning (reached = 0) or the cap (reached = 1). */
 int proto_event_type_for(int metric, int reached);
+/* "reject"/"clamp" (INHERIT prints as "inherit"); parse returns -1 if unknown. */
+const char *proto_low_budget_name(int v);
+int proto_low_budget_parse(const char *s);
+/* Stable limit id derived from (metric, window), used for customer limits:
+ * ((metric + 1) << 28) | (window.kind << 25) | min(sliding_s, 2^25 - 1). Never 0. */
+uint32_t proto_limit_natural_id(uint8_t metric, cg_window window);
 
 #endif
