@@ -75,6 +75,9 @@ int main(int argc, char **argv)
         return 2;
     }
     cg_clock_set_offset_ms(cfg.clock_offset_s * 1000);
+    if (cfg.clock_file[0]) {
+        cg_clock_set_file(cfg.clock_file);
+    }
     cg_log_init("alerter", cfg.log_level);
     alerter_signals();
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {

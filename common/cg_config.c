@@ -58,6 +58,7 @@ typedef enum cg_cfg_type {
     CG_CFG_SHARD,
     CG_CFG_PROVIDER,
     CG_CFG_MODEL,
+    CG_CFG_CIDRS,
 } cg_cfg_type;
 
 #define CG_CFG_REPEAT 0x1u   /* shard/provider/model: each line adds an entry */
@@ -134,6 +135,9 @@ static const cg_cfg_dir cg_cfg_dirs_[] = {
     /* Tests only; bounded to +-100 years so cg_now_ms() cannot overflow. */
     {"clock_offset_s", CG_CFG_I64, 0, CG_F(clock_offset_s), 0, "0", -3155760000LL, 3155760000LL,
      NULL},
+    {"clock_file", CG_CFG_PATH, CG_CFG_EMPTY_OK, CG_S(clock_file), "", 0, 0, NULL},
+    {"trusted_proxies", CG_CFG_CIDRS, CG_CFG_EMPTY_OK, 0, 0, "", 0, 0, NULL},
+    {"clamp_min_tokens", CG_CFG_U32, 0, CG_F(clamp_min_tokens), 0, "16", 1, 1000000, NULL},
     {"demo_listen", CG_CFG_ADDR, 0, CG_S(demo_listen), "127.0.0.1:9090", 0, 0, NULL},
 };
 
@@ -521,6 +525,26 @@ static cg_err cg_cfg_string_(cg_config *c, const cg_cfg_dir *d, cg_cfg_load *ld,
     return CG_ERR_OK;
 }
 
+/* A space-separated list of networks or addresses; replaces the whole list (empty = none). */
+static cg_err cg_cfg_cidrs_(cg_config *c, cg_cfg_load *ld, char *v)
+{
+    char *t[CG_TRUSTED_PROXIES_MAX];
+    int n = cg_cfg_split_(v, t, CG_TRUSTED_PROXIES_MAX);
+    if (n > CG_TRUSTED_PROXIES_MAX) {
+        return cg_cfg_fail_(ld, "too many entries (max %d)", CG_TRUSTED_PROXIES_MAX);
+    }
+    cg_cidr tmp[CG_TRUSTED_PROXIES_MAX];
+    for (int i = 0; i < n; i++) {
+        if (cg_cidr_parse(t[i], &tmp[i]) != CG_ERR_OK) {
+            return cg_cfg_fail_(ld, "bad entry %s (an address or a network with zero host bits)",
+                                t[i]);
+        }
+    }
+    memcpy(c->trusted_proxies, tmp, (size_t)n * sizeof(tmp[0]));
+    c->trusted_proxy_n = (uint32_t)n;
+    return CG_ERR_OK;
+}
+
 /* Apply one value (already trimmed, comment removed) of directive d. v may be modified. */
 static cg_err cg_cfg_set_(cg_config *c, const cg_cfg_dir *d, cg_cfg_load *ld, char *v)
 {
@@ -529,7 +553,7 @@ static cg_err cg_cfg_set_(cg_config *c, const cg_cfg_dir *d, cg_cfg_load *ld, ch
         v[n - 1] = '\0';
         v++;
     }
-    bool list = d->type == CG_CFG_RETRY || (d->flags & CG_CFG_REPEAT);
+    bool list = d->type == CG_CFG_RETRY || d->type == CG_CFG_CIDRS || (d->flags & CG_CFG_REPEAT);
     if (!list && strpbrk(v, " \t") != NULL) {
         return cg_cfg_fail_(ld, "expects a single value");
     }
@@ -568,6 +592,8 @@ static cg_err cg_cfg_set_(cg_config *c, const cg_cfg_dir *d, cg_cfg_load *ld, ch
         return cg_cfg_provider_(c, ld, v);
     case CG_CFG_MODEL:
         return cg_cfg_model_(c, ld, v);
+    case CG_CFG_CIDRS:
+        return cg_cfg_cidrs_(c, ld, v);
     case CG_CFG_ADDR:
     case CG_CFG_SECRET:
     case CG_CFG_PATH:

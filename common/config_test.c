@@ -170,11 +170,15 @@ CG_TEST(config_defaults)
     CG_CHECK_EQ_INT(cfg.alert_poll_ms, 2000);
     CG_CHECK_EQ_INT(cfg.log_level, CG_LOG_INFO);
     CG_CHECK_EQ_INT(cfg.clock_offset_s, 0);
+    CG_CHECK_EQ_STR(cfg.clock_file, "");
+    CG_CHECK_EQ_INT(cfg.trusted_proxy_n, 0);
+    CG_CHECK_EQ_INT(cfg.clamp_min_tokens, 16);
     cg_config d;
     cg_config_defaults(&d);
     CG_CHECK_EQ_INT(d.workers, 2);
     CG_CHECK_EQ_INT(d.lease_ms, 150000);
     CG_CHECK_EQ_INT(d.alert_retry_n, 10);
+    CG_CHECK_EQ_INT(d.clamp_min_tokens, 16);
     /* No file at all is allowed too. */
     CG_CHECK(cg_config_load(&cfg, NULL, err, sizeof(err)) == CG_ERR_OK);
     CG_CHECK_EQ_INT(cfg.workers, 2);
@@ -345,6 +349,75 @@ CG_TEST(config_lease)
     CG_CHECK_EQ_INT(cfg.lease_ms, 5000);
 }
 
+CG_TEST(config_issue3_directives)
+{
+    char err[ERR_MAX], net[64];
+    CG_CHECK(load_text("clock_file /tmp/capgate-clock\n"
+                       "trusted_proxies 10.0.0.0/8  ::1 \t192.168.1.7 ::ffff:172.16.0.0/108\n"
+                       "clamp_min_tokens 1000000\n",
+                       err) == CG_ERR_OK);
+    CG_CHECK_EQ_STR(cfg.clock_file, "/tmp/capgate-clock");
+    CG_CHECK_EQ_INT(cfg.clamp_min_tokens, 1000000);
+    CG_CHECK_EQ_INT(cfg.trusted_proxy_n, 4);
+    const char *want[] = {"10.0.0.0/8", "::1/128", "192.168.1.7/32", "172.16.0.0/12"};
+    for (uint32_t i = 0; i < 4; i++) {
+        CG_CHECK(cg_cidr_format(&cfg.trusted_proxies[i], net, sizeof(net)) > 0);
+        CG_CHECK_EQ_STR(net, want[i]);
+    }
+    /* The last line wins; an empty list clears it. */
+    CG_CHECK(load_text("trusted_proxies 10.0.0.0/8\ntrusted_proxies \"\"\nclamp_min_tokens 1\n",
+                       err) == CG_ERR_OK);
+    CG_CHECK_EQ_INT(cfg.trusted_proxy_n, 0);
+    CG_CHECK_EQ_INT(cfg.clamp_min_tokens, 1);
+    setenv("CAPGATE_TRUSTED_PROXIES", "127.0.0.1 ::1", 1);
+    setenv("CAPGATE_CLOCK_FILE", "/tmp/other-clock", 1);
+    cg_err e = load_text("trusted_proxies 10.0.0.0/8\n", err);
+    unsetenv("CAPGATE_TRUSTED_PROXIES");
+    unsetenv("CAPGATE_CLOCK_FILE");
+    CG_CHECK(e == CG_ERR_OK);
+    CG_CHECK_EQ_INT(cfg.trusted_proxy_n, 2);
+    CG_CHECK_EQ_INT(cfg.trusted_proxies[1].family, 6);
+    CG_CHECK_EQ_STR(cfg.clock_file, "/tmp/other-clock");
+}
+
+/* Load a trusted_proxies line of n networks; 1 if it loads. */
+static int proxies_load(int n)
+{
+    char text[2048] = "trusted_proxies";
+    char err[ERR_MAX];
+    for (int i = 0; i <= n; i++) {
+        size_t used = strlen(text);
+        snprintf(text + used, sizeof(text) - used, i < n ? " 10.0.%d.0/24" : "\n", i);
+    }
+    return load_text(text, err) == CG_ERR_OK;
+}
+
+CG_TEST(config_issue3_bad_values)
+{
+    char err[ERR_MAX];
+    CG_CHECK(fails_at("clamp_min_tokens 0\n", 1, "clamp_min_tokens"));
+    CG_CHECK(fails_at("clamp_min_tokens 1000001\n", 1, "clamp_min_tokens"));
+    CG_CHECK(fails_at("clamp_min_tokens many\n", 1, "clamp_min_tokens"));
+    CG_CHECK(fails_at("trusted_proxies 10.0.0.0/8 10.1.2.3/8\n", 1, "trusted_proxies"));
+    CG_CHECK(fails_at("trusted_proxies 10.0.0.0/33\n", 1, "trusted_proxies"));
+    CG_CHECK(fails_at("trusted_proxies proxy.example.com\n", 1, "trusted_proxies"));
+    CG_CHECK(fails_at("# x\ntrusted_proxies ::1 ::/129\n", 2, "trusted_proxies"));
+    /* The message names the bad entry. */
+    CG_CHECK(load_text("trusted_proxies 10.0.0.0/8 10.1.2.3/8\n", err) == CG_ERR_INVAL);
+    CG_CHECK(strstr(err, "10.1.2.3/8") != NULL);
+    CG_CHECK(load_text("trusted_proxies 10.0.0.0/8 10.1.0.0/16 300.0.0.0/8\n", err) ==
+             CG_ERR_INVAL);
+    CG_CHECK(strstr(err, "300.0.0.0/8") != NULL);
+    CG_CHECK(proxies_load(CG_TRUSTED_PROXIES_MAX));
+    CG_CHECK_EQ_INT(cfg.trusted_proxy_n, CG_TRUSTED_PROXIES_MAX);
+    CG_CHECK(!proxies_load(CG_TRUSTED_PROXIES_MAX + 1));
+    setenv("CAPGATE_CLAMP_MIN_TOKENS", "0", 1);
+    cg_err e = load_text("", err);
+    unsetenv("CAPGATE_CLAMP_MIN_TOKENS");
+    CG_CHECK_EQ_INT(e, CG_ERR_INVAL);
+    CG_CHECK(strncmp(err, "CAPGATE_CLAMP_MIN_TOKENS: clamp_min_tokens: ", 44) == 0);
+}
+
 CG_TEST(config_addr_split)
 {
     char host[64];
@@ -390,5 +463,6 @@ int main(void)
     return CG_TEST_RUN(config_good_file, config_defaults, config_bad_values,
                        config_model_unknown_provider, config_unknown_directive,
                        config_missing_file, config_env_overrides, config_env_repeatable,
-                       config_secrets, config_lease, config_addr_split);
+                       config_secrets, config_lease, config_issue3_directives,
+                       config_issue3_bad_values, config_addr_split);
 }

@@ -102,6 +102,9 @@ int main(int argc, char **argv)
     static cg_config cfg; /* large; static storage */
     gw_load_config(&cfg, path);
     cg_clock_set_offset_ms(cfg.clock_offset_s * 1000);
+    if (cfg.clock_file[0]) {
+        cg_clock_set_file(cfg.clock_file);
+    }
     cg_log_init("gateway", cfg.log_level);
 
     /* Blocked before any thread exists, so every thread (libuv, NNG, curl) inherits it. */

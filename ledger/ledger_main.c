@@ -157,6 +157,9 @@ int main(int argc, char **argv)
     snprintf(proc, sizeof(proc), "ledger:%s", shard);
     cg_log_init(proc, cfg.log_level);
     cg_clock_set_offset_ms(cfg.clock_offset_s * 1000);
+    if (cfg.clock_file[0]) {
+        cg_clock_set_file(cfg.clock_file);
+    }
     if ((size_t)snprintf(dir, sizeof(dir), "%s/%s", cfg.data_dir, shard) >= sizeof(dir) ||
         mkdir_p(dir) != 0) {
         cg_log(CG_LOG_ERROR, "cannot create the data directory", "dir", dir, "error",

@@ -4,19 +4,20 @@
  * primitives are proto_wire.c, the record codecs proto_rec.c.
  *
  * Every value below is a msgpack array, positional. "bool" is msgpack
- * true/false, "bin32" a 32-byte bin, "str<=N" a str of at most N bytes without
+ * true/false, "binN" an N-byte bin, "str<=N" a str of at most N bytes without
  * NUL bytes, integers use any msgpack integer format that holds the value.
  *
  * Messages
  *   request = [1, [op, ...]]        1..PROTO_BATCH_MAX ops
  *   reply   = [1, [result, ...]]    1..PROTO_BATCH_MAX results, in request order
  *   pub     = [1, shard str<=PROTO_SHARD_MAX, event]
- *   record  = [1, org | key | event | usage]       (LMDB values)
+ *   record  = [1, org | key | group | customer | event | usage]       (LMDB values)
  *
  * Request ops: [opcode, route str<=PROTO_ROUTE_MAX, body...]
  *   1  PING          [1, route]
  *   2  AUTH          [2, route, hash bin32]
- *   3  RESERVE       [3, route, request_id str<=48, lease_ms, amounts]
+ *   3  RESERVE       [3, route, request_id str<=48, lease_ms, amounts, anchor_day, [limit, ...]]
+ *                    (inline customer defaults, see "inline" below)
  *   4  SETTLE        [4, route, request_id, amounts, usage | nil]   (nil: has_usage = 0)
  *   5  RELEASE       [5, route, request_id]
  *   6  PUT_ORG       [6, route, create_only bool, org]
@@ -24,6 +25,14 @@
  *   8  PUT_KEY       [8, route, create_only bool, key]
  *   9  GET_KEY       [9, route]
  *   10 EVENTS_SINCE  [10, route, after_seq u64, max_n 1..PROTO_EVENTS_MAX]
+ *   11 PUT_GROUP     [11, route, create_only bool, group]
+ *   12 GET_GROUP     [12, route]
+ *   13 PUT_CUSTOMER  [13, route, customer]
+ *   14 GET_CUSTOMER  [14, route, anchor_day, [limit, ...]]        (inline, as RESERVE)
+ *   15 DELETE        [15, route]
+ *   16 USAGE_QUERY   [16, route, org str<=64 non-empty, key_id, group, customer, model str<=64,
+ *                     from_ms, to_ms]      to_ms 0 (= now) or >= from_ms
+ *   17 GET_ORG_STATE [17, route]
  *
  * Reply results: [opcode, status u16 (cg_err), body...]; the body is present only
  * for the statuses where proto.h calls it meaningful, otherwise the result is
@@ -36,23 +45,47 @@
  *   GET_ORG       OK:     [7, 0, org]
  *   GET_KEY       OK:     [9, 0, key, [state, ...]]
  *   EVENTS_SINCE  OK:     [10, 0, last_seq u64, [event, ...]]  <= PROTO_EVENTS_MAX, seq ascending
- *   RELEASE, PUT_ORG, PUT_KEY: never a body.
+ *   GET_GROUP     OK:     [12, 0, group, [state, ...]]
+ *   GET_CUSTOMER  OK:     [14, 0, customer | nil, [state, ...]]  (nil: found = 0)
+ *   USAGE_QUERY   OK:     [16, 0, totals]
+ *   GET_ORG_STATE OK:     [17, 0, org, [state, ...]]
+ *   RELEASE, PUT_ORG, PUT_KEY, PUT_GROUP, PUT_CUSTOMER, DELETE: never a body.
  *
  * Records
- *   amounts = [cost_nusd, tokens, requests]
- *   limit   = [id u32 >= 1, metric, window_kind, sliding_s, max, action, [warn_bp, ...]]
- *             sliding_s is 0 unless window_kind is sliding; warn_bp 1..10000 strictly
- *             ascending, <= PROTO_WARN_MAX; ids distinct within the limit list
- *   org     = [id, name, billing_anchor_day 1..28, created_ms, [limit, ...], [[url, secret], ...]]
- *   key     = [id, org, name, hash bin32, created_ms, expires_ms, revoked bool,
- *              billing_anchor_day 1..28, [limit, ...]]
- *   usage   = [ts_ms, org, key_id, model, prompt_tokens, completion_tokens, cost_nusd,
- *              status i32, latency_ms i32, estimated bool]
- *   event   = [seq, id, type 1..6, created_ms, org, scope, scope_id, limit_id, metric,
- *              window_kind, sliding_s, period_start_ms, period_end_ms, threshold_bp 1..10000,
- *              max, used]      type must agree with metric (type = 1 + 2 * metric + reached)
- *   state   = [limit_id, used, reserved, period_start_ms, period_end_ms]
- *   refusal = [limit_id, metric, window_kind, sliding_s, max, used, reserved, resets_at_ms]
+ *   amounts  = [cost_nusd, tokens, requests]
+ *   totals   = [requests, prompt_tokens, completion_tokens, cost_nusd]
+ *   limit    = [id u32 >= 1, metric, window_kind, sliding_s, max, action, [warn_bp, ...]]
+ *              sliding_s is 0 unless window_kind is sliding (1..CG_WINDOW_SLIDING_MAX_S);
+ *              warn_bp 1..10000 strictly ascending, <= PROTO_WARN_MAX; ids distinct within
+ *              the list. Customer limit lists (org customer_limits, customer, inline) also
+ *              need id == proto_limit_natural_id(metric, window), so (metric, window) pairs
+ *              are distinct there.
+ *   inline   = anchor_day, [limit, ...]   (two elements of the op, not an array): customer
+ *              limits; anchor_day 1..28 (the org's, so overrides have a calendar even
+ *              without defaults), or 0 only when the list is empty
+ *   cidr     = [family 4|6, prefix 0..32|0..128, addr bin16]   IPv4 in the first 4 bytes,
+ *              every bit past the prefix zero (the rest of an IPv4 addr too); a network
+ *              inside ::ffff:0:0/96 must be sent as IPv4 (cg_cidr.c normalises it)
+ *   org      = [id, name, billing_anchor_day 1..28, created_ms, [limit, ...],
+ *               [[url str<=512, secret str<=128], ...] <= 8, [customer limit, ...],
+ *               on_low_budget 0..2]
+ *   key      = [id, org, name, hash bin32, created_ms, expires_ms, revoked bool,
+ *               billing_anchor_day 1..28, [limit, ...], group str<=64, customer str<=64,
+ *               [model str 1..64, ...] <= 16, ip_allow [cidr, ...] <= 16,
+ *               ip_deny [cidr, ...] <= 16, max_tokens_per_request >= 0, on_low_budget 0..2]
+ *   group    = [id, org, name, created_ms, billing_anchor_day 1..28,
+ *               [model str 1..64, ...] <= 16, [limit, ...]]
+ *   customer = [id, org, created_ms, [customer limit, ...]]
+ *   usage    = [ts_ms, org, key_id, model, prompt_tokens, completion_tokens, cost_nusd,
+ *               status i32, latency_ms i32, estimated bool, group str<=64, customer str<=64,
+ *               provider str<=31, request_id str<=48]
+ *   event    = [seq, id, type 1..6, created_ms, org, scope, scope_id, limit_id, metric,
+ *               window_kind, sliding_s, period_start_ms, period_end_ms, threshold_bp 1..10000,
+ *               max, used]      type must agree with metric (type = 1 + 2 * metric + reached)
+ *   state    = [limit_id, used, reserved, period_start_ms, period_end_ms, metric,
+ *               window_kind, sliding_s, max, action]
+ *   refusal  = [limit_id, metric, window_kind, sliding_s, max, used, reserved, resets_at_ms,
+ *               retry_after_ms >= 0]
  *
  * Decoding invariants: input over PROTO_MSG_MAX_BYTES is CG_ERR_TOOBIG before a
  * byte is read; a first element other than 1 is CG_ERR_VERSION; anything else
@@ -71,20 +104,23 @@
 
 #define MSG_ARITY 2     /* [version, batch | record] */
 #define PUB_ARITY 3     /* [version, shard, event] */
-#define REQ_ARITY_MAX 5 /* longest request op */
+#define REQ_ARITY_MAX 9 /* longest request op (usage query) */
 #define REP_ARITY_MAX 4 /* longest reply result */
 #define OP_ARITY_BARE 2 /* [opcode, route] or [opcode, status] */
+#define OP_LAST PROTO_OP_GET_ORG_STATE
 
-static const uint8_t req_arity[PROTO_OP_EVENTS_SINCE + 1] = {
-    [PROTO_OP_PING] = 2,         [PROTO_OP_AUTH] = 3,    [PROTO_OP_RESERVE] = 5,
-    [PROTO_OP_SETTLE] = 5,       [PROTO_OP_RELEASE] = 3, [PROTO_OP_PUT_ORG] = 4,
-    [PROTO_OP_GET_ORG] = 2,      [PROTO_OP_PUT_KEY] = 4, [PROTO_OP_GET_KEY] = 2,
-    [PROTO_OP_EVENTS_SINCE] = 4,
+static const uint8_t req_arity[OP_LAST + 1] = {
+    [PROTO_OP_PING] = 2,         [PROTO_OP_AUTH] = 3,          [PROTO_OP_RESERVE] = 7,
+    [PROTO_OP_SETTLE] = 5,       [PROTO_OP_RELEASE] = 3,       [PROTO_OP_PUT_ORG] = 4,
+    [PROTO_OP_GET_ORG] = 2,      [PROTO_OP_PUT_KEY] = 4,       [PROTO_OP_GET_KEY] = 2,
+    [PROTO_OP_EVENTS_SINCE] = 4, [PROTO_OP_PUT_GROUP] = 4,     [PROTO_OP_GET_GROUP] = 2,
+    [PROTO_OP_PUT_CUSTOMER] = 3, [PROTO_OP_GET_CUSTOMER] = 4,  [PROTO_OP_DELETE] = 2,
+    [PROTO_OP_USAGE_QUERY] = 9,  [PROTO_OP_GET_ORG_STATE] = 2,
 };
 
 static bool op_ok(uint8_t op)
 {
-    return op >= PROTO_OP_PING && op <= PROTO_OP_EVENTS_SINCE;
+    return op >= PROTO_OP_PING && op <= OP_LAST;
 }
 
 /* Elements of a reply result for (op, status): 2 when it carries no body. */
@@ -94,10 +130,14 @@ static uint32_t rep_arity(uint8_t op, uint16_t status)
     case PROTO_OP_PING:
     case PROTO_OP_GET_KEY:
     case PROTO_OP_EVENTS_SINCE:
+    case PROTO_OP_GET_GROUP:
+    case PROTO_OP_GET_CUSTOMER:
+    case PROTO_OP_GET_ORG_STATE:
         return status == CG_ERR_OK ? 4 : 2;
     case PROTO_OP_AUTH:
     case PROTO_OP_SETTLE:
     case PROTO_OP_GET_ORG:
+    case PROTO_OP_USAGE_QUERY:
         return status == CG_ERR_OK ? 3 : 2;
     case PROTO_OP_RESERVE:
         return status == CG_ERR_OK ? 3 : status == CG_ERR_BUDGET ? 4 : 2;
@@ -107,6 +147,67 @@ static uint32_t rep_arity(uint8_t op, uint16_t status)
 }
 
 /* ---- requests ---- */
+
+static bool usage_query_ok(const proto_req *r)
+{
+    return r->u.usage_query.org[0] != '\0' &&
+           (r->u.usage_query.to_ms == 0 || r->u.usage_query.to_ms >= r->u.usage_query.from_ms);
+}
+
+static void wr_usage_query(proto_wr *w, const proto_req *r)
+{
+    assert(usage_query_ok(r));
+    proto_wr_str(w, r->u.usage_query.org, PROTO_ID_MAX);
+    proto_wr_str(w, r->u.usage_query.key_id, PROTO_ID_MAX);
+    proto_wr_str(w, r->u.usage_query.group, PROTO_ID_MAX);
+    proto_wr_str(w, r->u.usage_query.customer, PROTO_ID_MAX);
+    proto_wr_str(w, r->u.usage_query.model, PROTO_MODEL_MAX);
+    proto_wr_i64(w, r->u.usage_query.from_ms);
+    proto_wr_i64(w, r->u.usage_query.to_ms);
+}
+
+static cg_err rd_usage_query(proto_rd *rd, proto_req *r)
+{
+    PROTO_TRY(proto_rd_str(rd, r->u.usage_query.org, PROTO_ID_MAX));
+    PROTO_TRY(proto_rd_str(rd, r->u.usage_query.key_id, PROTO_ID_MAX));
+    PROTO_TRY(proto_rd_str(rd, r->u.usage_query.group, PROTO_ID_MAX));
+    PROTO_TRY(proto_rd_str(rd, r->u.usage_query.customer, PROTO_ID_MAX));
+    PROTO_TRY(proto_rd_str(rd, r->u.usage_query.model, PROTO_MODEL_MAX));
+    PROTO_TRY(proto_rd_i64(rd, &r->u.usage_query.from_ms));
+    PROTO_TRY(proto_rd_i64(rd, &r->u.usage_query.to_ms));
+    return usage_query_ok(r) ? CG_ERR_OK : CG_ERR_PROTO;
+}
+
+/* Bodies of the record ops (put/get of orgs, keys, groups, customers; usage query). */
+static void wr_req_record(proto_wr *w, const proto_req *r)
+{
+    switch (r->op) {
+    case PROTO_OP_PUT_ORG:
+        proto_wr_bool(w, r->u.put_org.create_only != 0);
+        proto_wr_org(w, &r->u.put_org.org);
+        break;
+    case PROTO_OP_PUT_KEY:
+        proto_wr_bool(w, r->u.put_key.create_only != 0);
+        proto_wr_key(w, &r->u.put_key.key);
+        break;
+    case PROTO_OP_PUT_GROUP:
+        proto_wr_bool(w, r->u.put_group.create_only != 0);
+        proto_wr_group(w, &r->u.put_group.group);
+        break;
+    case PROTO_OP_PUT_CUSTOMER:
+        proto_wr_customer(w, &r->u.put_customer.customer);
+        break;
+    case PROTO_OP_GET_CUSTOMER:
+        proto_wr_inline(w, r->u.get_customer.anchor_day, r->u.get_customer.inline_limits,
+                        r->u.get_customer.inline_n);
+        break;
+    case PROTO_OP_USAGE_QUERY:
+        wr_usage_query(w, r);
+        break;
+    default: /* GET_ORG, GET_KEY, GET_GROUP, DELETE, GET_ORG_STATE: the route says it all */
+        break;
+    }
+}
 
 static void wr_req(proto_wr *w, const proto_req *r)
 {
@@ -122,6 +223,8 @@ static void wr_req(proto_wr *w, const proto_req *r)
         proto_wr_str(w, r->u.reserve.request_id, PROTO_REQID_MAX);
         proto_wr_i64(w, r->u.reserve.lease_ms);
         proto_wr_amounts(w, &r->u.reserve.worst);
+        proto_wr_inline(w, r->u.reserve.anchor_day, r->u.reserve.inline_limits,
+                        r->u.reserve.inline_n);
         break;
     case PROTO_OP_SETTLE:
         proto_wr_str(w, r->u.settle.request_id, PROTO_REQID_MAX);
@@ -135,21 +238,38 @@ static void wr_req(proto_wr *w, const proto_req *r)
     case PROTO_OP_RELEASE:
         proto_wr_str(w, r->u.release.request_id, PROTO_REQID_MAX);
         break;
-    case PROTO_OP_PUT_ORG:
-        proto_wr_bool(w, r->u.put_org.create_only != 0);
-        proto_wr_org(w, &r->u.put_org.org);
-        break;
-    case PROTO_OP_PUT_KEY:
-        proto_wr_bool(w, r->u.put_key.create_only != 0);
-        proto_wr_key(w, &r->u.put_key.key);
-        break;
     case PROTO_OP_EVENTS_SINCE:
         assert(r->u.events_since.max_n >= 1 && r->u.events_since.max_n <= PROTO_EVENTS_MAX);
         proto_wr_u64(w, r->u.events_since.after_seq);
         proto_wr_u64(w, r->u.events_since.max_n);
         break;
-    default: /* PING, GET_ORG, GET_KEY: the route is the whole request */
+    default: /* PING: the route is the whole request; the rest are record ops */
+        wr_req_record(w, r);
         break;
+    }
+}
+
+static cg_err rd_req_record(proto_rd *rd, proto_req *r)
+{
+    switch (r->op) {
+    case PROTO_OP_PUT_ORG:
+        PROTO_TRY(proto_rd_bool(rd, &r->u.put_org.create_only));
+        return proto_rd_org(rd, &r->u.put_org.org);
+    case PROTO_OP_PUT_KEY:
+        PROTO_TRY(proto_rd_bool(rd, &r->u.put_key.create_only));
+        return proto_rd_key(rd, &r->u.put_key.key);
+    case PROTO_OP_PUT_GROUP:
+        PROTO_TRY(proto_rd_bool(rd, &r->u.put_group.create_only));
+        return proto_rd_group(rd, &r->u.put_group.group);
+    case PROTO_OP_PUT_CUSTOMER:
+        return proto_rd_customer(rd, &r->u.put_customer.customer);
+    case PROTO_OP_GET_CUSTOMER:
+        return proto_rd_inline(rd, &r->u.get_customer.anchor_day, r->u.get_customer.inline_limits,
+                               &r->u.get_customer.inline_n);
+    case PROTO_OP_USAGE_QUERY:
+        return rd_usage_query(rd, r);
+    default:
+        return CG_ERR_OK;
     }
 }
 
@@ -161,7 +281,9 @@ static cg_err rd_req_body(proto_rd *rd, proto_req *r)
     case PROTO_OP_RESERVE:
         PROTO_TRY(proto_rd_str(rd, r->u.reserve.request_id, PROTO_REQID_MAX));
         PROTO_TRY(proto_rd_i64(rd, &r->u.reserve.lease_ms));
-        return proto_rd_amounts(rd, &r->u.reserve.worst);
+        PROTO_TRY(proto_rd_amounts(rd, &r->u.reserve.worst));
+        return proto_rd_inline(rd, &r->u.reserve.anchor_day, r->u.reserve.inline_limits,
+                               &r->u.reserve.inline_n);
     case PROTO_OP_SETTLE:
         PROTO_TRY(proto_rd_str(rd, r->u.settle.request_id, PROTO_REQID_MAX));
         PROTO_TRY(proto_rd_amounts(rd, &r->u.settle.actual));
@@ -172,18 +294,12 @@ static cg_err rd_req_body(proto_rd *rd, proto_req *r)
         return proto_rd_usage(rd, &r->u.settle.usage);
     case PROTO_OP_RELEASE:
         return proto_rd_str(rd, r->u.release.request_id, PROTO_REQID_MAX);
-    case PROTO_OP_PUT_ORG:
-        PROTO_TRY(proto_rd_bool(rd, &r->u.put_org.create_only));
-        return proto_rd_org(rd, &r->u.put_org.org);
-    case PROTO_OP_PUT_KEY:
-        PROTO_TRY(proto_rd_bool(rd, &r->u.put_key.create_only));
-        return proto_rd_key(rd, &r->u.put_key.key);
     case PROTO_OP_EVENTS_SINCE:
         PROTO_TRY(proto_rd_u64(rd, UINT64_MAX, &r->u.events_since.after_seq));
         PROTO_TRY(proto_rd_u32(rd, PROTO_EVENTS_MAX, &r->u.events_since.max_n));
         return r->u.events_since.max_n >= 1 ? CG_ERR_OK : CG_ERR_PROTO;
     default:
-        return CG_ERR_OK;
+        return rd_req_record(rd, r);
     }
 }
 
@@ -195,7 +311,7 @@ static cg_err rd_req(proto_rd *rd, proto_req *r)
     if (n < OP_ARITY_BARE) {
         return CG_ERR_PROTO;
     }
-    PROTO_TRY(proto_rd_u8(rd, PROTO_OP_EVENTS_SINCE, &r->op));
+    PROTO_TRY(proto_rd_u8(rd, OP_LAST, &r->op));
     if (!op_ok(r->op) || n != req_arity[r->op]) {
         return CG_ERR_PROTO;
     }
@@ -285,6 +401,34 @@ static void wr_events(proto_wr *w, const proto_rep *r)
     }
 }
 
+/* Bodies of the issue-3 record replies: a record (or nil) and its limit states. */
+static void wr_rep_record(proto_wr *w, const proto_rep *r)
+{
+    switch (r->op) {
+    case PROTO_OP_GET_GROUP:
+        proto_wr_group(w, &r->u.get_group.group);
+        proto_wr_states(w, r->u.get_group.states, r->u.get_group.state_n);
+        break;
+    case PROTO_OP_GET_CUSTOMER:
+        if (r->u.get_customer.found) {
+            proto_wr_customer(w, &r->u.get_customer.customer);
+        } else {
+            proto_wr_nil(w);
+        }
+        proto_wr_states(w, r->u.get_customer.states, r->u.get_customer.state_n);
+        break;
+    case PROTO_OP_GET_ORG_STATE:
+        proto_wr_org(w, &r->u.get_org_state.org);
+        proto_wr_states(w, r->u.get_org_state.states, r->u.get_org_state.state_n);
+        break;
+    case PROTO_OP_USAGE_QUERY:
+        proto_wr_totals(w, &r->u.usage.totals);
+        break;
+    default:
+        assert(!"reply body for an op without one");
+    }
+}
+
 static void wr_rep(proto_wr *w, const proto_rep *r)
 {
     assert(op_ok(r->op));
@@ -323,7 +467,8 @@ static void wr_rep(proto_wr *w, const proto_rep *r)
         wr_events(w, r);
         break;
     default:
-        assert(!"reply body for an op without one");
+        wr_rep_record(w, r);
+        break;
     }
 }
 
@@ -350,6 +495,28 @@ static cg_err rd_events(proto_rd *rd, proto_rep *r)
     return CG_ERR_OK;
 }
 
+static cg_err rd_rep_record(proto_rd *rd, proto_rep *r)
+{
+    switch (r->op) {
+    case PROTO_OP_GET_GROUP:
+        PROTO_TRY(proto_rd_group(rd, &r->u.get_group.group));
+        return proto_rd_states(rd, r->u.get_group.states, &r->u.get_group.state_n);
+    case PROTO_OP_GET_CUSTOMER:
+        if (!proto_rd_nil(rd)) {
+            r->u.get_customer.found = 1;
+            PROTO_TRY(proto_rd_customer(rd, &r->u.get_customer.customer));
+        }
+        return proto_rd_states(rd, r->u.get_customer.states, &r->u.get_customer.state_n);
+    case PROTO_OP_GET_ORG_STATE:
+        PROTO_TRY(proto_rd_org(rd, &r->u.get_org_state.org));
+        return proto_rd_states(rd, r->u.get_org_state.states, &r->u.get_org_state.state_n);
+    case PROTO_OP_USAGE_QUERY:
+        return proto_rd_totals(rd, &r->u.usage.totals);
+    default:
+        return CG_ERR_PROTO; /* unreachable: rep_arity gives these ops no body */
+    }
+}
+
 static cg_err rd_rep_body(proto_rd *rd, proto_rep *r)
 {
     switch (r->op) {
@@ -374,7 +541,7 @@ static cg_err rd_rep_body(proto_rd *rd, proto_rep *r)
     case PROTO_OP_EVENTS_SINCE:
         return rd_events(rd, r);
     default:
-        return CG_ERR_PROTO; /* unreachable: rep_arity gives these ops no body */
+        return rd_rep_record(rd, r);
     }
 }
 
@@ -386,7 +553,7 @@ static cg_err rd_rep(proto_rd *rd, proto_rep *r)
     if (n < OP_ARITY_BARE) {
         return CG_ERR_PROTO;
     }
-    PROTO_TRY(proto_rd_u8(rd, PROTO_OP_EVENTS_SINCE, &r->op));
+    PROTO_TRY(proto_rd_u8(rd, OP_LAST, &r->op));
     if (!op_ok(r->op)) {
         return CG_ERR_PROTO;
     }
@@ -506,6 +673,46 @@ cg_err proto_key_decode(const void *buf, size_t len, proto_key *out)
     memset(&tmp, 0, sizeof(tmp));
     PROTO_TRY(rd_msg_begin(&rd, buf, len, MSG_ARITY));
     PROTO_TRY(proto_rd_key(&rd, &tmp));
+    PROTO_TRY(proto_rd_end(&rd));
+    *out = tmp;
+    return CG_ERR_OK;
+}
+
+cg_err proto_group_encode(const proto_group *g, msgpack_sbuffer *out)
+{
+    proto_wr w;
+    wr_msg_begin(&w, out, MSG_ARITY);
+    proto_wr_group(&w, g);
+    return wr_finish_msg(&w);
+}
+
+cg_err proto_group_decode(const void *buf, size_t len, proto_group *out)
+{
+    proto_rd rd;
+    proto_group tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    PROTO_TRY(rd_msg_begin(&rd, buf, len, MSG_ARITY));
+    PROTO_TRY(proto_rd_group(&rd, &tmp));
+    PROTO_TRY(proto_rd_end(&rd));
+    *out = tmp;
+    return CG_ERR_OK;
+}
+
+cg_err proto_customer_encode(const proto_customer *c, msgpack_sbuffer *out)
+{
+    proto_wr w;
+    wr_msg_begin(&w, out, MSG_ARITY);
+    proto_wr_customer(&w, c);
+    return wr_finish_msg(&w);
+}
+
+cg_err proto_customer_decode(const void *buf, size_t len, proto_customer *out)
+{
+    proto_rd rd;
+    proto_customer tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    PROTO_TRY(rd_msg_begin(&rd, buf, len, MSG_ARITY));
+    PROTO_TRY(proto_rd_customer(&rd, &tmp));
     PROTO_TRY(proto_rd_end(&rd));
     *out = tmp;
     return CG_ERR_OK;

@@ -15,8 +15,9 @@
  *   pub      = [version, shard_name, event]  (events on the shard's PUB socket)
  * The bodies per opcode are documented in proto.c.
  *
- * Records stored in LMDB (org, key, event) use the same encoders, so a record
- * read back from disk is checked exactly like one from the network.
+ * Records stored in LMDB (org, key, group, customer, event, usage) use the same
+ * encoders, so a record read back from disk is checked exactly like one from the
+ * network.
  *
  * All structs are fixed-size (bounded strings are NUL-terminated char arrays);
  * the only heap memory is the batch arrays and an events-since reply's event

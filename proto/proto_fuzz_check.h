@@ -89,6 +89,8 @@ PROTO_FUZZ_RECORD(org, proto_org)
 PROTO_FUZZ_RECORD(key, proto_key)
 PROTO_FUZZ_RECORD(event, proto_event)
 PROTO_FUZZ_RECORD(usage, proto_usage)
+PROTO_FUZZ_RECORD(group, proto_group)
+PROTO_FUZZ_RECORD(customer, proto_customer)
 
 static bool proto_fuzz_pub(const uint8_t *d, size_t len)
 {
@@ -114,7 +116,7 @@ static bool proto_fuzz_check(const uint8_t *d, size_t len)
 {
     return proto_fuzz_req(d, len) && proto_fuzz_rep(d, len) && proto_fuzz_org(d, len) &&
            proto_fuzz_key(d, len) && proto_fuzz_event(d, len) && proto_fuzz_usage(d, len) &&
-           proto_fuzz_pub(d, len);
+           proto_fuzz_group(d, len) && proto_fuzz_customer(d, len) && proto_fuzz_pub(d, len);
 }
 
 #endif

@@ -1,6 +1,7 @@
 /*
- * proto_rec.c — the record codecs of the ledger protocol (limits, orgs, keys,
- * usage, events, limit states, refusals) and the SPEC names of its enums.
+ * proto_rec.c — the record codecs of the ledger protocol (limits, IP networks,
+ * orgs, keys, groups, customer overrides, usage, events, limit states,
+ * refusals, usage totals) and the SPEC names of its enums.
  *
  * The same codecs serve network messages and LMDB values, so a record read
  * back from disk is checked exactly like one from a peer. Layouts are listed
@@ -17,16 +18,29 @@
 #include <assert.h>
 #include <string.h>
 
-#define ORG_ARITY 6
-#define KEY_ARITY 9
+#define ORG_ARITY 8
+#define KEY_ARITY 15
+#define GROUP_ARITY 7
+#define CUSTOMER_ARITY 4
 #define LIMIT_ARITY 7
 #define WEBHOOK_ARITY 2
-#define USAGE_ARITY 10
+#define CIDR_ARITY 3
+#define USAGE_ARITY 14
 #define EVENT_ARITY 16
-#define STATE_ARITY 5
-#define REFUSAL_ARITY 8
+#define STATE_ARITY 10
+#define REFUSAL_ARITY 9
 #define AMOUNTS_ARITY 3
+#define TOTALS_ARITY 4
 #define HASH_BYTES 32
+#define CIDR_ADDR_BYTES 16 /* sizeof(cg_cidr.addr): IPv4 in the first 4, the rest zero */
+#define CIDR_V4_BYTES 4
+#define CIDR_V4_BITS 32
+#define CIDR_V6_BITS 128
+#define CIDR_MAPPED_BITS 96 /* ::ffff:0:0/96, stored as IPv4 instead (cg_cidr.c) */
+/* proto_limit_natural_id: field positions and the sliding length's cap. */
+#define NATURAL_METRIC_SHIFT 28
+#define NATURAL_KIND_SHIFT 25
+#define NATURAL_SLIDING_MAX ((UINT32_C(1) << NATURAL_KIND_SHIFT) - 1)
 
 /* ---- validity ---- */
 
@@ -82,6 +96,108 @@ static bool limits_ok(const proto_limit *l, uint32_t n)
 static bool anchor_ok(uint8_t day)
 {
     return day >= PROTO_ANCHOR_MIN && day <= PROTO_ANCHOR_MAX;
+}
+
+/* Customer limits (org defaults, overrides, inline defaults): ids are the natural ids. */
+static bool natural_limits_ok(const proto_limit *l, uint32_t n)
+{
+    if (!limits_ok(l, n)) {
+        return false;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (l[i].id != proto_limit_natural_id(l[i].metric, l[i].window)) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool low_budget_ok(uint8_t v)
+{
+    return v <= PROTO_LOW_BUDGET_CLAMP;
+}
+
+/* allowed_models: at most PROTO_MODELS_MAX non-empty names. */
+static bool models_ok(const char (*models)[PROTO_MODEL_MAX + 1], uint32_t n)
+{
+    if (n > PROTO_MODELS_MAX) {
+        return false;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (models[i][0] == '\0') {
+            return false;
+        }
+    }
+    return true;
+}
+
+/* The cg_cidr invariant: family 4 or 6, prefix within its width, bits past it zero, and an
+ * IPv4-mapped IPv6 network stored as IPv4 (so it can match a normalised address). */
+static bool cidr_ok(const cg_cidr *c)
+{
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    unsigned bits = c->family == 4 ? CIDR_V4_BITS : CIDR_V6_BITS;
+    if ((c->family != 4 && c->family != 6) || c->prefix > bits) {
+        return false;
+    }
+    if (c->family == 6 && c->prefix >= CIDR_MAPPED_BITS &&
+        memcmp(c->addr, mapped, sizeof(mapped)) == 0) {
+        return false;
+    }
+    for (unsigned i = c->prefix / 8; i < CIDR_ADDR_BYTES; i++) {
+        unsigned keep = i == c->prefix / 8 ? (0xff00u >> (c->prefix % 8)) & 0xffu : 0;
+        if ((c->addr[i] & ~keep & 0xffu) != 0) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool cidrs_ok(const cg_cidr *c, uint32_t n)
+{
+    if (n > PROTO_CIDRS_MAX) {
+        return false;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (!cidr_ok(&c[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool org_ok(const proto_org *o)
+{
+    return anchor_ok(o->billing_anchor_day) && limits_ok(o->limits, o->limit_n) &&
+           o->webhook_n <= PROTO_WEBHOOKS_MAX &&
+           natural_limits_ok(o->customer_limits, o->customer_limit_n) &&
+           low_budget_ok(o->on_low_budget);
+}
+
+static bool key_ok(const proto_key *k)
+{
+    return anchor_ok(k->billing_anchor_day) && limits_ok(k->limits, k->limit_n) &&
+           models_ok(k->models, k->model_n) && cidrs_ok(k->ip_allow, k->ip_allow_n) &&
+           cidrs_ok(k->ip_deny, k->ip_deny_n) && k->max_tokens_per_request >= 0 &&
+           low_budget_ok(k->on_low_budget);
+}
+
+static bool group_ok(const proto_group *g)
+{
+    return anchor_ok(g->billing_anchor_day) && models_ok(g->models, g->model_n) &&
+           limits_ok(g->limits, g->limit_n);
+}
+
+static bool state_ok(const proto_limit_state *s)
+{
+    cg_window w = {s->window.kind, window_len_s(s->window)};
+    return s->metric < PROTO_METRIC_COUNT_ && proto_window_ok(w) && s->action <= PROTO_ACTION_WARN;
+}
+
+static bool refusal_ok(const proto_refusal *r)
+{
+    cg_window w = {r->window.kind, window_len_s(r->window)};
+    return r->metric < PROTO_METRIC_COUNT_ && proto_window_ok(w) && r->retry_after_ms >= 0;
 }
 
 static bool event_ok(const proto_event *e)
@@ -158,11 +274,57 @@ static cg_err rd_limits(proto_rd *rd, proto_limit *ls, uint8_t *n_out)
     return CG_ERR_OK;
 }
 
-/* ---- orgs and keys ---- */
+/* ---- lists inside records: models, networks ---- */
+
+static void wr_models(proto_wr *w, const char (*models)[PROTO_MODEL_MAX + 1], uint8_t n)
+{
+    proto_wr_array(w, n);
+    for (uint32_t i = 0; i < n; i++) {
+        proto_wr_str(w, models[i], PROTO_MODEL_MAX);
+    }
+}
+
+static cg_err rd_models(proto_rd *rd, char (*models)[PROTO_MODEL_MAX + 1], uint8_t *n_out)
+{
+    uint32_t n;
+    PROTO_TRY(proto_rd_array(rd, PROTO_MODELS_MAX, &n));
+    for (uint32_t i = 0; i < n; i++) {
+        PROTO_TRY(proto_rd_str(rd, models[i], PROTO_MODEL_MAX));
+    }
+    *n_out = (uint8_t)n;
+    return CG_ERR_OK;
+}
+
+static void wr_cidrs(proto_wr *w, const cg_cidr *c, uint8_t n)
+{
+    proto_wr_array(w, n);
+    for (uint32_t i = 0; i < n; i++) {
+        proto_wr_array(w, CIDR_ARITY);
+        proto_wr_u64(w, c[i].family);
+        proto_wr_u64(w, c[i].prefix);
+        proto_wr_bin(w, c[i].addr, CIDR_ADDR_BYTES);
+    }
+}
+
+static cg_err rd_cidrs(proto_rd *rd, cg_cidr *c, uint8_t *n_out)
+{
+    uint32_t n;
+    PROTO_TRY(proto_rd_array(rd, PROTO_CIDRS_MAX, &n));
+    for (uint32_t i = 0; i < n; i++) {
+        PROTO_TRY(proto_rd_array_n(rd, CIDR_ARITY));
+        PROTO_TRY(proto_rd_u8(rd, 6, &c[i].family));
+        PROTO_TRY(proto_rd_u8(rd, CIDR_V6_BITS, &c[i].prefix));
+        PROTO_TRY(proto_rd_bin(rd, c[i].addr, CIDR_ADDR_BYTES));
+    }
+    *n_out = (uint8_t)n;
+    return CG_ERR_OK;
+}
+
+/* ---- orgs, keys, groups, customers ---- */
 
 void proto_wr_org(proto_wr *w, const proto_org *o)
 {
-    assert(anchor_ok(o->billing_anchor_day) && o->webhook_n <= PROTO_WEBHOOKS_MAX);
+    assert(org_ok(o));
     proto_wr_array(w, ORG_ARITY);
     proto_wr_str(w, o->id, PROTO_ID_MAX);
     proto_wr_str(w, o->name, PROTO_NAME_MAX);
@@ -175,6 +337,8 @@ void proto_wr_org(proto_wr *w, const proto_org *o)
         proto_wr_str(w, o->webhooks[i].url, PROTO_URL_MAX);
         proto_wr_str(w, o->webhooks[i].secret, PROTO_SECRET_MAX);
     }
+    wr_limits(w, o->customer_limits, o->customer_limit_n);
+    proto_wr_u64(w, o->on_low_budget);
 }
 
 cg_err proto_rd_org(proto_rd *rd, proto_org *o)
@@ -184,9 +348,6 @@ cg_err proto_rd_org(proto_rd *rd, proto_org *o)
     PROTO_TRY(proto_rd_str(rd, o->id, PROTO_ID_MAX));
     PROTO_TRY(proto_rd_str(rd, o->name, PROTO_NAME_MAX));
     PROTO_TRY(proto_rd_u8(rd, PROTO_ANCHOR_MAX, &o->billing_anchor_day));
-    if (!anchor_ok(o->billing_anchor_day)) {
-        return CG_ERR_PROTO;
-    }
     PROTO_TRY(proto_rd_i64(rd, &o->created_ms));
     PROTO_TRY(rd_limits(rd, o->limits, &o->limit_n));
     PROTO_TRY(proto_rd_array(rd, PROTO_WEBHOOKS_MAX, &n));
@@ -196,12 +357,14 @@ cg_err proto_rd_org(proto_rd *rd, proto_org *o)
         PROTO_TRY(proto_rd_str(rd, o->webhooks[i].url, PROTO_URL_MAX));
         PROTO_TRY(proto_rd_str(rd, o->webhooks[i].secret, PROTO_SECRET_MAX));
     }
-    return CG_ERR_OK;
+    PROTO_TRY(rd_limits(rd, o->customer_limits, &o->customer_limit_n));
+    PROTO_TRY(proto_rd_u8(rd, PROTO_LOW_BUDGET_CLAMP, &o->on_low_budget));
+    return org_ok(o) ? CG_ERR_OK : CG_ERR_PROTO;
 }
 
 void proto_wr_key(proto_wr *w, const proto_key *k)
 {
-    assert(anchor_ok(k->billing_anchor_day));
+    assert(key_ok(k));
     proto_wr_array(w, KEY_ARITY);
     proto_wr_str(w, k->id, PROTO_ID_MAX);
     proto_wr_str(w, k->org, PROTO_ID_MAX);
@@ -212,6 +375,13 @@ void proto_wr_key(proto_wr *w, const proto_key *k)
     proto_wr_bool(w, k->revoked != 0);
     proto_wr_u64(w, k->billing_anchor_day);
     wr_limits(w, k->limits, k->limit_n);
+    proto_wr_str(w, k->group, PROTO_ID_MAX);
+    proto_wr_str(w, k->customer, PROTO_ID_MAX);
+    wr_models(w, k->models, k->model_n);
+    wr_cidrs(w, k->ip_allow, k->ip_allow_n);
+    wr_cidrs(w, k->ip_deny, k->ip_deny_n);
+    proto_wr_i64(w, k->max_tokens_per_request);
+    proto_wr_u64(w, k->on_low_budget);
 }
 
 cg_err proto_rd_key(proto_rd *rd, proto_key *k)
@@ -225,10 +395,79 @@ cg_err proto_rd_key(proto_rd *rd, proto_key *k)
     PROTO_TRY(proto_rd_i64(rd, &k->expires_ms));
     PROTO_TRY(proto_rd_bool(rd, &k->revoked));
     PROTO_TRY(proto_rd_u8(rd, PROTO_ANCHOR_MAX, &k->billing_anchor_day));
-    if (!anchor_ok(k->billing_anchor_day)) {
+    PROTO_TRY(rd_limits(rd, k->limits, &k->limit_n));
+    PROTO_TRY(proto_rd_str(rd, k->group, PROTO_ID_MAX));
+    PROTO_TRY(proto_rd_str(rd, k->customer, PROTO_ID_MAX));
+    PROTO_TRY(rd_models(rd, k->models, &k->model_n));
+    PROTO_TRY(rd_cidrs(rd, k->ip_allow, &k->ip_allow_n));
+    PROTO_TRY(rd_cidrs(rd, k->ip_deny, &k->ip_deny_n));
+    PROTO_TRY(proto_rd_i64(rd, &k->max_tokens_per_request));
+    PROTO_TRY(proto_rd_u8(rd, PROTO_LOW_BUDGET_CLAMP, &k->on_low_budget));
+    return key_ok(k) ? CG_ERR_OK : CG_ERR_PROTO;
+}
+
+void proto_wr_group(proto_wr *w, const proto_group *g)
+{
+    assert(group_ok(g));
+    proto_wr_array(w, GROUP_ARITY);
+    proto_wr_str(w, g->id, PROTO_ID_MAX);
+    proto_wr_str(w, g->org, PROTO_ID_MAX);
+    proto_wr_str(w, g->name, PROTO_NAME_MAX);
+    proto_wr_i64(w, g->created_ms);
+    proto_wr_u64(w, g->billing_anchor_day);
+    wr_models(w, g->models, g->model_n);
+    wr_limits(w, g->limits, g->limit_n);
+}
+
+cg_err proto_rd_group(proto_rd *rd, proto_group *g)
+{
+    PROTO_TRY(proto_rd_array_n(rd, GROUP_ARITY));
+    PROTO_TRY(proto_rd_str(rd, g->id, PROTO_ID_MAX));
+    PROTO_TRY(proto_rd_str(rd, g->org, PROTO_ID_MAX));
+    PROTO_TRY(proto_rd_str(rd, g->name, PROTO_NAME_MAX));
+    PROTO_TRY(proto_rd_i64(rd, &g->created_ms));
+    PROTO_TRY(proto_rd_u8(rd, PROTO_ANCHOR_MAX, &g->billing_anchor_day));
+    PROTO_TRY(rd_models(rd, g->models, &g->model_n));
+    PROTO_TRY(rd_limits(rd, g->limits, &g->limit_n));
+    return group_ok(g) ? CG_ERR_OK : CG_ERR_PROTO;
+}
+
+void proto_wr_customer(proto_wr *w, const proto_customer *c)
+{
+    assert(natural_limits_ok(c->limits, c->limit_n));
+    proto_wr_array(w, CUSTOMER_ARITY);
+    proto_wr_str(w, c->id, PROTO_ID_MAX);
+    proto_wr_str(w, c->org, PROTO_ID_MAX);
+    proto_wr_i64(w, c->created_ms);
+    wr_limits(w, c->limits, c->limit_n);
+}
+
+cg_err proto_rd_customer(proto_rd *rd, proto_customer *c)
+{
+    PROTO_TRY(proto_rd_array_n(rd, CUSTOMER_ARITY));
+    PROTO_TRY(proto_rd_str(rd, c->id, PROTO_ID_MAX));
+    PROTO_TRY(proto_rd_str(rd, c->org, PROTO_ID_MAX));
+    PROTO_TRY(proto_rd_i64(rd, &c->created_ms));
+    PROTO_TRY(rd_limits(rd, c->limits, &c->limit_n));
+    return natural_limits_ok(c->limits, c->limit_n) ? CG_ERR_OK : CG_ERR_PROTO;
+}
+
+void proto_wr_inline(proto_wr *w, uint8_t anchor_day, const proto_limit *ls, uint8_t n)
+{
+    assert(anchor_day == 0 ? n == 0 : anchor_ok(anchor_day));
+    assert(natural_limits_ok(ls, n));
+    proto_wr_u64(w, anchor_day);
+    wr_limits(w, ls, n);
+}
+
+cg_err proto_rd_inline(proto_rd *rd, uint8_t *anchor_day, proto_limit *ls, uint8_t *n)
+{
+    PROTO_TRY(proto_rd_u8(rd, PROTO_ANCHOR_MAX, anchor_day));
+    PROTO_TRY(rd_limits(rd, ls, n));
+    if (*anchor_day == 0 ? *n != 0 : !anchor_ok(*anchor_day)) {
         return CG_ERR_PROTO;
     }
-    return rd_limits(rd, k->limits, &k->limit_n);
+    return natural_limits_ok(ls, *n) ? CG_ERR_OK : CG_ERR_PROTO;
 }
 
 /* ---- usage, events ---- */
@@ -246,6 +485,10 @@ void proto_wr_usage(proto_wr *w, const proto_usage *u)
     proto_wr_i64(w, u->status);
     proto_wr_i64(w, u->latency_ms);
     proto_wr_bool(w, u->estimated != 0);
+    proto_wr_str(w, u->group, PROTO_ID_MAX);
+    proto_wr_str(w, u->customer, PROTO_ID_MAX);
+    proto_wr_str(w, u->provider, PROTO_PROVIDER_MAX);
+    proto_wr_str(w, u->request_id, PROTO_REQID_MAX);
 }
 
 cg_err proto_rd_usage(proto_rd *rd, proto_usage *u)
@@ -260,7 +503,11 @@ cg_err proto_rd_usage(proto_rd *rd, proto_usage *u)
     PROTO_TRY(proto_rd_i64(rd, &u->cost_nusd));
     PROTO_TRY(proto_rd_i32(rd, &u->status));
     PROTO_TRY(proto_rd_i32(rd, &u->latency_ms));
-    return proto_rd_bool(rd, &u->estimated);
+    PROTO_TRY(proto_rd_bool(rd, &u->estimated));
+    PROTO_TRY(proto_rd_str(rd, u->group, PROTO_ID_MAX));
+    PROTO_TRY(proto_rd_str(rd, u->customer, PROTO_ID_MAX));
+    PROTO_TRY(proto_rd_str(rd, u->provider, PROTO_PROVIDER_MAX));
+    return proto_rd_str(rd, u->request_id, PROTO_REQID_MAX);
 }
 
 void proto_wr_event(proto_wr *w, const proto_event *e)
@@ -305,20 +552,40 @@ cg_err proto_rd_event(proto_rd *rd, proto_event *e)
     return event_ok(e) ? CG_ERR_OK : CG_ERR_PROTO;
 }
 
-/* ---- limit states, refusals, amounts ---- */
+/* ---- limit states, refusals, amounts, totals ---- */
 
 void proto_wr_states(proto_wr *w, const proto_limit_state *s, uint8_t n)
 {
     assert(n <= PROTO_LIMITS_MAX);
     proto_wr_array(w, n);
     for (uint32_t i = 0; i < n; i++) {
+        assert(state_ok(&s[i]));
         proto_wr_array(w, STATE_ARITY);
         proto_wr_u64(w, s[i].limit_id);
         proto_wr_i64(w, s[i].used);
         proto_wr_i64(w, s[i].reserved);
         proto_wr_i64(w, s[i].period_start_ms);
         proto_wr_i64(w, s[i].period_end_ms);
+        proto_wr_u64(w, s[i].metric);
+        wr_window(w, s[i].window);
+        proto_wr_i64(w, s[i].max);
+        proto_wr_u64(w, s[i].action);
     }
+}
+
+static cg_err rd_state(proto_rd *rd, proto_limit_state *s)
+{
+    PROTO_TRY(proto_rd_array_n(rd, STATE_ARITY));
+    PROTO_TRY(proto_rd_u32(rd, UINT32_MAX, &s->limit_id));
+    PROTO_TRY(proto_rd_i64(rd, &s->used));
+    PROTO_TRY(proto_rd_i64(rd, &s->reserved));
+    PROTO_TRY(proto_rd_i64(rd, &s->period_start_ms));
+    PROTO_TRY(proto_rd_i64(rd, &s->period_end_ms));
+    PROTO_TRY(proto_rd_u8(rd, PROTO_METRIC_COUNT_ - 1, &s->metric));
+    PROTO_TRY(rd_window(rd, &s->window));
+    PROTO_TRY(proto_rd_i64(rd, &s->max));
+    PROTO_TRY(proto_rd_u8(rd, PROTO_ACTION_WARN, &s->action));
+    return state_ok(s) ? CG_ERR_OK : CG_ERR_PROTO;
 }
 
 cg_err proto_rd_states(proto_rd *rd, proto_limit_state *s, uint8_t *n_out)
@@ -326,12 +593,7 @@ cg_err proto_rd_states(proto_rd *rd, proto_limit_state *s, uint8_t *n_out)
     uint32_t n;
     PROTO_TRY(proto_rd_array(rd, PROTO_LIMITS_MAX, &n));
     for (uint32_t i = 0; i < n; i++) {
-        PROTO_TRY(proto_rd_array_n(rd, STATE_ARITY));
-        PROTO_TRY(proto_rd_u32(rd, UINT32_MAX, &s[i].limit_id));
-        PROTO_TRY(proto_rd_i64(rd, &s[i].used));
-        PROTO_TRY(proto_rd_i64(rd, &s[i].reserved));
-        PROTO_TRY(proto_rd_i64(rd, &s[i].period_start_ms));
-        PROTO_TRY(proto_rd_i64(rd, &s[i].period_end_ms));
+        PROTO_TRY(rd_state(rd, &s[i]));
     }
     *n_out = (uint8_t)n;
     return CG_ERR_OK;
@@ -339,8 +601,7 @@ cg_err proto_rd_states(proto_rd *rd, proto_limit_state *s, uint8_t *n_out)
 
 void proto_wr_refusal(proto_wr *w, const proto_refusal *r)
 {
-    assert(r->metric < PROTO_METRIC_COUNT_);
-    assert(proto_window_ok((cg_window){r->window.kind, window_len_s(r->window)}));
+    assert(refusal_ok(r));
     proto_wr_array(w, REFUSAL_ARITY);
     proto_wr_u64(w, r->limit_id);
     proto_wr_u64(w, r->metric);
@@ -349,6 +610,7 @@ void proto_wr_refusal(proto_wr *w, const proto_refusal *r)
     proto_wr_i64(w, r->used);
     proto_wr_i64(w, r->reserved);
     proto_wr_i64(w, r->resets_at_ms);
+    proto_wr_i64(w, r->retry_after_ms);
 }
 
 cg_err proto_rd_refusal(proto_rd *rd, proto_refusal *r)
@@ -360,7 +622,9 @@ cg_err proto_rd_refusal(proto_rd *rd, proto_refusal *r)
     PROTO_TRY(proto_rd_i64(rd, &r->max));
     PROTO_TRY(proto_rd_i64(rd, &r->used));
     PROTO_TRY(proto_rd_i64(rd, &r->reserved));
-    return proto_rd_i64(rd, &r->resets_at_ms);
+    PROTO_TRY(proto_rd_i64(rd, &r->resets_at_ms));
+    PROTO_TRY(proto_rd_i64(rd, &r->retry_after_ms));
+    return refusal_ok(r) ? CG_ERR_OK : CG_ERR_PROTO;
 }
 
 void proto_wr_amounts(proto_wr *w, const proto_amounts *a)
@@ -379,6 +643,24 @@ cg_err proto_rd_amounts(proto_rd *rd, proto_amounts *a)
     return proto_rd_i64(rd, &a->requests);
 }
 
+void proto_wr_totals(proto_wr *w, const proto_usage_totals *t)
+{
+    proto_wr_array(w, TOTALS_ARITY);
+    proto_wr_i64(w, t->requests);
+    proto_wr_i64(w, t->prompt_tokens);
+    proto_wr_i64(w, t->completion_tokens);
+    proto_wr_i64(w, t->cost_nusd);
+}
+
+cg_err proto_rd_totals(proto_rd *rd, proto_usage_totals *t)
+{
+    PROTO_TRY(proto_rd_array_n(rd, TOTALS_ARITY));
+    PROTO_TRY(proto_rd_i64(rd, &t->requests));
+    PROTO_TRY(proto_rd_i64(rd, &t->prompt_tokens));
+    PROTO_TRY(proto_rd_i64(rd, &t->completion_tokens));
+    return proto_rd_i64(rd, &t->cost_nusd);
+}
+
 /* ---- names ---- */
 
 static const char *const metric_names[] = {"cost", "tokens", "requests"};
@@ -394,9 +676,11 @@ static const char *const event_names[] = {
     "request_quota_reached",
 };
 static const char *const op_names[] = {
-    NULL,      "ping",    "auth",    "reserve", "settle",       "release",
-    "put_org", "get_org", "put_key", "get_key", "events_since",
+    NULL,        "ping",         "auth",         "reserve", "settle",       "release",
+    "put_org",   "get_org",      "put_key",      "get_key", "events_since", "put_group",
+    "get_group", "put_customer", "get_customer", "delete",  "usage_query",  "get_org_state",
 };
+static const char *const low_budget_names[] = {"inherit", "reject", "clamp"};
 
 #define NAME_AT(table, i) \
     ((i) >= 0 && (size_t)(i) < sizeof(table) / sizeof((table)[0]) ? (table)[i] : NULL)
@@ -455,4 +739,24 @@ int proto_event_type_for(int metric, int reached)
         return -1;
     }
     return 1 + metric * 2 + (reached ? 1 : 0);
+}
+
+const char *proto_low_budget_name(int v)
+{
+    return NAME_AT(low_budget_names, v);
+}
+
+int proto_low_budget_parse(const char *s)
+{
+    return name_find(low_budget_names, sizeof(low_budget_names) / sizeof(low_budget_names[0]), s);
+}
+
+uint32_t proto_limit_natural_id(uint8_t metric, cg_window window)
+{
+    uint32_t len = window_len_s(window);
+    if (len > NATURAL_SLIDING_MAX) {
+        len = NATURAL_SLIDING_MAX;
+    }
+    return ((uint32_t)(metric + 1u) << NATURAL_METRIC_SHIFT) |
+           ((uint32_t)window.kind << NATURAL_KIND_SHIFT) | len;
 }

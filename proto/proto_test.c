@@ -3,18 +3,24 @@
  * request and reply op and of every record at their bounds, strict rejection
  * of malformed input (built by hand with msgpack-c's packer, independently of
  * the encoders), and 200k deterministic mutated inputs that must never crash.
+ * Issue 3 (groups, customers, key rules, self-describing states) has its
+ * own rejection tests near the end, one per documented bound.
  */
 #include "proto.h"
 
+#include <assert.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cg_cidr.h"
 #include "cg_test.h"
 #include "proto_fuzz_check.h"
+#include "proto_test_raw.h"
 
 #define FUZZ_ITERATIONS 200000
-#define HASH_BYTES 32
+#define REQS_N PROTO_OP_GET_ORG_STATE /* one request per op */
+#define CIDR_BYTES 16
 
 /*
  * Byte equality of two records. Fixtures are memset to zero before their fields
@@ -48,6 +54,57 @@ static void fill_limit(proto_limit *l, uint32_t id, uint8_t warn_n)
     }
 }
 
+/* n customer limits: distinct (metric, window), natural ids, every warn slot used. */
+static void fill_natural_limits(proto_limit *ls, uint8_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        proto_limit *l = &ls[i];
+        l->metric = (uint8_t)(i % PROTO_METRIC_COUNT_);
+        l->window.kind = (uint8_t)(i / 3 < CG_WIN_SLIDING ? i / 3 : CG_WIN_SLIDING);
+        l->window.sliding_s = l->window.kind == CG_WIN_SLIDING ? CG_WINDOW_SLIDING_MAX_S - i : 0;
+        l->id = proto_limit_natural_id(l->metric, l->window);
+        l->max = (int64_t)i * 999999937;
+        l->action = (uint8_t)(i % 2);
+        l->warn_n = PROTO_WARN_MAX;
+        for (uint8_t j = 0; j < PROTO_WARN_MAX; j++) {
+            l->warn_bp[j] = (uint16_t)(1 + j * 1000);
+        }
+    }
+}
+
+/* n networks mixing families and prefix lengths, both ends of each range included. */
+static void fill_cidrs(cg_cidr *c, uint8_t n, int salt)
+{
+    static const char *const fixed[] = {"0.0.0.0/0",
+                                        "::/0",
+                                        "255.255.255.255",
+                                        "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                                        "10.0.0.0/8",
+                                        "2001:db8:8000::/33",
+                                        "::ffff:192.168.0.0/112"};
+    for (uint32_t i = 0; i < n; i++) {
+        char text[64];
+        if (i < sizeof(fixed) / sizeof(fixed[0])) {
+            snprintf(text, sizeof(text), "%s", fixed[i]);
+        } else if (i % 2) {
+            snprintf(text, sizeof(text), "10.%d.%u.0/24", salt, i);
+        } else {
+            snprintf(text, sizeof(text), "2001:db8:%x:%x::/64", (unsigned)salt, i);
+        }
+        cg_err err = cg_cidr_parse(text, &c[i]);
+        assert(err == CG_ERR_OK);
+        (void)err;
+    }
+}
+
+static void fill_models(char (*models)[PROTO_MODEL_MAX + 1], uint8_t *n)
+{
+    *n = PROTO_MODELS_MAX;
+    for (uint32_t i = 0; i < PROTO_MODELS_MAX; i++) {
+        fill_str(models[i], i % 2 ? PROTO_MODEL_MAX : 1 + i, (char)('A' + i));
+    }
+}
+
 static void fill_org(proto_org *o)
 {
     memset(o, 0, sizeof(*o));
@@ -64,6 +121,9 @@ static void fill_org(proto_org *o)
         fill_str(o->webhooks[i].url, PROTO_URL_MAX, (char)('a' + i));
         fill_str(o->webhooks[i].secret, PROTO_SECRET_MAX, (char)('A' + i));
     }
+    o->customer_limit_n = PROTO_LIMITS_MAX;
+    fill_natural_limits(o->customer_limits, PROTO_LIMITS_MAX);
+    o->on_low_budget = PROTO_LOW_BUDGET_CLAMP;
 }
 
 static void fill_key(proto_key *k)
@@ -83,6 +143,40 @@ static void fill_key(proto_key *k)
     for (uint32_t i = 0; i < PROTO_LIMITS_MAX; i++) {
         fill_limit(&k->limits[i], UINT32_MAX - i, (uint8_t)(i % (PROTO_WARN_MAX + 1)));
     }
+    fill_str(k->group, PROTO_ID_MAX, 'g');
+    fill_str(k->customer, PROTO_ID_MAX, 'c');
+    fill_models(k->models, &k->model_n);
+    k->ip_allow_n = PROTO_CIDRS_MAX;
+    fill_cidrs(k->ip_allow, PROTO_CIDRS_MAX, 1);
+    k->ip_deny_n = PROTO_CIDRS_MAX;
+    fill_cidrs(k->ip_deny, PROTO_CIDRS_MAX, 2);
+    k->max_tokens_per_request = INT64_MAX;
+    k->on_low_budget = PROTO_LOW_BUDGET_CLAMP;
+}
+
+static void fill_group(proto_group *g)
+{
+    memset(g, 0, sizeof(*g));
+    fill_str(g->id, PROTO_ID_MAX, 'g');
+    fill_str(g->org, PROTO_ID_MAX, 'o');
+    fill_str(g->name, PROTO_NAME_MAX, 'n');
+    g->created_ms = INT64_MIN;
+    g->billing_anchor_day = 15;
+    fill_models(g->models, &g->model_n);
+    g->limit_n = PROTO_LIMITS_MAX;
+    for (uint32_t i = 0; i < PROTO_LIMITS_MAX; i++) {
+        fill_limit(&g->limits[i], 100 + i, PROTO_WARN_MAX);
+    }
+}
+
+static void fill_customer(proto_customer *c)
+{
+    memset(c, 0, sizeof(*c));
+    fill_str(c->id, PROTO_ID_MAX, 'c');
+    fill_str(c->org, PROTO_ID_MAX, 'o');
+    c->created_ms = INT64_MAX;
+    c->limit_n = PROTO_LIMITS_MAX;
+    fill_natural_limits(c->limits, PROTO_LIMITS_MAX);
 }
 
 static void fill_usage(proto_usage *u)
@@ -98,6 +192,10 @@ static void fill_usage(proto_usage *u)
     u->status = INT32_MIN;
     u->latency_ms = INT32_MAX;
     u->estimated = 1;
+    fill_str(u->group, PROTO_ID_MAX, 'g');
+    fill_str(u->customer, PROTO_ID_MAX, 'c');
+    fill_str(u->provider, PROTO_PROVIDER_MAX, 'p');
+    fill_str(u->request_id, PROTO_REQID_MAX, 'r');
 }
 
 static void fill_event(proto_event *e, uint64_t seq)
@@ -130,14 +228,40 @@ static void fill_states(proto_limit_state *s, uint8_t *n)
         s[i].reserved = -(int64_t)i;
         s[i].period_start_ms = 1764547200000;
         s[i].period_end_ms = i % 2 ? 0 : 1767225600000;
+        s[i].metric = (uint8_t)(i % PROTO_METRIC_COUNT_);
+        s[i].window.kind = (uint8_t)(i % 5);
+        s[i].window.sliding_s = s[i].window.kind == CG_WIN_SLIDING ? 1 + i : 0;
+        s[i].max = i == 0 ? INT64_MAX : (int64_t)i;
+        s[i].action = (uint8_t)(i % 2);
     }
 }
 
-/* One request of every op, every field set. */
-static void fill_reqs(proto_req r[PROTO_OP_EVENTS_SINCE])
+/* The issue-3 ops of fill_reqs. */
+static void fill_reqs_records(proto_req r[REQS_N])
 {
-    memset(r, 0, sizeof(proto_req) * PROTO_OP_EVENTS_SINCE);
-    for (int i = 0; i < PROTO_OP_EVENTS_SINCE; i++) {
+    proto_req *q = &r[PROTO_OP_PUT_GROUP - 1];
+    q->u.put_group.create_only = 1;
+    fill_group(&q->u.put_group.group);
+    fill_customer(&r[PROTO_OP_PUT_CUSTOMER - 1].u.put_customer.customer);
+    q = &r[PROTO_OP_GET_CUSTOMER - 1];
+    q->u.get_customer.anchor_day = 1;
+    q->u.get_customer.inline_n = PROTO_LIMITS_MAX;
+    fill_natural_limits(q->u.get_customer.inline_limits, PROTO_LIMITS_MAX);
+    q = &r[PROTO_OP_USAGE_QUERY - 1];
+    fill_str(q->u.usage_query.org, PROTO_ID_MAX, 'o');
+    fill_str(q->u.usage_query.key_id, PROTO_ID_MAX, 'k');
+    fill_str(q->u.usage_query.group, PROTO_ID_MAX, 'g');
+    fill_str(q->u.usage_query.customer, PROTO_ID_MAX, 'c');
+    fill_str(q->u.usage_query.model, PROTO_MODEL_MAX, 'm');
+    q->u.usage_query.from_ms = INT64_MIN;
+    q->u.usage_query.to_ms = INT64_MAX;
+}
+
+/* One request of every op, every field set. */
+static void fill_reqs(proto_req r[REQS_N])
+{
+    memset(r, 0, sizeof(proto_req) * REQS_N);
+    for (int i = 0; i < REQS_N; i++) {
         r[i].op = (uint8_t)(i + 1);
         fill_str(r[i].route, PROTO_ROUTE_MAX, (char)('a' + i));
     }
@@ -149,6 +273,9 @@ static void fill_reqs(proto_req r[PROTO_OP_EVENTS_SINCE])
     fill_str(q->u.reserve.request_id, PROTO_REQID_MAX, 'r');
     q->u.reserve.lease_ms = 30000;
     q->u.reserve.worst = (proto_amounts){INT64_MAX, 128000, 1};
+    q->u.reserve.anchor_day = 28;
+    q->u.reserve.inline_n = PROTO_LIMITS_MAX;
+    fill_natural_limits(q->u.reserve.inline_limits, PROTO_LIMITS_MAX);
     q = &r[PROTO_OP_SETTLE - 1];
     fill_str(q->u.settle.request_id, PROTO_REQID_MAX, 's');
     q->u.settle.actual = (proto_amounts){-1, 0, INT64_MIN};
@@ -160,10 +287,37 @@ static void fill_reqs(proto_req r[PROTO_OP_EVENTS_SINCE])
     fill_key(&r[PROTO_OP_PUT_KEY - 1].u.put_key.key);
     r[PROTO_OP_EVENTS_SINCE - 1].u.events_since.after_seq = UINT64_MAX;
     r[PROTO_OP_EVENTS_SINCE - 1].u.events_since.max_n = PROTO_EVENTS_MAX;
+    fill_reqs_records(r);
 }
 
-#define REPS_N 13
+#define REPS_N 22
 #define REPS_EVENTS 3
+
+/* Replies 12..20 of fill_reps: the issue-3 ops, with and without bodies. */
+static void fill_reps_records(proto_rep r[REPS_N])
+{
+    r[12].op = PROTO_OP_GET_GROUP;
+    fill_group(&r[12].u.get_group.group);
+    fill_states(r[12].u.get_group.states, &r[12].u.get_group.state_n);
+    r[13].op = PROTO_OP_GET_CUSTOMER;
+    r[13].u.get_customer.found = 1;
+    fill_customer(&r[13].u.get_customer.customer);
+    fill_states(r[13].u.get_customer.states, &r[13].u.get_customer.state_n);
+    r[14].op = PROTO_OP_GET_CUSTOMER; /* no override record: effective defaults only */
+    fill_states(r[14].u.get_customer.states, &r[14].u.get_customer.state_n);
+    r[15].op = PROTO_OP_GET_ORG_STATE;
+    fill_org(&r[15].u.get_org_state.org);
+    fill_states(r[15].u.get_org_state.states, &r[15].u.get_org_state.state_n);
+    r[16].op = PROTO_OP_USAGE_QUERY;
+    r[16].u.usage.totals = (proto_usage_totals){INT64_MAX, 1, -1, INT64_MIN};
+    r[17].op = PROTO_OP_PUT_GROUP;
+    r[17].status = CG_ERR_EXISTS;
+    r[18].op = PROTO_OP_PUT_CUSTOMER;
+    r[19].op = PROTO_OP_DELETE;
+    r[19].status = CG_ERR_NOTFOUND;
+    r[20].op = PROTO_OP_GET_GROUP;
+    r[20].status = CG_ERR_NOTFOUND;
+}
 
 /* One reply of every op with a body, plus bare ones; reps[REPS_N - 1] is the events reply. */
 static void fill_reps(proto_rep r[REPS_N], proto_event ev[REPS_EVENTS])
@@ -179,8 +333,8 @@ static void fill_reps(proto_rep r[REPS_N], proto_event ev[REPS_EVENTS])
     r[3].op = PROTO_OP_RESERVE;
     r[3].status = CG_ERR_BUDGET;
     fill_states(r[3].u.reserve.states, &r[3].u.reserve.state_n);
-    r[3].u.reserve.refusal =
-        (proto_refusal){7, PROTO_METRIC_TOKENS, {CG_WIN_MONTH, 0}, 100, 99, 2, 1767225600000};
+    r[3].u.reserve.refusal = (proto_refusal){
+        7, PROTO_METRIC_TOKENS, {CG_WIN_SLIDING, 60}, 100, 99, 2, 1767225600000, INT64_MAX};
     r[4].op = PROTO_OP_SETTLE;
     r[4].u.settle.late = 1;
     r[5].op = PROTO_OP_RELEASE;
@@ -197,68 +351,17 @@ static void fill_reps(proto_rep r[REPS_N], proto_event ev[REPS_EVENTS])
     r[10].status = CG_ERR_UNAUTHORIZED;
     r[11].op = PROTO_OP_EVENTS_SINCE;
     r[11].status = CG_ERR_UNAVAILABLE;
-    r[12].op = PROTO_OP_EVENTS_SINCE;
-    r[12].u.events.last_seq = 99;
-    r[12].u.events.n = REPS_EVENTS;
-    r[12].u.events.events = ev;
+    fill_reps_records(r);
+    r[REPS_N - 1].op = PROTO_OP_EVENTS_SINCE;
+    r[REPS_N - 1].u.events.last_seq = 99;
+    r[REPS_N - 1].u.events.n = REPS_EVENTS;
+    r[REPS_N - 1].u.events.events = ev;
     for (uint32_t i = 0; i < REPS_EVENTS; i++) {
         fill_event(&ev[i], 10 + i * 3);
     }
 }
 
-/* ---- hand-built messages, independent of the encoders ---- */
-
-typedef struct raw {
-    msgpack_sbuffer sb;
-    msgpack_packer pk;
-} raw;
-
-static void raw_init(raw *r)
-{
-    msgpack_sbuffer_init(&r->sb);
-    msgpack_packer_init(&r->pk, &r->sb, msgpack_sbuffer_write);
-}
-
-static void raw_fini(raw *r)
-{
-    msgpack_sbuffer_destroy(&r->sb);
-}
-
-static void raw_arr(raw *r, uint32_t n)
-{
-    msgpack_pack_array(&r->pk, n);
-}
-
-static void raw_u(raw *r, uint64_t v)
-{
-    msgpack_pack_uint64(&r->pk, v);
-}
-
-static void raw_i(raw *r, int64_t v)
-{
-    msgpack_pack_int64(&r->pk, v);
-}
-
-static void raw_bytes(raw *r, const void *b, size_t n)
-{
-    msgpack_sbuffer_write(&r->sb, b, n);
-}
-
-static void raw_str(raw *r, size_t len, char c)
-{
-    char buf[1024];
-    memset(buf, c, sizeof(buf));
-    msgpack_pack_str(&r->pk, len);
-    msgpack_pack_str_body(&r->pk, buf, len);
-}
-
-/* [1, [ ... n ops follow ... ]] */
-static void raw_batch(raw *r, uint32_t n)
-{
-    raw_arr(r, 2);
-    raw_u(r, PROTO_VERSION);
-    raw_arr(r, n);
-}
+/* ---- hand-built messages, independent of the encoders (proto_test_raw.h) ---- */
 
 static void raw_limit(raw *r, uint32_t id, uint8_t kind, uint32_t sliding_s, uint32_t warn_n,
                       const uint16_t *bp)
@@ -281,7 +384,7 @@ static void raw_org(raw *r, uint32_t limit_n, uint32_t warn_n, uint32_t webhook_
 {
     raw_arr(r, 2);
     raw_u(r, PROTO_VERSION);
-    raw_arr(r, 6);
+    raw_arr(r, 8);
     raw_str(r, 4, 'o');
     raw_str(r, 4, 'n');
     raw_u(r, anchor);
@@ -296,6 +399,8 @@ static void raw_org(raw *r, uint32_t limit_n, uint32_t warn_n, uint32_t webhook_
         raw_str(r, 20, 'u');
         raw_str(r, 20, 's');
     }
+    raw_arr(r, 0); /* customer limits */
+    raw_u(r, PROTO_LOW_BUDGET_REJECT);
 }
 
 static void raw_event(raw *r, uint64_t seq, uint64_t type, uint64_t metric, uint64_t bp)
@@ -319,66 +424,21 @@ static void raw_event(raw *r, uint64_t seq, uint64_t type, uint64_t metric, uint
     raw_i(r, 1);
 }
 
-/* ---- decode helpers: the error only, results freed ---- */
-
-static cg_err dec_req(const void *b, size_t len)
-{
-    proto_req *q = NULL;
-    uint32_t n = 0;
-    cg_err err = proto_req_decode(b, len, &q, &n);
-    if (err == CG_ERR_OK) {
-        proto_req_free(q, n);
-    }
-    return err;
-}
-
-static cg_err dec_rep(const void *b, size_t len)
-{
-    proto_rep *p = NULL;
-    uint32_t n = 0;
-    cg_err err = proto_rep_decode(b, len, &p, &n);
-    if (err == CG_ERR_OK) {
-        proto_rep_free(p, n);
-    }
-    return err;
-}
-
-static cg_err dec_org(const void *b, size_t len)
-{
-    proto_org o;
-    return proto_org_decode(b, len, &o);
-}
-
-static cg_err dec_raw_req(const raw *r)
-{
-    return dec_req(r->sb.data, r->sb.size);
-}
-
-static cg_err dec_raw_rep(const raw *r)
-{
-    return dec_rep(r->sb.data, r->sb.size);
-}
-
-static cg_err dec_raw_org(const raw *r)
-{
-    return dec_org(r->sb.data, r->sb.size);
-}
-
 /* ---- round trips ---- */
 
 CG_TEST(req_round_trip_every_op)
 {
-    static proto_req in[PROTO_OP_EVENTS_SINCE];
+    static proto_req in[REQS_N];
     fill_reqs(in);
     msgpack_sbuffer sb;
     msgpack_sbuffer_init(&sb);
     msgpack_sbuffer_write(&sb, "xy", 2); /* encoders append */
-    CG_CHECK_EQ_INT(proto_req_encode(in, PROTO_OP_EVENTS_SINCE, &sb), CG_ERR_OK);
+    CG_CHECK_EQ_INT(proto_req_encode(in, REQS_N, &sb), CG_ERR_OK);
     CG_CHECK(memcmp(sb.data, "xy", 2) == 0);
     proto_req *out = NULL;
     uint32_t n = 0;
     CG_CHECK_EQ_INT(proto_req_decode(sb.data + 2, sb.size - 2, &out, &n), CG_ERR_OK);
-    CG_CHECK_EQ_INT(n, PROTO_OP_EVENTS_SINCE);
+    CG_CHECK_EQ_INT(n, REQS_N);
     for (uint32_t i = 0; i < n; i++) {
         CG_CHECK_EQ_INT(out[i].op, in[i].op);
         CG_CHECK(mem_eq(&out[i], &in[i], sizeof(in[i])));
@@ -522,6 +582,19 @@ CG_TEST(records_round_trip)
     CG_CHECK_EQ_INT(proto_key_decode(sb.data, sb.size, &k2), CG_ERR_OK);
     CG_CHECK(mem_eq(&k, &k2, sizeof(k)));
     msgpack_sbuffer_clear(&sb);
+    static proto_group g, g2;
+    fill_group(&g);
+    CG_CHECK_EQ_INT(proto_group_encode(&g, &sb), CG_ERR_OK);
+    CG_CHECK_EQ_INT(proto_group_decode(sb.data, sb.size, &g2), CG_ERR_OK);
+    CG_CHECK(mem_eq(&g, &g2, sizeof(g)));
+    msgpack_sbuffer_clear(&sb);
+    static proto_customer c, c2;
+    fill_customer(&c);
+    CG_CHECK_EQ_INT(proto_customer_encode(&c, &sb), CG_ERR_OK);
+    CG_CHECK_EQ_INT(proto_customer_decode(sb.data, sb.size, &c2), CG_ERR_OK);
+    CG_CHECK(mem_eq(&c, &c2, sizeof(c)));
+    CG_CHECK_EQ_INT(proto_group_decode(sb.data, sb.size, &g2), CG_ERR_PROTO); /* not a group */
+    msgpack_sbuffer_clear(&sb);
     CG_CHECK_EQ_INT(proto_event_encode(&e, &sb), CG_ERR_OK);
     CG_CHECK_EQ_INT(proto_event_decode(sb.data, sb.size, &e2), CG_ERR_OK);
     CG_CHECK(mem_eq(&e, &e2, sizeof(e)));
@@ -544,32 +617,7 @@ CG_TEST(records_round_trip)
 
 typedef cg_err (*dec_fn)(const void *b, size_t len);
 
-static cg_err dec_key(const void *b, size_t len)
-{
-    proto_key k;
-    return proto_key_decode(b, len, &k);
-}
-
-static cg_err dec_event(const void *b, size_t len)
-{
-    proto_event e;
-    return proto_event_decode(b, len, &e);
-}
-
-static cg_err dec_usage(const void *b, size_t len)
-{
-    proto_usage u;
-    return proto_usage_decode(b, len, &u);
-}
-
-static cg_err dec_pub(const void *b, size_t len)
-{
-    char shard[PROTO_SHARD_MAX + 1];
-    proto_event e;
-    return proto_pub_decode(b, len, shard, &e);
-}
-
-#define SEEDS_N 9
+#define SEEDS_N 13
 
 typedef struct seed {
     msgpack_sbuffer sb;
@@ -579,6 +627,8 @@ typedef struct seed {
 /* Shrink a full fixture so mutations reach every field quickly. */
 static void shrink_org(proto_org *o)
 {
+    o->customer_limit_n = 2;
+    o->customer_limits[1].warn_n = 1;
     o->limit_n = 2;
     o->limits[1].warn_n = 2;
     o->webhook_n = 1;
@@ -591,14 +641,47 @@ static void shrink_key(proto_key *k)
 {
     k->limit_n = 2;
     k->name[3] = '\0';
+    k->group[2] = k->customer[2] = '\0';
+    k->model_n = 2;
+    k->ip_allow_n = 2;
+    k->ip_deny_n = 1;
+}
+
+static void shrink_group(proto_group *g)
+{
+    g->limit_n = 2;
+    g->model_n = 1;
+    g->name[3] = '\0';
+}
+
+static void shrink_customer(proto_customer *c)
+{
+    c->limit_n = 2;
+    c->limits[0].warn_n = 1;
+}
+
+/* The issue-3 parts of a small seed set. */
+static void shrink_records(proto_req *reqs, proto_rep *reps)
+{
+    shrink_group(&reqs[PROTO_OP_PUT_GROUP - 1].u.put_group.group);
+    shrink_customer(&reqs[PROTO_OP_PUT_CUSTOMER - 1].u.put_customer.customer);
+    reqs[PROTO_OP_RESERVE - 1].u.reserve.inline_n = 2;
+    reqs[PROTO_OP_GET_CUSTOMER - 1].u.get_customer.inline_n = 1;
+    shrink_group(&reps[12].u.get_group.group);
+    shrink_customer(&reps[13].u.get_customer.customer);
+    shrink_org(&reps[15].u.get_org_state.org);
+    reps[12].u.get_group.state_n = reps[13].u.get_customer.state_n = 1;
+    reps[14].u.get_customer.state_n = reps[15].u.get_org_state.state_n = 1;
 }
 
 static void seeds_make(seed s[SEEDS_N], bool small)
 {
-    static proto_req reqs[PROTO_OP_EVENTS_SINCE];
+    static proto_req reqs[REQS_N];
     static proto_rep reps[REPS_N];
     static proto_org o;
     static proto_key k;
+    static proto_group g;
+    static proto_customer c;
     static proto_event ev[REPS_EVENTS];
     proto_event e;
     proto_usage u;
@@ -608,7 +691,12 @@ static void seeds_make(seed s[SEEDS_N], bool small)
     fill_key(&k);
     fill_event(&e, 42);
     fill_usage(&u);
+    fill_group(&g);
+    fill_customer(&c);
     if (small) {
+        shrink_records(reqs, reps);
+        shrink_group(&g);
+        shrink_customer(&c);
         shrink_org(&reqs[PROTO_OP_PUT_ORG - 1].u.put_org.org);
         shrink_key(&reqs[PROTO_OP_PUT_KEY - 1].u.put_key.key);
         shrink_key(&reps[1].u.auth.key);
@@ -618,13 +706,13 @@ static void seeds_make(seed s[SEEDS_N], bool small)
         shrink_org(&o);
         shrink_key(&k);
     }
-    dec_fn decs[SEEDS_N] = {dec_req, dec_req,   dec_rep,   dec_rep, dec_org,
-                            dec_key, dec_event, dec_usage, dec_pub};
+    dec_fn decs[SEEDS_N] = {dec_req,   dec_req, dec_rep,   dec_rep, dec_org, dec_key,     dec_event,
+                            dec_usage, dec_pub, dec_group, dec_req, dec_rep, dec_customer};
     for (int i = 0; i < SEEDS_N; i++) {
         msgpack_sbuffer_init(&s[i].sb);
         s[i].dec = decs[i];
     }
-    proto_req_encode(reqs, PROTO_OP_EVENTS_SINCE, &s[0].sb);
+    proto_req_encode(reqs, REQS_N, &s[0].sb);
     proto_req_encode(&reqs[PROTO_OP_RESERVE - 1], 1, &s[1].sb);
     proto_rep_encode(reps, REPS_N, &s[2].sb);
     proto_rep_encode(&reps[3], 1, &s[3].sb);
@@ -633,6 +721,10 @@ static void seeds_make(seed s[SEEDS_N], bool small)
     proto_event_encode(&e, &s[6].sb);
     proto_usage_encode(&u, &s[7].sb);
     proto_pub_encode("shard-a", &e, &s[8].sb);
+    proto_group_encode(&g, &s[9].sb);
+    proto_req_encode(&reqs[PROTO_OP_GET_CUSTOMER - 1], 2, &s[10].sb); /* + delete */
+    proto_rep_encode(&reps[12], 5, &s[11].sb);                        /* issue-3 bodies */
+    proto_customer_encode(&c, &s[12].sb);
 }
 
 static void seeds_free(seed s[SEEDS_N])
@@ -805,16 +897,20 @@ CG_TEST(batch_bounds)
 CG_TEST(unknown_op_rejected)
 {
     static const uint8_t op0[] = {0x92, 0x01, 0x91, 0x92, 0x00, 0xa0};
-    static const uint8_t op11[] = {0x92, 0x01, 0x91, 0x92, 0x0b, 0xa0};
+    static const uint8_t op18[] = {0x92, 0x01, 0x91, 0x92, 0x12, 0xa0};
+    static const uint8_t op17[] = {0x92, 0x01, 0x91, 0x92, 0x11, 0xa0}; /* get_org_state */
     static const uint8_t op256[] = {0x92, 0x01, 0x91, 0x92, 0xcd, 0x01, 0x00, 0xa0};
     static const uint8_t opneg[] = {0x92, 0x01, 0x91, 0x92, 0xff, 0xa0};
-    static const uint8_t rep11[] = {0x92, 0x01, 0x91, 0x92, 0x0b, 0x00};
+    static const uint8_t rep18[] = {0x92, 0x01, 0x91, 0x92, 0x12, 0x05};
+    static const uint8_t rep15[] = {0x92, 0x01, 0x91, 0x92, 0x0f, 0x00}; /* delete: bare */
     static const uint8_t op_u64[] = {0x92, 0x01, 0x91, 0x92, 0xcf, 0, 0, 0, 0, 0, 0, 0, 1, 0xa0};
     CG_CHECK_EQ_INT(dec_req(op0, sizeof(op0)), CG_ERR_PROTO);
-    CG_CHECK_EQ_INT(dec_req(op11, sizeof(op11)), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_req(op18, sizeof(op18)), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_req(op17, sizeof(op17)), CG_ERR_OK);
     CG_CHECK_EQ_INT(dec_req(op256, sizeof(op256)), CG_ERR_PROTO);
     CG_CHECK_EQ_INT(dec_req(opneg, sizeof(opneg)), CG_ERR_PROTO);
-    CG_CHECK_EQ_INT(dec_rep(rep11, sizeof(rep11)), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_rep(rep18, sizeof(rep18)), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_rep(rep15, sizeof(rep15)), CG_ERR_OK);
     CG_CHECK_EQ_INT(dec_req(op_u64, sizeof(op_u64)), CG_ERR_OK);
 }
 
@@ -826,7 +922,7 @@ CG_TEST(hostile_lengths_rejected)
     static const uint8_t route[] = {0x92, 0x01, 0x91, 0x92, 0x01, 0xdb, 0xff, 0xff, 0xff, 0xff};
     static const uint8_t hash[] = {0x92, 0x01, 0x91, 0x93, 0x02, 0xa0,
                                    0xc6, 0xff, 0xff, 0xff, 0xff};
-    static const uint8_t warn[] = {0x92, 0x01, 0x96, 0xa1, 'o',  0xa1, 'n',  0x01,
+    static const uint8_t warn[] = {0x92, 0x01, 0x98, 0xa1, 'o',  0xa1, 'n',  0x01,
                                    0x00, 0x91, 0x97, 0x01, 0x00, 0x01, 0x00, 0x00,
                                    0x00, 0xdd, 0x7f, 0xff, 0xff, 0xff};
     CG_CHECK_EQ_INT(dec_req(top, sizeof(top)), CG_ERR_PROTO);
@@ -898,9 +994,9 @@ static cg_err states_reply(uint32_t n)
     raw_u(&r, CG_ERR_OK);
     raw_arr(&r, n);
     for (uint32_t i = 0; i < n; i++) {
-        raw_arr(&r, 5);
-        for (int j = 0; j < 5; j++) {
-            raw_i(&r, j);
+        raw_arr(&r, 10); /* [id, used, reserved, start, end, cost, day, 0, max, block] */
+        for (int j = 0; j < 10; j++) {
+            raw_i(&r, j == 6 ? CG_WIN_DAY : j < 5 || j == 8 ? j : 0);
         }
     }
     cg_err err = dec_raw_rep(&r);
@@ -958,7 +1054,7 @@ CG_TEST(record_bounds)
         raw_init(&r);
         raw_arr(&r, 2);
         raw_u(&r, PROTO_VERSION);
-        raw_arr(&r, 6);
+        raw_arr(&r, 8);
         raw_str(&r, 1, 'o');
         raw_str(&r, 1, 'n');
         raw_u(&r, 1);
@@ -967,6 +1063,8 @@ CG_TEST(record_bounds)
         raw_limit(&r, cases[i].id, cases[i].kind, cases[i].sliding_s, 2, cases[i].bp);
         raw_limit(&r, cases[i].dup, CG_WIN_LIFETIME, 0, 0, NULL);
         raw_arr(&r, 0);
+        raw_arr(&r, 0);
+        raw_u(&r, 0);
         cg_err err = dec_raw_org(&r);
         raw_fini(&r);
         if (err != cases[i].want) {
@@ -999,13 +1097,13 @@ CG_TEST(event_bounds)
     CG_CHECK_EQ_INT(event_with(PROTO_EVT_SPEND_WARNING, PROTO_METRIC_COST, 10001), CG_ERR_PROTO);
 }
 
-/* The reserve op [3, "", "r", <lease bytes>, [1, 2, 3]] with a hand-encoded lease. */
+/* The reserve op [3, "", "r", <lease bytes>, [1, 2, 3], 0, []] with a hand-encoded lease. */
 static cg_err reserve_lease(const uint8_t *lease, size_t n, int64_t *out)
 {
     raw r;
     raw_init(&r);
     raw_batch(&r, 1);
-    raw_arr(&r, 5);
+    raw_arr(&r, 7);
     raw_u(&r, PROTO_OP_RESERVE);
     raw_str(&r, 0, 'x');
     raw_str(&r, 1, 'r');
@@ -1014,6 +1112,8 @@ static cg_err reserve_lease(const uint8_t *lease, size_t n, int64_t *out)
     raw_i(&r, 1);
     raw_i(&r, 2);
     raw_i(&r, 3);
+    raw_u(&r, 0);
+    raw_arr(&r, 0);
     proto_req *q = NULL;
     uint32_t cnt = 0;
     cg_err err = proto_req_decode(r.sb.data, r.sb.size, &q, &cnt);
@@ -1150,7 +1250,21 @@ CG_TEST(names)
                     "request_quota_warning_threshold_reached");
     CG_CHECK(proto_event_type_name(0) == NULL && proto_event_type_name(7) == NULL);
     CG_CHECK_EQ_STR(proto_op_name(PROTO_OP_EVENTS_SINCE), "events_since");
-    CG_CHECK(proto_op_name(0) == NULL && proto_op_name(11) == NULL);
+    CG_CHECK_EQ_STR(proto_op_name(PROTO_OP_PUT_GROUP), "put_group");
+    CG_CHECK_EQ_STR(proto_op_name(PROTO_OP_GET_ORG_STATE), "get_org_state");
+    CG_CHECK_EQ_STR(proto_op_name(PROTO_OP_DELETE), "delete");
+    CG_CHECK(proto_op_name(0) == NULL && proto_op_name(18) == NULL);
+    for (int op = PROTO_OP_PING; op <= PROTO_OP_GET_ORG_STATE; op++) {
+        CG_CHECK(proto_op_name(op) != NULL);
+    }
+    CG_CHECK_EQ_STR(proto_low_budget_name(PROTO_LOW_BUDGET_INHERIT), "inherit");
+    CG_CHECK_EQ_STR(proto_low_budget_name(PROTO_LOW_BUDGET_REJECT), "reject");
+    CG_CHECK_EQ_STR(proto_low_budget_name(PROTO_LOW_BUDGET_CLAMP), "clamp");
+    CG_CHECK(proto_low_budget_name(3) == NULL && proto_low_budget_name(-1) == NULL);
+    CG_CHECK_EQ_INT(proto_low_budget_parse("clamp"), PROTO_LOW_BUDGET_CLAMP);
+    CG_CHECK_EQ_INT(proto_low_budget_parse("inherit"), PROTO_LOW_BUDGET_INHERIT);
+    CG_CHECK_EQ_INT(proto_low_budget_parse("Clamp"), -1);
+    CG_CHECK_EQ_INT(proto_low_budget_parse(NULL), -1);
     CG_CHECK_EQ_INT(proto_metric_parse("tokens"), PROTO_METRIC_TOKENS);
     CG_CHECK_EQ_INT(proto_metric_parse("Tokens"), -1);
     CG_CHECK_EQ_INT(proto_metric_parse(NULL), -1);
@@ -1161,6 +1275,30 @@ CG_TEST(names)
     CG_CHECK_EQ_INT(proto_event_type_for(PROTO_METRIC_REQUESTS, 5), PROTO_EVT_REQUEST_REACHED);
     CG_CHECK_EQ_INT(proto_event_type_for(3, 0), -1);
     CG_CHECK_EQ_INT(proto_event_type_for(-1, 1), -1);
+}
+
+/* The largest reply: a full batch of org states, each org and state list at its bounds. */
+CG_TEST(rep_round_trip_max_org_states)
+{
+    proto_rep *in = calloc(PROTO_BATCH_MAX, sizeof(*in));
+    CG_CHECK(in != NULL);
+    for (uint32_t i = 0; i < PROTO_BATCH_MAX; i++) {
+        in[i].op = PROTO_OP_GET_ORG_STATE;
+        fill_org(&in[i].u.get_org_state.org);
+        fill_states(in[i].u.get_org_state.states, &in[i].u.get_org_state.state_n);
+    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    CG_CHECK_EQ_INT(proto_rep_encode(in, PROTO_BATCH_MAX, &sb), CG_ERR_OK);
+    CG_CHECK(sb.size <= PROTO_MSG_MAX_BYTES);
+    proto_rep *out = NULL;
+    uint32_t n = 0;
+    CG_CHECK_EQ_INT(proto_rep_decode(sb.data, sb.size, &out, &n), CG_ERR_OK);
+    CG_CHECK_EQ_INT(n, PROTO_BATCH_MAX);
+    CG_CHECK(mem_eq(out, in, sizeof(*in) * PROTO_BATCH_MAX));
+    proto_rep_free(out, n);
+    msgpack_sbuffer_destroy(&sb);
+    free(in);
 }
 
 /* ---- mutation loop ---- */
@@ -1276,5 +1414,6 @@ int main(void)
                        oversized_rejected, string_bounds, batch_bounds, unknown_op_rejected,
                        hostile_lengths_rejected, deep_nesting_rejected, count_bounds, record_bounds,
                        event_bounds, integer_formats, wrong_types_and_arity_rejected,
-                       settle_without_usage, names, mutated_inputs_never_crash);
+                       settle_without_usage, names, rep_round_trip_max_org_states,
+                       mutated_inputs_never_crash);
 }

@@ -99,14 +99,24 @@ void proto_wr_org(proto_wr *w, const proto_org *o);
 cg_err proto_rd_org(proto_rd *rd, proto_org *o);
 void proto_wr_key(proto_wr *w, const proto_key *k);
 cg_err proto_rd_key(proto_rd *rd, proto_key *k);
+void proto_wr_group(proto_wr *w, const proto_group *g);
+cg_err proto_rd_group(proto_rd *rd, proto_group *g);
+void proto_wr_customer(proto_wr *w, const proto_customer *c);
+cg_err proto_rd_customer(proto_rd *rd, proto_customer *c);
+/* Inline customer defaults (reserve, get_customer): two elements, anchor_day and
+ * [limit, ...] with natural ids; anchor_day is 0 when n == 0, else 1..28. */
+void proto_wr_inline(proto_wr *w, uint8_t anchor_day, const proto_limit *ls, uint8_t n);
+cg_err proto_rd_inline(proto_rd *rd, uint8_t *anchor_day, proto_limit *ls, uint8_t *n);
 void proto_wr_usage(proto_wr *w, const proto_usage *u);
 cg_err proto_rd_usage(proto_rd *rd, proto_usage *u);
 void proto_wr_event(proto_wr *w, const proto_event *e);
 cg_err proto_rd_event(proto_rd *rd, proto_event *e);
-/* Limit states: an array of n (<= PROTO_LIMITS_MAX) [limit_id, used, reserved, start, end]. */
+/* Limit states: an array of n (<= PROTO_LIMITS_MAX) states (layout in proto.c). */
 void proto_wr_states(proto_wr *w, const proto_limit_state *s, uint8_t n);
 cg_err proto_rd_states(proto_rd *rd, proto_limit_state *s, uint8_t *n);
 void proto_wr_refusal(proto_wr *w, const proto_refusal *r);
 cg_err proto_rd_refusal(proto_rd *rd, proto_refusal *r);
+void proto_wr_totals(proto_wr *w, const proto_usage_totals *t);
+cg_err proto_rd_totals(proto_rd *rd, proto_usage_totals *t);
 
 #endif
