@@ -34,15 +34,18 @@
 
 struct ledger_store {
     MDB_env *env;
-    MDB_dbi db_orgs;     /* org id -> proto_org (msgpack) */
-    MDB_dbi db_keys;     /* key id -> proto_key (msgpack) */
-    MDB_dbi db_counters; /* route 0x00 limit_id:BE32 period_index:BE64 -> ls_counter */
-    MDB_dbi db_resv;     /* request_id 0x00 route -> ls_resv */
-    MDB_dbi db_leases;   /* expires_ms:BE64 request_id 0x00 route -> "" (active only) */
-    MDB_dbi db_gc;       /* delete_at_ms:BE64 request_id 0x00 route -> "" (finished only) */
-    MDB_dbi db_usage;    /* ts_ms:BE64 request_id -> proto_usage (msgpack) */
-    MDB_dbi db_events;   /* seq:BE64 -> proto_event (msgpack) */
-    MDB_dbi db_meta;     /* "schema" -> u32 LE, "last_seq" -> u64 LE */
+    MDB_dbi db_orgs;      /* org id -> proto_org (msgpack) */
+    MDB_dbi db_keys;      /* key id -> proto_key (msgpack) */
+    MDB_dbi db_groups;    /* "<org>/<group id>" -> proto_group (msgpack) */
+    MDB_dbi db_customers; /* "<org>/<customer id>" -> proto_customer override (msgpack) */
+    MDB_dbi db_counters;  /* route 0x00 limit_id:BE32 period_index:BE64 -> ls_counter, or
+                            (sliding: period index LS_SLIDE_PERIOD) -> ls_slide record */
+    MDB_dbi db_resv;      /* request_id 0x00 route -> ls_resv */
+    MDB_dbi db_leases;    /* expires_ms:BE64 request_id 0x00 route -> "" (active only) */
+    MDB_dbi db_gc;        /* delete_at_ms:BE64 request_id 0x00 route -> "" (finished only) */
+    MDB_dbi db_usage;     /* ts_ms:BE64 request_id -> proto_usage (msgpack) */
+    MDB_dbi db_events;    /* seq:BE64 -> proto_event (msgpack) */
+    MDB_dbi db_meta;      /* "schema" -> u32 LE, "last_seq" -> u64 LE */
     const cg_ring *ring;
     uint16_t shard_index;
     char shard[PROTO_SHARD_MAX + 1];
@@ -100,6 +103,9 @@ void ls_key_u64(ls_key *k, uint64_t v);
 void ls_key_usage(ls_key *k, int64_t ts_ms, const char *request_id);
 uint64_t ls_be64_get(const uint8_t *p);
 int64_t ls_index_time(const ls_key *k);
+/* Little-endian fixed-width fields of the small binary records. */
+void ls_le64_put(uint8_t *p, uint64_t v);
+uint64_t ls_le64_get(const uint8_t *p);
 
 #define LS_FIRED_REACHED (1u << 31)
 typedef struct ls_counter {
@@ -121,25 +127,38 @@ typedef enum ls_resv_state {
     LS_RESV_EXPIRED = 4,
 } ls_resv_state;
 
-/* One counter a reservation holds an amount on. */
+/*
+ * One counter a reservation holds an amount on, with a snapshot of the limit
+ * it was reserved under. The snapshot lets a settle judge thresholds of limits
+ * the shard does not store (a customer's inline defaults); v1 records (issue
+ * 2) have none: max 0, so they fire nothing.
+ */
 typedef struct ls_item {
     uint32_t limit_id;
-    uint8_t metric; /* proto_metric */
-    int64_t period_index;
+    uint8_t metric;       /* proto_metric */
+    int64_t period_index; /* calendar index (>= 0), or LS_SLIDE_PERIOD(window) (< 0) */
     int64_t period_start_ms;
-    int64_t period_end_ms; /* INT64_MAX for lifetime */
+    int64_t period_end_ms; /* INT64_MAX for lifetime; unused for sliding windows */
     int64_t amount;        /* reserved amount, >= 0 */
+    cg_window window;      /* snapshot of the limit */
+    int64_t max;
+    uint8_t action;
+    uint8_t warn_n;
+    uint16_t warn_bp[PROTO_WARN_MAX];
 } ls_item;
 
 typedef struct ls_resv {
-    uint8_t state;  /* ls_resv_state */
-    uint8_t late;   /* the settle came after the lease (replayed on a retry) */
-    uint8_t item_n; /* 0..PROTO_LIMITS_MAX */
-    int64_t created_ms;
+    uint8_t state;         /* ls_resv_state */
+    uint8_t late;          /* the settle came after the lease (replayed on a retry) */
+    uint8_t item_n;        /* 0..PROTO_LIMITS_MAX */
+    int64_t created_ms;    /* sliding windows: the settle counts in this time's bucket */
     int64_t expires_ms;    /* lease expiry; the gc deletes the record LEDGER_DEDUP_MS later */
     proto_amounts settled; /* SETTLED: the actual amounts, compared on a retry (the digest) */
     ls_item items[PROTO_LIMITS_MAX];
 } ls_resv;
+
+/* The limit snapshot an item carries. */
+void ls_item_limit(const ls_item *it, proto_limit *out);
 
 /* CG_ERR_NOTFOUND if absent, CG_ERR_DB if corrupt. */
 cg_err ls_resv_get(ls_txn *t, const char *request_id, const char *route, ls_resv *out);
@@ -150,36 +169,137 @@ cg_err ls_org_get(ls_txn *t, const char *id, proto_org *out);
 cg_err ls_org_put(ls_txn *t, const proto_org *o);
 cg_err ls_apikey_get(ls_txn *t, const char *id, proto_key *out);
 cg_err ls_apikey_put(ls_txn *t, const proto_key *k);
+/* Groups and customer overrides are keyed by "<org>/<id>" (the route after its prefix). */
+cg_err ls_group_get(ls_txn *t, const char *org_slash_id, proto_group *out);
+cg_err ls_group_put(ls_txn *t, const proto_group *g);
+cg_err ls_customer_get(ls_txn *t, const char *org_slash_id, proto_customer *out);
+cg_err ls_customer_put(ls_txn *t, const proto_customer *c);
 cg_err ls_usage_put(ls_txn *t, const char *request_id, const proto_usage *u);
 
 /* ---- scopes (ledger_rec.c) ---- */
 /* What a routing key names: whose limits apply and in which calendar. */
 typedef struct ls_scope {
     uint8_t kind;               /* proto_scope */
-    char id[PROTO_ID_MAX + 1];  /* key id / org id */
+    char id[PROTO_ID_MAX + 1];  /* key / group / customer / org id (an event's scope_id) */
     char org[PROTO_ID_MAX + 1]; /* the owning org (the org itself for org scope) */
     uint8_t anchor_day;         /* 1..28 */
     uint8_t limit_n;
     proto_limit limits[PROTO_LIMITS_MAX];
 } ls_scope;
 
-/* Resolve route to its scope: CG_ERR_NOTFOUND for an unknown prefix or absent record. */
-cg_err ls_scope_load(ls_txn *t, const char *route, ls_scope *out);
-/* Calendar period of limit l of scope sc containing t_ms. */
+/* A customer's defaults as a request carries them inline (the org's customer_defaults). */
+typedef struct ls_defaults {
+    uint8_t anchor_day; /* 0 = 1 */
+    uint8_t n;          /* 0..PROTO_LIMITS_MAX */
+    const proto_limit *limits;
+} ls_defaults;
+
+/*
+ * Resolve route to its scope. Routes: "key:<id>", "group:<org>/<id>",
+ * "customer:<org>/<id>", "org:<id>". A customer scope always exists: its
+ * limits are cd's (may be NULL: none) merged with the stored override record
+ * if any (an override replaces the default of the same metric and window,
+ * others are appended; ids are proto_limit_natural_id). Returns
+ * CG_ERR_NOTFOUND for an unknown prefix, a malformed id or an absent record,
+ * CG_ERR_INVAL for invalid defaults or a merge over PROTO_LIMITS_MAX limits,
+ * CG_ERR_DB for a corrupt record.
+ */
+cg_err ls_scope_load(ls_txn *t, const char *route, const ls_defaults *cd, ls_scope *out);
+/* Split "<org>/<id>" at its last '/': CG_ERR_NOTFOUND unless both parts are 1..PROTO_ID_MAX. */
+cg_err ls_split_org_id(const char *s, char org[PROTO_ID_MAX + 1], char id[PROTO_ID_MAX + 1]);
+/* Calendar period of limit l of scope sc containing t_ms (CG_ERR_INVAL for sliding windows). */
 cg_err ls_limit_period(const ls_scope *sc, const proto_limit *l, int64_t t_ms, cg_period *out);
 /* The limit with this id, or NULL. */
 const proto_limit *ls_scope_limit(const ls_scope *sc, uint32_t limit_id);
-/* Check limits at PUT time: CG_ERR_INVAL for bad ids, metrics, windows (sliding: issue 3). */
+/* Check limits at PUT time: CG_ERR_INVAL for bad or duplicate ids, metrics, windows, warn_at
+ * (sliding windows take no warn_at: "once per period" has no meaning there). */
 cg_err ls_limits_validate(const proto_limit *limits, uint8_t n);
+/* Give every limit its natural id (customer limits: proto_limit_natural_id). */
+void ls_limits_naturalize(proto_limit *limits, uint8_t n);
 /* Amount of metric m in a. */
 int64_t ls_amount_of(const proto_amounts *a, uint8_t m);
 /* a + b saturating at INT64_MAX (both >= 0). */
 int64_t ls_sat_add(int64_t a, int64_t b);
+/* a - b, at least 0. */
+int64_t ls_sub_floor0(int64_t a, int64_t b);
 
-/* ---- operations (ledger_ops.c) ---- */
+/* ---- meters: one limit's counter, calendar or sliding (ledger_meter.c) ---- */
+/*
+ * Sliding windows keep one counter value per (route, limit): a ring of
+ * LS_SLIDE_BUCKETS buckets of cg_window_bucket_ms(window) each. Bucket b (its
+ * start time, a multiple of the bucket length) lives in slot
+ * (b / bucket_ms) % LS_SLIDE_BUCKETS and counts while b > now - window, so
+ * the ring always covers the window (60 buckets of at least window / 60).
+ * Its period index is LS_SLIDE_PERIOD(window), negative, so it never shares
+ * a key with a calendar counter (indexes >= 0 after 1970) and a changed window
+ * length starts a fresh ring instead of misreading the old one.
+ */
+#define LS_SLIDE_BUCKETS 60
+#define LS_SLIDE_PERIOD(w) (-(int64_t)(w).sliding_s)
+
+typedef struct ls_meter {
+    uint8_t sliding;
+    int64_t period_index; /* calendar index, or LS_SLIDE_PERIOD */
+    int64_t start_ms;     /* calendar: period start (inclusive) */
+    int64_t end_ms;       /* calendar: period end (exclusive), INT64_MAX for lifetime */
+    ls_counter c;         /* reserved (both kinds); used and fired: calendar only */
+    int64_t window_ms;    /* sliding only */
+    int64_t bucket_ms;    /* sliding only */
+    int64_t b_start_ms[LS_SLIDE_BUCKETS]; /* sliding: bucket start; meaningful if amount > 0 */
+    int64_t b_amount[LS_SLIDE_BUCKETS];   /* sliding: usage counted in the bucket, >= 0 */
+} ls_meter;
+
+/* The meter of limit l of sc as of t->now_ms (zero when no counter exists yet). */
+cg_err ls_meter_load(ls_txn *t, const char *route, const ls_scope *sc, const proto_limit *l,
+                     ls_meter *m);
+/* The meter a reservation item names (its period, whatever the time now). */
+cg_err ls_meter_load_item(ls_txn *t, const char *route, const ls_item *it, ls_meter *m);
+/* Write m back (sliding: only buckets still in the window are kept). */
+cg_err ls_meter_store(ls_txn *t, const char *route, uint32_t limit_id, const ls_meter *m);
+/* Usage counted now: calendar `used`, sliding the sum of the buckets in the window. */
+int64_t ls_meter_used(const ls_meter *m, int64_t now_ms);
+/* Record actual usage of a request created at created_ms (sliding: into that time's bucket,
+ * dropped if the bucket has already left the window). */
+void ls_meter_add_used(ls_meter *m, int64_t amount, int64_t created_ms, int64_t now_ms);
+/* A self-describing state of limit l. */
+void ls_meter_state(const ls_meter *m, const proto_limit *l, int64_t now_ms, proto_limit_state *st);
+/* Whether worst fits limit l (warn limits and max 0 always fit). */
+int ls_meter_fits(const ls_meter *m, const proto_limit *l, int64_t worst, int64_t now_ms);
+/* The refusal of a limit that does not fit (retry_after_ms for sliding windows). */
+void ls_meter_refusal(const ls_meter *m, const proto_limit *l, int64_t worst, int64_t now_ms,
+                      proto_refusal *rf);
+
+/* ---- operations (ledger_ops.c, ledger_defs.c) ---- */
+typedef cg_err (*ls_op_fn)(ls_txn *t, const proto_req *req, proto_rep *rep);
+
 /* Apply one request; fills rep (op, status, body). Never fails otherwise. */
 void ls_op_apply(ls_txn *t, const proto_req *req, proto_rep *rep);
-/* Return expired leases and delete finished reservations past the dedup window. */
+/* Every limit's state now (zero when no counter exists yet); *n = sc->limit_n. */
+cg_err ls_states_read(ls_txn *t, const char *route, const ls_scope *sc, proto_limit_state *states,
+                      uint8_t *n);
+/* Give back what an active reservation holds on its counters. */
+cg_err ls_resv_return(ls_txn *t, const char *route, const ls_resv *r);
+/* Move a reservation to a finished state: off the lease index, onto the gc index. */
+cg_err ls_resv_finish(ls_txn *t, const char *rid, const char *route, ls_resv *r, uint8_t was_state,
+                      uint8_t new_state);
+
+/* Definition ops (ledger_defs.c): PUT/GET of orgs, keys, groups, customers, DELETE. */
+cg_err ls_op_put_org(ls_txn *t, const proto_req *req, proto_rep *rep);
+cg_err ls_op_get_org(ls_txn *t, const proto_req *req, proto_rep *rep);
+cg_err ls_op_get_org_state(ls_txn *t, const proto_req *req, proto_rep *rep);
+cg_err ls_op_put_key(ls_txn *t, const proto_req *req, proto_rep *rep);
+cg_err ls_op_get_key(ls_txn *t, const proto_req *req, proto_rep *rep);
+cg_err ls_op_put_group(ls_txn *t, const proto_req *req, proto_rep *rep);
+cg_err ls_op_get_group(ls_txn *t, const proto_req *req, proto_rep *rep);
+cg_err ls_op_put_customer(ls_txn *t, const proto_req *req, proto_rep *rep);
+cg_err ls_op_get_customer(ls_txn *t, const proto_req *req, proto_rep *rep);
+cg_err ls_op_delete(ls_txn *t, const proto_req *req, proto_rep *rep);
+/* Reads over the shard's logs (ledger_defs.c): usage totals, events since a seq. */
+cg_err ls_op_usage_query(ls_txn *t, const proto_req *req, proto_rep *rep);
+cg_err ls_op_events_since(ls_txn *t, const proto_req *req, proto_rep *rep);
+
+/* Return expired leases and delete finished reservations past the dedup window
+ * (ledger_sweep.c). */
 cg_err ls_sweep(ls_txn *t);
 
 #endif

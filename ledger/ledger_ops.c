@@ -1,17 +1,22 @@
 /*
- * ledger_ops.c — the ledger protocol operations, each applied inside the
- * batch's write transaction (see ledger_store.c).
+ * ledger_ops.c — the ledger's money operations (RESERVE, SETTLE, RELEASE),
+ * PING and AUTH, threshold events and the dispatch of every operation, each
+ * applied inside the batch's write transaction (see ledger_store.c).
+ * Definitions and log reads live in ledger_defs.c, the lease sweep in
+ * ledger_sweep.c, counter arithmetic (calendar and sliding) in ledger_meter.c.
  *
  * Every operation follows the write discipline of ledger_int.h: it reads and
  * decides first (refusals happen before any write), then writes. Replies are
  * final only once the batch commits; the caller sends them after that.
  *
  * Money rules (SPEC §3): a reservation is admitted only if, for every block
- * limit with max > 0, used + reserved + worst <= max; then every limit (warn
- * limits too) carries the worst case in `reserved`. A settle moves the
- * reservation into `used`; a settle that comes after its lease expired (or of
- * an id never seen) still counts as spend and is reported late. Threshold
- * events are checked after `used` grows and appended in the same transaction.
+ * limit with max > 0, used + reserved + worst <= max (sliding windows: the
+ * usage still in the window); then every limit (warn limits too) carries the
+ * worst case in `reserved`. A settle moves the reservation into `used`; a
+ * settle that comes after its lease expired (or of an id never seen) still
+ * counts as spend and is reported late. Threshold events (calendar and
+ * lifetime limits of every scope kind) are checked after `used` grows and
+ * appended in the same transaction.
  */
 #include <inttypes.h>
 #include <openssl/crypto.h>
@@ -23,19 +28,7 @@
 #include "cg_log.h"
 #include "ledger_int.h"
 
-typedef cg_err (*ls_op_fn)(ls_txn *t, const proto_req *req, proto_rep *rep);
-
 /* ---- helpers ---- */
-
-static int64_t ls_end_or_zero(int64_t end_ms)
-{
-    return end_ms == INT64_MAX ? 0 : end_ms;
-}
-
-static int64_t ls_sub_floor0(int64_t a, int64_t b)
-{
-    return b >= a ? 0 : a - b;
-}
 
 static int ls_amounts_valid(const proto_amounts *a)
 {
@@ -52,57 +45,23 @@ static int ls_reqid_valid(const char *id)
     return id[0] != '\0';
 }
 
-/* Whether route is exactly "<prefix><id>" for a non-empty record id. */
-static int ls_route_is(const char *route, const char *prefix, const char *id)
+cg_err ls_states_read(ls_txn *t, const char *route, const ls_scope *sc, proto_limit_state *states,
+                      uint8_t *n)
 {
-    size_t pn = strlen(prefix);
-    return strncmp(route, prefix, pn) == 0 && strcmp(route + pn, id) == 0 && id[0] != '\0';
-}
-
-static cg_err ls_period(const ls_scope *sc, const proto_limit *l, int64_t t_ms, cg_period *out)
-{
-    cg_err err = ls_limit_period(sc, l, t_ms, out);
-    if (err != CG_ERR_OK) {
-        /* Limits are validated at PUT time, so this is a record written by someone else. */
-        cg_logf(CG_LOG_ERROR, "limit %" PRIu32 " of %s has no calendar period", l->id, sc->id);
-        return CG_ERR_DB;
-    }
-    return CG_ERR_OK;
-}
-
-static void ls_state_fill(proto_limit_state *st, uint32_t limit_id, const ls_counter *c,
-                          const cg_period *p)
-{
-    st->limit_id = limit_id;
-    st->used = c->used;
-    st->reserved = c->reserved;
-    st->period_start_ms = p->start_ms;
-    st->period_end_ms = ls_end_or_zero(p->end_ms);
-}
-
-/* Every limit's counter in its current period (zero when no counter exists yet). */
-static cg_err ls_states_read(ls_txn *t, const char *route, const ls_scope *sc,
-                             proto_limit_state *states, uint8_t *n)
-{
+    ls_meter m;
     for (uint8_t i = 0; i < sc->limit_n; i++) {
-        cg_period p;
-        ls_counter c;
-        cg_err err = ls_period(sc, &sc->limits[i], t->now_ms, &p);
-        if (err == CG_ERR_OK) {
-            err = ls_counter_get(t, route, sc->limits[i].id, p.index, &c);
-        }
+        cg_err err = ls_meter_load(t, route, sc, &sc->limits[i], &m);
         if (err != CG_ERR_OK) {
             return err;
         }
-        ls_state_fill(&states[i], sc->limits[i].id, &c, &p);
+        ls_meter_state(&m, &sc->limits[i], t->now_ms, &states[i]);
     }
     *n = sc->limit_n;
     return CG_ERR_OK;
 }
 
-/* Move a reservation to a finished state: off the lease index, onto the gc index. */
-static cg_err ls_resv_finish(ls_txn *t, const char *rid, const char *route, ls_resv *r,
-                             uint8_t was_state, uint8_t new_state)
+cg_err ls_resv_finish(ls_txn *t, const char *rid, const char *route, ls_resv *r, uint8_t was_state,
+                      uint8_t new_state)
 {
     ls_key k;
     cg_err err;
@@ -123,22 +82,38 @@ static cg_err ls_resv_finish(ls_txn *t, const char *rid, const char *route, ls_r
     return CG_ERR_OK;
 }
 
-/* Give back what an active reservation holds on its counters. */
-static cg_err ls_resv_return(ls_txn *t, const char *route, const ls_resv *r)
+cg_err ls_resv_return(ls_txn *t, const char *route, const ls_resv *r)
 {
+    ls_meter m;
     for (uint8_t i = 0; i < r->item_n; i++) {
         const ls_item *it = &r->items[i];
-        ls_counter c;
-        cg_err err = ls_counter_get(t, route, it->limit_id, it->period_index, &c);
+        cg_err err = ls_meter_load_item(t, route, it, &m);
         if (err != CG_ERR_OK) {
             return err;
         }
-        c.reserved = ls_sub_floor0(c.reserved, it->amount);
-        if ((err = ls_counter_put(t, route, it->limit_id, it->period_index, &c)) != CG_ERR_OK) {
+        m.c.reserved = ls_sub_floor0(m.c.reserved, it->amount);
+        if ((err = ls_meter_store(t, route, it->limit_id, &m)) != CG_ERR_OK) {
             return err;
         }
     }
     return CG_ERR_OK;
+}
+
+/* The reservation item of limit l on meter m, with the limit's snapshot. */
+static ls_item ls_item_make(const proto_limit *l, const ls_meter *m, int64_t amount)
+{
+    ls_item it = {.limit_id = l->id,
+                  .metric = l->metric,
+                  .period_index = m->period_index,
+                  .period_start_ms = m->start_ms,
+                  .period_end_ms = m->end_ms,
+                  .amount = amount,
+                  .window = l->window,
+                  .max = l->max,
+                  .action = l->action,
+                  .warn_n = l->warn_n};
+    memcpy(it.warn_bp, l->warn_bp, sizeof(it.warn_bp));
+    return it;
 }
 
 /* ---- events ---- */
@@ -176,7 +151,7 @@ static cg_err ls_event_emit(ls_txn *t, const char *route, const ls_scope *sc, co
     ev.metric = l->metric;
     ev.window = l->window;
     ev.period_start_ms = it->period_start_ms;
-    ev.period_end_ms = ls_end_or_zero(it->period_end_ms);
+    ev.period_end_ms = it->period_end_ms == INT64_MAX ? 0 : it->period_end_ms;
     ev.threshold_bp = bp;
     ev.max = l->max;
     ev.used = c->used;
@@ -188,13 +163,15 @@ static cg_err ls_event_emit(ls_txn *t, const char *route, const ls_scope *sc, co
 /*
  * After `used` grew: fire each warning threshold and the cap once per period
  * (the counter's `fired` bits remember). A warning at 100% is left to the
- * *_reached event, which would otherwise share its id.
+ * *_reached event, which would otherwise share its id. Sliding windows have no
+ * periods and fire nothing.
  */
 static cg_err ls_thresholds(ls_txn *t, const char *route, const ls_scope *sc, const proto_limit *l,
                             const ls_item *it, ls_counter *c)
 {
     cg_err err = CG_ERR_OK;
-    if (l == NULL || l->max <= 0 || l->metric != it->metric) {
+    if (l == NULL || l->max <= 0 || l->metric != it->metric || it->period_index < 0 ||
+        l->window.kind == CG_WIN_SLIDING) {
         return CG_ERR_OK;
     }
     for (uint8_t j = 0; j < l->warn_n && j < PROTO_WARN_MAX; j++) {
@@ -245,43 +222,33 @@ static cg_err ls_op_auth(ls_txn *t, const proto_req *req, proto_rep *rep)
 
 /* ---- RESERVE ---- */
 
-/* Read every limit's current counter; refuse (BUDGET, with the first failing limit) if the
- * worst case does not fit a block limit. */
-static cg_err ls_reserve_plan(ls_txn *t, const proto_req *req, const ls_scope *sc, ls_counter *c,
-                              cg_period *per, proto_rep *rep)
+/* Read every limit's meter; refuse (BUDGET, with the first failing limit) if the worst case
+ * does not fit a block limit. */
+static cg_err ls_reserve_plan(ls_txn *t, const proto_req *req, const ls_scope *sc, ls_meter *m,
+                              proto_rep *rep)
 {
     const proto_amounts *worst = &req->u.reserve.worst;
-    cg_err err;
     for (uint8_t i = 0; i < sc->limit_n; i++) {
-        if ((err = ls_period(sc, &sc->limits[i], t->now_ms, &per[i])) != CG_ERR_OK ||
-            (err = ls_counter_get(t, req->route, sc->limits[i].id, per[i].index, &c[i])) !=
-                CG_ERR_OK) {
+        cg_err err = ls_meter_load(t, req->route, sc, &sc->limits[i], &m[i]);
+        if (err != CG_ERR_OK) {
             return err;
         }
-        ls_state_fill(&rep->u.reserve.states[i], sc->limits[i].id, &c[i], &per[i]);
+        ls_meter_state(&m[i], &sc->limits[i], t->now_ms, &rep->u.reserve.states[i]);
     }
     rep->u.reserve.state_n = sc->limit_n;
     for (uint8_t i = 0; i < sc->limit_n; i++) {
         const proto_limit *l = &sc->limits[i];
-        __int128 need = (__int128)c[i].used + c[i].reserved + ls_amount_of(worst, l->metric);
-        if (l->action != PROTO_ACTION_BLOCK || l->max <= 0 || need <= l->max) {
-            continue;
+        int64_t w = ls_amount_of(worst, l->metric);
+        if (!ls_meter_fits(&m[i], l, w, t->now_ms)) {
+            ls_meter_refusal(&m[i], l, w, t->now_ms, &rep->u.reserve.refusal);
+            return CG_ERR_BUDGET;
         }
-        proto_refusal *rf = &rep->u.reserve.refusal;
-        rf->limit_id = l->id;
-        rf->metric = l->metric;
-        rf->window = l->window;
-        rf->max = l->max;
-        rf->used = c[i].used;
-        rf->reserved = c[i].reserved;
-        rf->resets_at_ms = ls_end_or_zero(per[i].end_ms);
-        return CG_ERR_BUDGET;
     }
     return CG_ERR_OK;
 }
 
-static cg_err ls_reserve_write(ls_txn *t, const proto_req *req, const ls_scope *sc, ls_counter *c,
-                               const cg_period *per, proto_rep *rep)
+static cg_err ls_reserve_write(ls_txn *t, const proto_req *req, const ls_scope *sc, ls_meter *m,
+                               proto_rep *rep)
 {
     const proto_amounts *worst = &req->u.reserve.worst;
     const char *rid = req->u.reserve.request_id;
@@ -296,17 +263,12 @@ static cg_err ls_reserve_write(ls_txn *t, const proto_req *req, const ls_scope *
     for (uint8_t i = 0; i < sc->limit_n; i++) {
         const proto_limit *l = &sc->limits[i];
         int64_t amount = ls_amount_of(worst, l->metric);
-        c[i].reserved = ls_sat_add(c[i].reserved, amount);
-        r.items[i] = (ls_item){.limit_id = l->id,
-                               .metric = l->metric,
-                               .period_index = per[i].index,
-                               .period_start_ms = per[i].start_ms,
-                               .period_end_ms = per[i].end_ms,
-                               .amount = amount};
-        if ((err = ls_counter_put(t, req->route, l->id, per[i].index, &c[i])) != CG_ERR_OK) {
+        m[i].c.reserved = ls_sat_add(m[i].c.reserved, amount);
+        r.items[i] = ls_item_make(l, &m[i], amount);
+        if ((err = ls_meter_store(t, req->route, l->id, &m[i])) != CG_ERR_OK) {
             return err;
         }
-        ls_state_fill(&rep->u.reserve.states[i], l->id, &c[i], &per[i]);
+        ls_meter_state(&m[i], l, t->now_ms, &rep->u.reserve.states[i]);
     }
     if ((err = ls_resv_put(t, rid, req->route, &r)) != CG_ERR_OK) {
         return err;
@@ -318,15 +280,17 @@ static cg_err ls_reserve_write(ls_txn *t, const proto_req *req, const ls_scope *
 static cg_err ls_op_reserve(ls_txn *t, const proto_req *req, proto_rep *rep)
 {
     const char *rid = req->u.reserve.request_id;
+    const ls_defaults cd = {.anchor_day = req->u.reserve.anchor_day,
+                            .n = req->u.reserve.inline_n,
+                            .limits = req->u.reserve.inline_limits};
     ls_scope sc;
     ls_resv r;
-    ls_counter c[PROTO_LIMITS_MAX];
-    cg_period per[PROTO_LIMITS_MAX];
+    ls_meter m[PROTO_LIMITS_MAX]; /* ~16 KiB: the writer thread has a full-size stack */
     if (!ls_reqid_valid(rid) || req->u.reserve.lease_ms <= 0 ||
         req->u.reserve.lease_ms > LEDGER_LEASE_MAX_MS || !ls_amounts_valid(&req->u.reserve.worst)) {
         return CG_ERR_INVAL;
     }
-    cg_err err = ls_scope_load(t, req->route, &sc);
+    cg_err err = ls_scope_load(t, req->route, &cd, &sc);
     if (err != CG_ERR_OK) {
         return err;
     }
@@ -341,59 +305,69 @@ static cg_err ls_op_reserve(ls_txn *t, const proto_req *req, proto_rep *rep)
     if (err != CG_ERR_NOTFOUND) {
         return err;
     }
-    if ((err = ls_reserve_plan(t, req, &sc, c, per, rep)) != CG_ERR_OK) {
+    if ((err = ls_reserve_plan(t, req, &sc, m, rep)) != CG_ERR_OK) {
         return err;
     }
-    return ls_reserve_write(t, req, &sc, c, per, rep);
+    return ls_reserve_write(t, req, &sc, m, rep);
 }
 
 /* ---- SETTLE ---- */
 
 /* A settle of an id this shard never saw (or no longer remembers): count it against the
- * scope's current periods. */
-static cg_err ls_settle_unknown(ls_txn *t, const ls_scope *sc, ls_resv *r)
+ * scope's current periods. A customer's inline defaults are not known here, so only its
+ * override limits count such a settle. */
+static cg_err ls_settle_unknown(ls_txn *t, const char *route, const ls_scope *sc, ls_resv *r)
 {
+    ls_meter m;
     memset(r, 0, sizeof(*r));
     r->created_ms = t->now_ms;
     r->expires_ms = t->now_ms;
     r->item_n = sc->limit_n;
     for (uint8_t i = 0; i < sc->limit_n; i++) {
-        cg_period p;
-        cg_err err = ls_period(sc, &sc->limits[i], t->now_ms, &p);
+        cg_err err = ls_meter_load(t, route, sc, &sc->limits[i], &m);
         if (err != CG_ERR_OK) {
             return err;
         }
-        r->items[i] = (ls_item){.limit_id = sc->limits[i].id,
-                                .metric = sc->limits[i].metric,
-                                .period_index = p.index,
-                                .period_start_ms = p.start_ms,
-                                .period_end_ms = p.end_ms};
+        r->items[i] = ls_item_make(&sc->limits[i], &m, 0);
     }
     return CG_ERR_OK;
 }
 
-/* used += actual on every item's counter (reserved -= amount while the lease holds). */
+/* The definition a settle judges thresholds by: the scope's current limit; for a customer, the
+ * reservation's snapshot when the limit came from inline defaults (not stored here). */
+static const proto_limit *ls_settle_limit(const ls_scope *sc, const ls_item *it, proto_limit *snap)
+{
+    const proto_limit *l = sc != NULL ? ls_scope_limit(sc, it->limit_id) : NULL;
+    if (l == NULL && sc != NULL && sc->kind == PROTO_SCOPE_CUSTOMER) {
+        ls_item_limit(it, snap);
+        l = snap;
+    }
+    return l;
+}
+
+/* used += actual on every item's meter (reserved -= amount while the lease holds). */
 static cg_err ls_settle_counters(ls_txn *t, const proto_req *req, const ls_scope *sc,
                                  const ls_resv *r, int holds)
 {
     const proto_amounts *actual = &req->u.settle.actual;
+    ls_meter m;
+    proto_limit snap;
     for (uint8_t i = 0; i < r->item_n; i++) {
         const ls_item *it = &r->items[i];
-        ls_counter c;
-        cg_err err = ls_counter_get(t, req->route, it->limit_id, it->period_index, &c);
+        cg_err err = ls_meter_load_item(t, req->route, it, &m);
         if (err != CG_ERR_OK) {
             return err;
         }
         if (holds) {
-            c.reserved = ls_sub_floor0(c.reserved, it->amount);
+            m.c.reserved = ls_sub_floor0(m.c.reserved, it->amount);
         }
-        c.used = ls_sat_add(c.used, ls_amount_of(actual, it->metric));
-        if (sc != NULL && (err = ls_thresholds(t, req->route, sc, ls_scope_limit(sc, it->limit_id),
-                                               it, &c)) != CG_ERR_OK) {
+        ls_meter_add_used(&m, ls_amount_of(actual, it->metric), r->created_ms, t->now_ms);
+        if (sc != NULL && !m.sliding &&
+            (err = ls_thresholds(t, req->route, sc, ls_settle_limit(sc, it, &snap), it, &m.c)) !=
+                CG_ERR_OK) {
             return err;
         }
-        if ((err = ls_counter_put(t, req->route, it->limit_id, it->period_index, &c)) !=
-            CG_ERR_OK) {
+        if ((err = ls_meter_store(t, req->route, it->limit_id, &m)) != CG_ERR_OK) {
             return err;
         }
     }
@@ -439,7 +413,7 @@ static cg_err ls_op_settle(ls_txn *t, const proto_req *req, proto_rep *rep)
     if (!ls_reqid_valid(rid) || !ls_amounts_valid(&req->u.settle.actual)) {
         return CG_ERR_INVAL;
     }
-    cg_err scope_err = ls_scope_load(t, req->route, &sc);
+    cg_err scope_err = ls_scope_load(t, req->route, NULL, &sc);
     if (scope_err != CG_ERR_OK && scope_err != CG_ERR_NOTFOUND) {
         return scope_err;
     }
@@ -449,7 +423,7 @@ static cg_err ls_op_settle(ls_txn *t, const proto_req *req, proto_rep *rep)
         if (scope_err != CG_ERR_OK) {
             return scope_err;
         }
-        if ((err = ls_settle_unknown(t, &sc, &r)) != CG_ERR_OK) {
+        if ((err = ls_settle_unknown(t, req->route, &sc, &r)) != CG_ERR_OK) {
             return err;
         }
     } else if (err != CG_ERR_OK) {
@@ -499,137 +473,6 @@ static cg_err ls_op_release(ls_txn *t, const proto_req *req, proto_rep *rep)
     return ls_resv_finish(t, rid, req->route, &r, LS_RESV_ACTIVE, LS_RESV_RELEASED);
 }
 
-/* ---- definitions ---- */
-
-static cg_err ls_op_put_org(ls_txn *t, const proto_req *req, proto_rep *rep)
-{
-    const proto_org *o = &req->u.put_org.org;
-    proto_org old;
-    (void)rep;
-    if (!ls_route_is(req->route, "org:", o->id) || o->billing_anchor_day > 28 ||
-        ls_limits_validate(o->limits, o->limit_n) != CG_ERR_OK) {
-        return CG_ERR_INVAL;
-    }
-    if (req->u.put_org.create_only) {
-        cg_err err = ls_org_get(t, o->id, &old);
-        if (err == CG_ERR_OK) {
-            return CG_ERR_EXISTS;
-        }
-        if (err != CG_ERR_NOTFOUND) {
-            return err;
-        }
-    }
-    return ls_org_put(t, o);
-}
-
-static cg_err ls_op_put_key(ls_txn *t, const proto_req *req, proto_rep *rep)
-{
-    const proto_key *k = &req->u.put_key.key;
-    proto_key old;
-    (void)rep;
-    if (!ls_route_is(req->route, "key:", k->id) || k->billing_anchor_day > 28 ||
-        ls_limits_validate(k->limits, k->limit_n) != CG_ERR_OK) {
-        return CG_ERR_INVAL;
-    }
-    if (req->u.put_key.create_only) {
-        cg_err err = ls_apikey_get(t, k->id, &old);
-        if (err == CG_ERR_OK) {
-            return CG_ERR_EXISTS;
-        }
-        if (err != CG_ERR_NOTFOUND) {
-            return err;
-        }
-    }
-    return ls_apikey_put(t, k);
-}
-
-static cg_err ls_op_get_org(ls_txn *t, const proto_req *req, proto_rep *rep)
-{
-    if (strncmp(req->route, "org:", 4) != 0) {
-        return CG_ERR_NOTFOUND;
-    }
-    return ls_org_get(t, req->route + 4, &rep->u.get_org.org);
-}
-
-static cg_err ls_op_get_key(ls_txn *t, const proto_req *req, proto_rep *rep)
-{
-    ls_scope sc;
-    if (strncmp(req->route, "key:", 4) != 0) {
-        return CG_ERR_NOTFOUND;
-    }
-    cg_err err = ls_apikey_get(t, req->route + 4, &rep->u.get_key.key);
-    if (err == CG_ERR_OK) {
-        err = ls_scope_load(t, req->route, &sc);
-    }
-    if (err == CG_ERR_OK) {
-        err = ls_states_read(t, req->route, &sc, rep->u.get_key.states, &rep->u.get_key.state_n);
-    }
-    return err;
-}
-
-/* ---- EVENTS_SINCE ---- */
-
-static cg_err ls_events_read(ls_txn *t, uint64_t after, uint32_t max_n, proto_event *out,
-                             uint32_t *n)
-{
-    MDB_cursor *cur = NULL;
-    ls_key k;
-    MDB_val key, val;
-    cg_err err = CG_ERR_OK;
-    int rc = mdb_cursor_open(t->txn, t->s->db_events, &cur);
-    if (rc != MDB_SUCCESS) {
-        return ls_lmdb_fail(t, rc, "cursor open");
-    }
-    ls_key_u64(&k, after + 1);
-    key.mv_size = k.n;
-    key.mv_data = k.b;
-    *n = 0;
-    for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == MDB_SUCCESS && *n < max_n;
-         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
-        if (proto_event_decode(val.mv_data, val.mv_size, &out[*n]) != CG_ERR_OK) {
-            cg_log(CG_LOG_ERROR, "corrupt event record", NULL);
-            err = CG_ERR_DB;
-            break;
-        }
-        (*n)++;
-    }
-    if (err == CG_ERR_OK && rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
-        err = ls_lmdb_fail(t, rc, "cursor get");
-    }
-    mdb_cursor_close(cur);
-    return err;
-}
-
-static cg_err ls_op_events_since(ls_txn *t, const proto_req *req, proto_rep *rep)
-{
-    uint64_t last = t->p.next_seq - 1;
-    uint64_t after = req->u.events_since.after_seq;
-    uint32_t max_n = req->u.events_since.max_n;
-    if (max_n == 0 || max_n > PROTO_EVENTS_MAX) {
-        max_n = PROTO_EVENTS_MAX;
-    }
-    rep->u.events.last_seq = last;
-    if (after >= last) {
-        return CG_ERR_OK;
-    }
-    if (last - after < max_n) {
-        max_n = (uint32_t)(last - after);
-    }
-    proto_event *ev = calloc(max_n, sizeof(*ev));
-    if (ev == NULL) {
-        return CG_ERR_NOMEM;
-    }
-    uint32_t n = 0;
-    cg_err err = ls_events_read(t, after, max_n, ev, &n);
-    if (err != CG_ERR_OK || n == 0) {
-        free(ev);
-        return err;
-    }
-    rep->u.events.events = ev;
-    rep->u.events.n = n;
-    return CG_ERR_OK;
-}
-
 /* ---- dispatch ---- */
 
 static const struct ls_op_desc {
@@ -646,6 +489,13 @@ static const struct ls_op_desc {
     [PROTO_OP_PUT_KEY] = {.fn = ls_op_put_key, .routed = 1},
     [PROTO_OP_GET_KEY] = {.fn = ls_op_get_key, .routed = 1},
     [PROTO_OP_EVENTS_SINCE] = {.fn = ls_op_events_since, .routed = 0},
+    [PROTO_OP_PUT_GROUP] = {.fn = ls_op_put_group, .routed = 1},
+    [PROTO_OP_GET_GROUP] = {.fn = ls_op_get_group, .routed = 1},
+    [PROTO_OP_PUT_CUSTOMER] = {.fn = ls_op_put_customer, .routed = 1},
+    [PROTO_OP_GET_CUSTOMER] = {.fn = ls_op_get_customer, .routed = 1},
+    [PROTO_OP_DELETE] = {.fn = ls_op_delete, .routed = 1},
+    [PROTO_OP_USAGE_QUERY] = {.fn = ls_op_usage_query, .routed = 0},
+    [PROTO_OP_GET_ORG_STATE] = {.fn = ls_op_get_org_state, .routed = 1},
 };
 
 void ls_op_apply(ls_txn *t, const proto_req *req, proto_rep *rep)
@@ -672,148 +522,4 @@ void ls_op_apply(ls_txn *t, const proto_req *req, proto_rep *rep)
         rep->op = req->op;
     }
     rep->status = (uint16_t)err;
-}
-
-/* ---- the lease sweep and the dedup-window gc ---- */
-
-/* Index entries handled per cursor pass (bounded stack use: ~14 KiB). */
-#define LS_SWEEP_CHUNK 32
-
-/* One due index entry, copied out of LMDB. */
-typedef struct ls_due {
-    ls_key key;
-    int parsed; /* 0: the key is malformed; only the index entry is removed */
-    char rid[PROTO_REQID_MAX + 1];
-    char route[PROTO_ROUTE_MAX + 1];
-} ls_due;
-
-/* Split an index key (time, request id, 0x00, route) into d. */
-static void ls_due_parse(ls_due *d)
-{
-    const uint8_t *p = d->key.b + 8;
-    size_t n = d->key.n - 8;
-    const uint8_t *z = memchr(p, 0, n);
-    d->parsed = 0;
-    if (z == NULL) {
-        return;
-    }
-    size_t rn = (size_t)(z - p);
-    size_t qn = n - rn - 1;
-    if (rn == 0 || rn > PROTO_REQID_MAX || qn == 0 || qn > PROTO_ROUTE_MAX ||
-        memchr(z + 1, 0, qn) != NULL) {
-        return;
-    }
-    memcpy(d->rid, p, rn);
-    d->rid[rn] = '\0';
-    memcpy(d->route, z + 1, qn);
-    d->route[qn] = '\0';
-    d->parsed = 1;
-}
-
-/* Copy out up to max entries of an index that are due (time < now), oldest first. */
-static cg_err ls_due_collect(ls_txn *t, MDB_dbi dbi, ls_due *out, size_t max, size_t *n)
-{
-    MDB_cursor *cur = NULL;
-    MDB_val key, val;
-    int rc = mdb_cursor_open(t->txn, dbi, &cur);
-    if (rc != MDB_SUCCESS) {
-        return ls_lmdb_fail(t, rc, "cursor open");
-    }
-    *n = 0;
-    for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == MDB_SUCCESS && *n < max;
-         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
-        ls_due *d = &out[*n];
-        if (key.mv_size > LS_KEY_MAX) {
-            cg_log(CG_LOG_ERROR, "oversized index key: sweep stopped", NULL);
-            break;
-        }
-        memcpy(d->key.b, key.mv_data, key.mv_size);
-        d->key.n = key.mv_size;
-        d->parsed = 0;
-        /* A key too short to carry a time is not one of ours: drop it, it cannot stall us. */
-        if (key.mv_size >= 8) {
-            if (ls_index_time(&d->key) >= t->now_ms) {
-                break;
-            }
-            ls_due_parse(d);
-        }
-        (*n)++;
-    }
-    mdb_cursor_close(cur);
-    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
-        return ls_lmdb_fail(t, rc, "cursor get");
-    }
-    return CG_ERR_OK;
-}
-
-/* A lease ran out: return what the reservation holds; keep its record for the dedup window. */
-static cg_err ls_sweep_lease(ls_txn *t, const ls_due *d)
-{
-    ls_resv r;
-    cg_err err = d->parsed ? ls_resv_get(t, d->rid, d->route, &r) : CG_ERR_NOTFOUND;
-    if (err == CG_ERR_OK && r.state == LS_RESV_ACTIVE) {
-        if ((err = ls_resv_return(t, d->route, &r)) != CG_ERR_OK ||
-            (err = ls_resv_finish(t, d->rid, d->route, &r, LS_RESV_ACTIVE, LS_RESV_EXPIRED)) !=
-                CG_ERR_OK) {
-            return err;
-        }
-        t->p.leases_expired++;
-        cg_log(CG_LOG_INFO, "reservation lease expired", "request_id", d->rid, "route", d->route,
-               NULL);
-        return CG_ERR_OK;
-    }
-    if (t->broken) {
-        return t->broken_err;
-    }
-    /* A stale or unreadable entry (the record was finished or is corrupt): drop the entry. */
-    return ls_del(t, t->s->db_leases, d->key.b, d->key.n);
-}
-
-/* The dedup window of a finished reservation is over: forget it. */
-static cg_err ls_sweep_gc(ls_txn *t, const ls_due *d)
-{
-    ls_resv r;
-    cg_err err = d->parsed ? ls_resv_get(t, d->rid, d->route, &r) : CG_ERR_NOTFOUND;
-    if (t->broken) {
-        return t->broken_err;
-    }
-    if (err == CG_ERR_OK && r.state != LS_RESV_ACTIVE) {
-        ls_key k;
-        ls_key_resv(&k, d->rid, d->route);
-        if ((err = ls_del(t, t->s->db_resv, k.b, k.n)) != CG_ERR_OK) {
-            return err;
-        }
-        t->p.gc_deleted++;
-    }
-    return ls_del(t, t->s->db_gc, d->key.b, d->key.n);
-}
-
-static cg_err ls_sweep_index(ls_txn *t, MDB_dbi dbi, cg_err (*fn)(ls_txn *, const ls_due *))
-{
-    ls_due due[LS_SWEEP_CHUNK];
-    size_t done = 0;
-    while (done < LEDGER_SWEEP_MAX) {
-        size_t n = 0;
-        cg_err err = ls_due_collect(t, dbi, due, LS_SWEEP_CHUNK, &n);
-        for (size_t i = 0; err == CG_ERR_OK && i < n; i++) {
-            err = fn(t, &due[i]);
-        }
-        if (err != CG_ERR_OK) {
-            return err;
-        }
-        done += n;
-        if (n < LS_SWEEP_CHUNK) {
-            break;
-        }
-    }
-    return CG_ERR_OK;
-}
-
-cg_err ls_sweep(ls_txn *t)
-{
-    cg_err err = ls_sweep_index(t, t->s->db_leases, ls_sweep_lease);
-    if (err == CG_ERR_OK) {
-        err = ls_sweep_index(t, t->s->db_gc, ls_sweep_gc);
-    }
-    return err;
 }

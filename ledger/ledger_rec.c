@@ -5,23 +5,34 @@
  * Keys put big-endian numbers first where order matters (lease and gc
  * indexes by time, events and usage by seq / time), so a cursor walks them in
  * order. Counter and reservation values are small fixed-layout little-endian
- * records with a version byte; org, key, usage and event records use the
- * proto encoders, so a record read from disk is checked exactly like one from
- * the network. Every decoder checks lengths and ranges: a corrupt record is
- * CG_ERR_DB (logged), never a crash, and values are copied out of LMDB before
- * the transaction can end.
+ * records; org, key, group, customer-override, usage and event records use
+ * the proto encoders, so a record read from disk is checked exactly like one
+ * from the network. Every decoder checks lengths and ranges: a corrupt record
+ * is CG_ERR_DB (logged), never a crash, and values are copied out of LMDB
+ * before the transaction can end.
+ *
+ * Scopes: a route names a key, group, customer or org. Key, group and org
+ * scopes need their record; a customer scope exists whether or not an
+ * override record does, because its defaults travel inline with the request.
  */
 #include <assert.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "cg_log.h"
 #include "ledger_int.h"
 
 #define LS_COUNTER_BYTES 20
-#define LS_RESV_VERSION 1
+/* Reservation records: v1 (issue 2) items carry no limit snapshot; v2 items do. Both are
+ * read, v2 is written, so a store upgraded within a dedup window keeps its reservations. */
+#define LS_RESV_VERSION_1 1
+#define LS_RESV_VERSION 2
 #define LS_RESV_HEAD_BYTES 44
-#define LS_ITEM_BYTES 37
+#define LS_ITEM_V1_BYTES 37
+/* v2 item: v1 fields, then window kind u8, sliding_s u32, max i64, action u8, warn_n u8,
+ * warn_bp u16 x PROTO_WARN_MAX. */
+#define LS_ITEM_BYTES (LS_ITEM_V1_BYTES + 1 + 4 + 8 + 1 + 1 + 2 * PROTO_WARN_MAX)
 
 /* ---- byte helpers ---- */
 
@@ -42,14 +53,14 @@ uint64_t ls_be64_get(const uint8_t *p)
     return v;
 }
 
-static void ls_le64_put(uint8_t *p, uint64_t v)
+void ls_le64_put(uint8_t *p, uint64_t v)
 {
     for (int i = 0; i < 8; i++) {
         p[i] = (uint8_t)(v >> (8 * i));
     }
 }
 
-static uint64_t ls_le64_get(const uint8_t *p)
+uint64_t ls_le64_get(const uint8_t *p)
 {
     uint64_t v = 0;
     for (int i = 7; i >= 0; i--) {
@@ -63,6 +74,17 @@ static void ls_le32_put(uint8_t *p, uint32_t v)
     for (int i = 0; i < 4; i++) {
         p[i] = (uint8_t)(v >> (8 * i));
     }
+}
+
+static void ls_le16_put(uint8_t *p, uint16_t v)
+{
+    p[0] = (uint8_t)v;
+    p[1] = (uint8_t)(v >> 8);
+}
+
+static uint16_t ls_le16_get(const uint8_t *p)
+{
+    return (uint16_t)(p[0] | p[1] << 8);
 }
 
 static uint32_t ls_le32_get(const uint8_t *p)
@@ -183,16 +205,47 @@ cg_err ls_counter_put(ls_txn *t, const char *route, uint32_t limit_id, int64_t p
 
 /* ---- reservations ---- */
 
-static int ls_resv_decode(const uint8_t *p, size_t n, ls_resv *r)
+/* The limit snapshot of a v2 item; -1 if out of range. */
+static int ls_item_snapshot_decode(const uint8_t *q, ls_item *it)
 {
-    if (n < LS_RESV_HEAD_BYTES || p[0] != LS_RESV_VERSION) {
+    it->window.kind = q[0];
+    it->window.sliding_s = ls_le32_get(q + 1);
+    it->max = (int64_t)ls_le64_get(q + 5);
+    it->action = q[13];
+    it->warn_n = q[14];
+    for (uint8_t j = 0; j < PROTO_WARN_MAX; j++) {
+        it->warn_bp[j] = ls_le16_get(q + 15 + (size_t)2 * j);
+    }
+    return it->window.kind > CG_WIN_SLIDING || it->max < 0 || it->warn_n > PROTO_WARN_MAX ? -1 : 0;
+}
+
+static int ls_item_decode(const uint8_t *q, int v2, ls_item *it)
+{
+    memset(it, 0, sizeof(*it));
+    it->limit_id = ls_le32_get(q);
+    it->metric = q[4];
+    it->period_index = (int64_t)ls_le64_get(q + 5);
+    it->period_start_ms = (int64_t)ls_le64_get(q + 13);
+    it->period_end_ms = (int64_t)ls_le64_get(q + 21);
+    it->amount = (int64_t)ls_le64_get(q + 29);
+    if (it->metric >= PROTO_METRIC_COUNT_ || it->amount < 0) {
         return -1;
     }
+    return v2 ? ls_item_snapshot_decode(q + LS_ITEM_V1_BYTES, it) : 0;
+}
+
+static int ls_resv_decode(const uint8_t *p, size_t n, ls_resv *r)
+{
+    if (n < LS_RESV_HEAD_BYTES || (p[0] != LS_RESV_VERSION && p[0] != LS_RESV_VERSION_1)) {
+        return -1;
+    }
+    int v2 = p[0] == LS_RESV_VERSION;
+    size_t item_bytes = v2 ? LS_ITEM_BYTES : LS_ITEM_V1_BYTES;
     r->state = p[1];
     r->late = p[2];
     r->item_n = p[3];
     if (r->state < LS_RESV_ACTIVE || r->state > LS_RESV_EXPIRED || r->item_n > PROTO_LIMITS_MAX ||
-        n != LS_RESV_HEAD_BYTES + (size_t)r->item_n * LS_ITEM_BYTES) {
+        n != LS_RESV_HEAD_BYTES + (size_t)r->item_n * item_bytes) {
         return -1;
     }
     r->created_ms = (int64_t)ls_le64_get(p + 4);
@@ -201,19 +254,24 @@ static int ls_resv_decode(const uint8_t *p, size_t n, ls_resv *r)
     r->settled.tokens = (int64_t)ls_le64_get(p + 28);
     r->settled.requests = (int64_t)ls_le64_get(p + 36);
     for (uint8_t i = 0; i < r->item_n; i++) {
-        const uint8_t *q = p + LS_RESV_HEAD_BYTES + (size_t)i * LS_ITEM_BYTES;
-        ls_item *it = &r->items[i];
-        it->limit_id = ls_le32_get(q);
-        it->metric = q[4];
-        it->period_index = (int64_t)ls_le64_get(q + 5);
-        it->period_start_ms = (int64_t)ls_le64_get(q + 13);
-        it->period_end_ms = (int64_t)ls_le64_get(q + 21);
-        it->amount = (int64_t)ls_le64_get(q + 29);
-        if (it->metric >= PROTO_METRIC_COUNT_ || it->amount < 0) {
+        if (ls_item_decode(p + LS_RESV_HEAD_BYTES + (size_t)i * item_bytes, v2, &r->items[i]) !=
+            0) {
             return -1;
         }
     }
     return 0;
+}
+
+void ls_item_limit(const ls_item *it, proto_limit *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->id = it->limit_id;
+    out->metric = it->metric;
+    out->window = it->window;
+    out->max = it->max;
+    out->action = it->action;
+    out->warn_n = it->warn_n <= PROTO_WARN_MAX ? it->warn_n : PROTO_WARN_MAX;
+    memcpy(out->warn_bp, it->warn_bp, sizeof(out->warn_bp));
 }
 
 cg_err ls_resv_get(ls_txn *t, const char *request_id, const char *route, ls_resv *out)
@@ -233,10 +291,30 @@ cg_err ls_resv_get(ls_txn *t, const char *request_id, const char *route, ls_resv
     return CG_ERR_OK;
 }
 
+static void ls_item_encode(uint8_t *q, const ls_item *it)
+{
+    ls_le32_put(q, it->limit_id);
+    q[4] = it->metric;
+    ls_le64_put(q + 5, (uint64_t)it->period_index);
+    ls_le64_put(q + 13, (uint64_t)it->period_start_ms);
+    ls_le64_put(q + 21, (uint64_t)it->period_end_ms);
+    ls_le64_put(q + 29, (uint64_t)it->amount);
+    q += LS_ITEM_V1_BYTES;
+    q[0] = it->window.kind;
+    ls_le32_put(q + 1, it->window.sliding_s);
+    ls_le64_put(q + 5, (uint64_t)it->max);
+    q[13] = it->action;
+    q[14] = it->warn_n;
+    for (uint8_t j = 0; j < PROTO_WARN_MAX; j++) {
+        ls_le16_put(q + 15 + (size_t)2 * j, it->warn_bp[j]);
+    }
+}
+
 cg_err ls_resv_put(ls_txn *t, const char *request_id, const char *route, const ls_resv *r)
 {
     uint8_t b[LS_RESV_HEAD_BYTES + PROTO_LIMITS_MAX * LS_ITEM_BYTES];
     ls_key k;
+    assert(r->item_n <= PROTO_LIMITS_MAX);
     b[0] = LS_RESV_VERSION;
     b[1] = r->state;
     b[2] = r->late;
@@ -247,14 +325,7 @@ cg_err ls_resv_put(ls_txn *t, const char *request_id, const char *route, const l
     ls_le64_put(b + 28, (uint64_t)r->settled.tokens);
     ls_le64_put(b + 36, (uint64_t)r->settled.requests);
     for (uint8_t i = 0; i < r->item_n; i++) {
-        uint8_t *q = b + LS_RESV_HEAD_BYTES + (size_t)i * LS_ITEM_BYTES;
-        const ls_item *it = &r->items[i];
-        ls_le32_put(q, it->limit_id);
-        q[4] = it->metric;
-        ls_le64_put(q + 5, (uint64_t)it->period_index);
-        ls_le64_put(q + 13, (uint64_t)it->period_start_ms);
-        ls_le64_put(q + 21, (uint64_t)it->period_end_ms);
-        ls_le64_put(q + 29, (uint64_t)it->amount);
+        ls_item_encode(b + LS_RESV_HEAD_BYTES + (size_t)i * LS_ITEM_BYTES, &r->items[i]);
     }
     ls_key_resv(&k, request_id, route);
     return ls_put(t, t->s->db_resv, k.b, k.n, b,
@@ -263,54 +334,105 @@ cg_err ls_resv_put(ls_txn *t, const char *request_id, const char *route, const l
 
 /* ---- proto-encoded records ---- */
 
+/* The value stored under a string key, or a log line naming the corrupt record. */
+static cg_err ls_rec_lookup(ls_txn *t, MDB_dbi dbi, const char *id, MDB_val *v)
+{
+    return ls_get(t, dbi, id, strlen(id), v);
+}
+
+static cg_err ls_rec_corrupt(const char *what, const char *id)
+{
+    cg_log(CG_LOG_ERROR, "corrupt definition record", "record", what, "id", id, NULL);
+    return CG_ERR_DB;
+}
+
 cg_err ls_org_get(ls_txn *t, const char *id, proto_org *out)
 {
     MDB_val v;
-    cg_err err = ls_get(t, t->s->db_orgs, id, strlen(id), &v);
-    if (err != CG_ERR_OK) {
-        return err;
+    cg_err err = ls_rec_lookup(t, t->s->db_orgs, id, &v);
+    if (err == CG_ERR_OK && proto_org_decode(v.mv_data, v.mv_size, out) != CG_ERR_OK) {
+        return ls_rec_corrupt("org", id);
     }
-    if (proto_org_decode(v.mv_data, v.mv_size, out) != CG_ERR_OK) {
-        cg_log(CG_LOG_ERROR, "corrupt org record", "org", id, NULL);
-        return CG_ERR_DB;
-    }
-    return CG_ERR_OK;
+    return err;
 }
 
 cg_err ls_apikey_get(ls_txn *t, const char *id, proto_key *out)
 {
     MDB_val v;
-    cg_err err = ls_get(t, t->s->db_keys, id, strlen(id), &v);
-    if (err != CG_ERR_OK) {
-        return err;
+    cg_err err = ls_rec_lookup(t, t->s->db_keys, id, &v);
+    if (err == CG_ERR_OK && proto_key_decode(v.mv_data, v.mv_size, out) != CG_ERR_OK) {
+        return ls_rec_corrupt("key", id);
     }
-    if (proto_key_decode(v.mv_data, v.mv_size, out) != CG_ERR_OK) {
-        cg_log(CG_LOG_ERROR, "corrupt key record", "key", id, NULL);
-        return CG_ERR_DB;
+    return err;
+}
+
+cg_err ls_group_get(ls_txn *t, const char *org_slash_id, proto_group *out)
+{
+    MDB_val v;
+    cg_err err = ls_rec_lookup(t, t->s->db_groups, org_slash_id, &v);
+    if (err == CG_ERR_OK && proto_group_decode(v.mv_data, v.mv_size, out) != CG_ERR_OK) {
+        return ls_rec_corrupt("group", org_slash_id);
     }
-    return CG_ERR_OK;
+    return err;
+}
+
+cg_err ls_customer_get(ls_txn *t, const char *org_slash_id, proto_customer *out)
+{
+    MDB_val v;
+    cg_err err = ls_rec_lookup(t, t->s->db_customers, org_slash_id, &v);
+    if (err == CG_ERR_OK && proto_customer_decode(v.mv_data, v.mv_size, out) != CG_ERR_OK) {
+        return ls_rec_corrupt("customer", org_slash_id);
+    }
+    return err;
+}
+
+/* Store the encoding in t's scratch buffer (err from the encoder, if any) under key. */
+static cg_err ls_rec_store(ls_txn *t, MDB_dbi dbi, const char *key, cg_err enc_err)
+{
+    msgpack_sbuffer *sb = &t->s->sbuf;
+    if (enc_err != CG_ERR_OK) {
+        return enc_err;
+    }
+    return ls_put(t, dbi, key, strlen(key), sb->data, sb->size);
 }
 
 cg_err ls_org_put(ls_txn *t, const proto_org *o)
 {
-    msgpack_sbuffer *sb = &t->s->sbuf;
-    msgpack_sbuffer_clear(sb);
-    cg_err err = proto_org_encode(o, sb);
-    if (err != CG_ERR_OK) {
-        return err;
-    }
-    return ls_put(t, t->s->db_orgs, o->id, strlen(o->id), sb->data, sb->size);
+    msgpack_sbuffer_clear(&t->s->sbuf);
+    return ls_rec_store(t, t->s->db_orgs, o->id, proto_org_encode(o, &t->s->sbuf));
 }
 
 cg_err ls_apikey_put(ls_txn *t, const proto_key *k)
 {
-    msgpack_sbuffer *sb = &t->s->sbuf;
-    msgpack_sbuffer_clear(sb);
-    cg_err err = proto_key_encode(k, sb);
-    if (err != CG_ERR_OK) {
-        return err;
-    }
-    return ls_put(t, t->s->db_keys, k->id, strlen(k->id), sb->data, sb->size);
+    msgpack_sbuffer_clear(&t->s->sbuf);
+    return ls_rec_store(t, t->s->db_keys, k->id, proto_key_encode(k, &t->s->sbuf));
+}
+
+/* "<org>/<id>": the key of group and customer records (the route after its prefix). */
+static void ls_org_slash_id(char out[2 * PROTO_ID_MAX + 2], const char *org, const char *id)
+{
+    size_t on = strnlen(org, PROTO_ID_MAX);
+    size_t in = strnlen(id, PROTO_ID_MAX);
+    memcpy(out, org, on);
+    out[on] = '/';
+    memcpy(out + on + 1, id, in);
+    out[on + 1 + in] = '\0';
+}
+
+cg_err ls_group_put(ls_txn *t, const proto_group *g)
+{
+    char key[2 * PROTO_ID_MAX + 2];
+    ls_org_slash_id(key, g->org, g->id);
+    msgpack_sbuffer_clear(&t->s->sbuf);
+    return ls_rec_store(t, t->s->db_groups, key, proto_group_encode(g, &t->s->sbuf));
+}
+
+cg_err ls_customer_put(ls_txn *t, const proto_customer *c)
+{
+    char key[2 * PROTO_ID_MAX + 2];
+    ls_org_slash_id(key, c->org, c->id);
+    msgpack_sbuffer_clear(&t->s->sbuf);
+    return ls_rec_store(t, t->s->db_customers, key, proto_customer_encode(c, &t->s->sbuf));
 }
 
 cg_err ls_usage_put(ls_txn *t, const char *request_id, const proto_usage *u)
@@ -334,64 +456,153 @@ static uint8_t ls_anchor(uint8_t day)
     return day == 0 ? 1 : day;
 }
 
-static cg_err ls_scope_load_key(ls_txn *t, const char *id, ls_scope *out)
+static void ls_scope_set(ls_scope *out, uint8_t kind, const char *id, const char *org,
+                         uint8_t anchor_day, const proto_limit *limits, uint8_t n)
+{
+    out->kind = kind;
+    snprintf(out->id, sizeof(out->id), "%s", id);
+    snprintf(out->org, sizeof(out->org), "%s", org);
+    out->anchor_day = ls_anchor(anchor_day);
+    out->limit_n = n <= PROTO_LIMITS_MAX ? n : PROTO_LIMITS_MAX;
+    if (out->limit_n > 0) {
+        memcpy(out->limits, limits, out->limit_n * sizeof(out->limits[0]));
+    }
+}
+
+static cg_err ls_scope_load_key(ls_txn *t, const char *id, const ls_defaults *cd, ls_scope *out)
 {
     proto_key k;
+    (void)cd;
     cg_err err = ls_apikey_get(t, id, &k);
-    if (err != CG_ERR_OK) {
-        return err;
+    if (err == CG_ERR_OK) {
+        ls_scope_set(out, PROTO_SCOPE_KEY, k.id, k.org, k.billing_anchor_day, k.limits, k.limit_n);
     }
-    out->kind = PROTO_SCOPE_KEY;
-    memcpy(out->id, k.id, sizeof(out->id));
-    memcpy(out->org, k.org, sizeof(out->org));
-    out->anchor_day = ls_anchor(k.billing_anchor_day);
-    out->limit_n = k.limit_n;
-    memcpy(out->limits, k.limits, sizeof(out->limits));
-    return CG_ERR_OK;
+    return err;
 }
 
-static cg_err ls_scope_load_org(ls_txn *t, const char *id, ls_scope *out)
+static cg_err ls_scope_load_group(ls_txn *t, const char *id, const ls_defaults *cd, ls_scope *out)
+{
+    proto_group g;
+    (void)cd;
+    cg_err err = ls_group_get(t, id, &g);
+    if (err == CG_ERR_OK) {
+        ls_scope_set(out, PROTO_SCOPE_GROUP, g.id, g.org, g.billing_anchor_day, g.limits,
+                     g.limit_n);
+    }
+    return err;
+}
+
+static cg_err ls_scope_load_org(ls_txn *t, const char *id, const ls_defaults *cd, ls_scope *out)
 {
     proto_org o;
+    (void)cd;
     cg_err err = ls_org_get(t, id, &o);
-    if (err != CG_ERR_OK) {
-        return err;
+    if (err == CG_ERR_OK) {
+        ls_scope_set(out, PROTO_SCOPE_ORG, o.id, o.id, o.billing_anchor_day, o.limits, o.limit_n);
     }
-    out->kind = PROTO_SCOPE_ORG;
-    memcpy(out->id, o.id, sizeof(out->id));
-    memcpy(out->org, o.id, sizeof(out->org));
-    out->anchor_day = ls_anchor(o.billing_anchor_day);
-    out->limit_n = o.limit_n;
-    memcpy(out->limits, o.limits, sizeof(out->limits));
+    return err;
+}
+
+/* Put l (its id made natural) into the merged list: replace the same id, else append. */
+static cg_err ls_merge_one(ls_scope *out, const proto_limit *l)
+{
+    proto_limit m = *l;
+    m.id = proto_limit_natural_id(m.metric, m.window);
+    for (uint8_t i = 0; i < out->limit_n; i++) {
+        if (out->limits[i].id == m.id) {
+            out->limits[i] = m;
+            return CG_ERR_OK;
+        }
+    }
+    if (out->limit_n >= PROTO_LIMITS_MAX) {
+        return CG_ERR_INVAL;
+    }
+    out->limits[out->limit_n++] = m;
     return CG_ERR_OK;
 }
 
-typedef cg_err (*ls_scope_load_fn)(ls_txn *t, const char *id, ls_scope *out);
+/* A customer's effective limits: the inline defaults, then the override record's. */
+static cg_err ls_scope_load_customer(ls_txn *t, const char *id, const ls_defaults *cd,
+                                     ls_scope *out)
+{
+    char org[PROTO_ID_MAX + 1], cid[PROTO_ID_MAX + 1];
+    proto_customer ov;
+    uint8_t dn = cd != NULL ? cd->n : 0;
+    cg_err err = ls_split_org_id(id, org, cid);
+    if (err != CG_ERR_OK) {
+        return err;
+    }
+    if (dn > PROTO_LIMITS_MAX || (cd != NULL && cd->anchor_day > 28)) {
+        return CG_ERR_INVAL;
+    }
+    ls_scope_set(out, PROTO_SCOPE_CUSTOMER, cid, org, cd != NULL ? cd->anchor_day : 1,
+                 cd != NULL ? cd->limits : NULL, dn);
+    ls_limits_naturalize(out->limits, out->limit_n);
+    if (ls_limits_validate(out->limits, out->limit_n) != CG_ERR_OK) {
+        cg_log(CG_LOG_WARN, "invalid inline customer defaults", "customer", id, NULL);
+        return CG_ERR_INVAL;
+    }
+    err = ls_customer_get(t, id, &ov);
+    if (err != CG_ERR_OK) {
+        return err == CG_ERR_NOTFOUND ? CG_ERR_OK : err; /* no override: the defaults alone */
+    }
+    for (uint8_t i = 0; i < ov.limit_n && err == CG_ERR_OK; i++) {
+        err = ls_merge_one(out, &ov.limits[i]);
+    }
+    if (err == CG_ERR_INVAL) {
+        cg_log(CG_LOG_WARN, "customer defaults and override exceed the limit count", "customer", id,
+               NULL);
+    }
+    return err;
+}
 
-/* Routing-key prefixes this shard understands. Issue 3 adds "group:" and "customer:". */
+typedef cg_err (*ls_scope_load_fn)(ls_txn *t, const char *id, const ls_defaults *cd, ls_scope *out);
+
+/* Routing-key prefixes this shard understands, and the longest id after each. */
 static const struct ls_scope_type {
     const char *prefix;
+    size_t id_max;
     ls_scope_load_fn load;
 } ls_scope_types[] = {
-    {.prefix = "key:", .load = ls_scope_load_key},
-    {.prefix = "org:", .load = ls_scope_load_org},
+    {.prefix = "key:", .id_max = PROTO_ID_MAX, .load = ls_scope_load_key},
+    {.prefix = "group:", .id_max = 2 * PROTO_ID_MAX + 1, .load = ls_scope_load_group},
+    {.prefix = "customer:", .id_max = 2 * PROTO_ID_MAX + 1, .load = ls_scope_load_customer},
+    {.prefix = "org:", .id_max = PROTO_ID_MAX, .load = ls_scope_load_org},
 };
 
-cg_err ls_scope_load(ls_txn *t, const char *route, ls_scope *out)
+cg_err ls_scope_load(ls_txn *t, const char *route, const ls_defaults *cd, ls_scope *out)
 {
     for (size_t i = 0; i < sizeof(ls_scope_types) / sizeof(ls_scope_types[0]); i++) {
         const struct ls_scope_type *ty = &ls_scope_types[i];
         size_t pn = strlen(ty->prefix);
         if (strncmp(route, ty->prefix, pn) == 0) {
             const char *id = route + pn;
-            if (id[0] == '\0' || strlen(id) > PROTO_ID_MAX) {
+            if (id[0] == '\0' || strnlen(id, ty->id_max + 1) > ty->id_max) {
                 return CG_ERR_NOTFOUND;
             }
             memset(out, 0, sizeof(*out));
-            return ty->load(t, id, out);
+            return ty->load(t, id, cd, out);
         }
     }
     return CG_ERR_NOTFOUND;
+}
+
+cg_err ls_split_org_id(const char *s, char org[PROTO_ID_MAX + 1], char id[PROTO_ID_MAX + 1])
+{
+    /* Customer and group ids never hold a '/', so the last one separates the org. */
+    const char *slash = strrchr(s, '/');
+    if (slash == NULL) {
+        return CG_ERR_NOTFOUND;
+    }
+    size_t on = (size_t)(slash - s);
+    size_t in = strlen(slash + 1);
+    if (on == 0 || on > PROTO_ID_MAX || in == 0 || in > PROTO_ID_MAX) {
+        return CG_ERR_NOTFOUND;
+    }
+    memcpy(org, s, on);
+    org[on] = '\0';
+    memcpy(id, slash + 1, in + 1);
+    return CG_ERR_OK;
 }
 
 cg_err ls_limit_period(const ls_scope *sc, const proto_limit *l, int64_t t_ms, cg_period *out)
@@ -412,11 +623,13 @@ const proto_limit *ls_scope_limit(const ls_scope *sc, uint32_t limit_id)
 static cg_err ls_limit_validate(const proto_limit *l)
 {
     if (l->id == 0 || l->metric >= PROTO_METRIC_COUNT_ || l->action > PROTO_ACTION_WARN ||
-        l->max < 0 || l->warn_n > PROTO_WARN_MAX) {
+        l->max < 0 || l->warn_n > PROTO_WARN_MAX || l->window.kind > CG_WIN_SLIDING) {
         return CG_ERR_INVAL;
     }
-    /* Sliding windows arrive with issue 3; until then they are refused here. */
-    if (l->window.kind > CG_WIN_MONTH) {
+    if (l->window.kind == CG_WIN_SLIDING &&
+        (l->window.sliding_s == 0 || l->window.sliding_s > CG_WINDOW_SLIDING_MAX_S ||
+         l->warn_n > 0)) {
+        /* Thresholds fire "once per period"; a sliding window has no periods. */
         return CG_ERR_INVAL;
     }
     for (uint8_t j = 0; j < l->warn_n; j++) {
@@ -446,6 +659,13 @@ cg_err ls_limits_validate(const proto_limit *limits, uint8_t n)
     return CG_ERR_OK;
 }
 
+void ls_limits_naturalize(proto_limit *limits, uint8_t n)
+{
+    for (uint8_t i = 0; i < n && i < PROTO_LIMITS_MAX; i++) {
+        limits[i].id = proto_limit_natural_id(limits[i].metric, limits[i].window);
+    }
+}
+
 int64_t ls_amount_of(const proto_amounts *a, uint8_t m)
 {
     switch (m) {
@@ -463,4 +683,9 @@ int64_t ls_amount_of(const proto_amounts *a, uint8_t m)
 int64_t ls_sat_add(int64_t a, int64_t b)
 {
     return a > INT64_MAX - b ? INT64_MAX : a + b;
+}
+
+int64_t ls_sub_floor0(int64_t a, int64_t b)
+{
+    return b >= a ? 0 : a - b;
 }

@@ -2,7 +2,8 @@
  * ledger_server_test.c — the shard service in-process on ipc:// sockets in a
  * scratch directory: a REQ batch of several ops answered in order, the
  * threshold event arriving on SUB, an undecodable message answered with an
- * error, EVENTS_SINCE catch-up, and concurrent clients keeping an exact count.
+ * error, EVENTS_SINCE catch-up, concurrent clients keeping an exact count, and
+ * the issue-3 ops (groups, customers, sliding refusals, usage, delete) on the wire.
  */
 #include <nng/nng.h>
 #include <nng/protocol/pubsub0/sub.h>
@@ -298,9 +299,76 @@ CG_TEST(concurrent_clients_exact_count)
     fx_fini(&f);
 }
 
+static proto_req mk_group(const char *org, const char *id)
+{
+    proto_req r = mk(PROTO_OP_PUT_GROUP, "");
+    snprintf(r.route, sizeof(r.route), "group:%s/%s", org, id);
+    r.u.put_group.create_only = 1;
+    proto_group *g = &r.u.put_group.group;
+    snprintf(g->id, sizeof(g->id), "%s", id);
+    snprintf(g->org, sizeof(g->org), "%s", org);
+    g->billing_anchor_day = 1;
+    g->limit_n = 1;
+    g->limits[0].id = 1;
+    g->limits[0].metric = PROTO_METRIC_REQUESTS;
+    g->limits[0].window.kind = CG_WIN_SLIDING;
+    g->limits[0].window.sliding_s = 60;
+    g->limits[0].max = 1;
+    return r;
+}
+
+/* The issue-3 ops over the wire: every reply body the shard builds must encode and decode. */
+CG_TEST(scope_ops_round_trip)
+{
+    fx f;
+    nng_socket req;
+    proto_rep *reps = NULL;
+    uint32_t n = 0;
+    CG_CHECK(fx_init(&f) == 0);
+    CG_CHECK(req_open(&f, &req) == 0);
+    proto_req reqs[8] = {mk_group("acme", "team"),
+                         mk_reserve("group:acme/team", "r1", 0),
+                         mk_reserve("group:acme/team", "r2", 0),
+                         mk(PROTO_OP_GET_GROUP, "group:acme/team"),
+                         mk(PROTO_OP_GET_CUSTOMER, "customer:acme/alice"),
+                         mk(PROTO_OP_USAGE_QUERY, ""),
+                         mk(PROTO_OP_DELETE, "group:acme/team"),
+                         mk(PROTO_OP_GET_ORG_STATE, "org:acme")};
+    proto_limit *d = &reqs[4].u.get_customer.inline_limits[0];
+    d->metric = PROTO_METRIC_TOKENS;
+    d->window.kind = CG_WIN_DAY;
+    d->max = 1000;
+    d->id = proto_limit_natural_id(d->metric, d->window);
+    reqs[4].u.get_customer.inline_n = 1;
+    reqs[4].u.get_customer.anchor_day = 1;
+    snprintf(reqs[5].u.usage_query.org, sizeof(reqs[5].u.usage_query.org), "acme");
+    CG_CHECK(call(req, reqs, 8, &reps, &n) == 0);
+    CG_CHECK_EQ_INT(n, 8);
+    CG_CHECK_EQ_INT(reps[0].status, CG_ERR_OK);
+    CG_CHECK_EQ_INT(reps[1].status, CG_ERR_OK);
+    CG_CHECK_EQ_INT(reps[2].status, CG_ERR_BUDGET); /* 1 request per minute */
+    CG_CHECK_EQ_INT(reps[2].u.reserve.refusal.window.kind, CG_WIN_SLIDING);
+    CG_CHECK_EQ_INT(reps[2].u.reserve.refusal.retry_after_ms, 1000); /* held, not yet settled */
+    CG_CHECK_EQ_INT(reps[3].status, CG_ERR_OK);
+    CG_CHECK_EQ_STR(reps[3].u.get_group.group.id, "team");
+    CG_CHECK_EQ_INT(reps[3].u.get_group.states[0].window.sliding_s, 60);
+    CG_CHECK_EQ_INT(reps[3].u.get_group.states[0].reserved, 1);
+    CG_CHECK_EQ_INT(reps[4].status, CG_ERR_OK);
+    CG_CHECK_EQ_INT(reps[4].u.get_customer.found, 0);
+    CG_CHECK_EQ_INT(reps[4].u.get_customer.state_n, 1);
+    CG_CHECK_EQ_INT(reps[4].u.get_customer.states[0].max, 1000);
+    CG_CHECK_EQ_INT(reps[5].status, CG_ERR_OK);
+    CG_CHECK_EQ_INT(reps[5].u.usage.totals.requests, 0);
+    CG_CHECK_EQ_INT(reps[6].status, CG_ERR_OK);
+    CG_CHECK_EQ_INT(reps[7].status, CG_ERR_NOTFOUND);
+    proto_rep_free(reps, n);
+    nng_close(req);
+    fx_fini(&f);
+}
+
 int main(void)
 {
     cg_log_init("ledger_server_test", CG_LOG_ERROR);
     return CG_TEST_RUN(batch_reply_and_published_event, garbage_gets_an_error_reply,
-                       concurrent_clients_exact_count);
+                       concurrent_clients_exact_count, scope_ops_round_trip);
 }

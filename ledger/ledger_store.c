@@ -3,8 +3,8 @@
  * batch runner.
  *
  * LMDB layout: one environment per shard directory with the named databases
- * listed in ledger_int.h (orgs, keys, counters, resv, leases, gc, usage,
- * events, meta). Durable default flags: no MDB_NOSYNC, no MDB_WRITEMAP, so a
+ * listed in ledger_int.h (orgs, keys, groups, customers, counters, resv,
+ * leases, gc, usage, events, meta). Durable default flags: no MDB_NOSYNC, no MDB_WRITEMAP, so a
  * commit returns only after fdatasync. MDB_NOTLS lets future read-only
  * transactions move between threads; it does not weaken durability.
  *
@@ -133,6 +133,8 @@ static cg_err ls_open_dbs(ledger_store *s, MDB_txn *txn)
     } dbs[] = {
         {"orgs", offsetof(ledger_store, db_orgs)},
         {"keys", offsetof(ledger_store, db_keys)},
+        {"groups", offsetof(ledger_store, db_groups)},
+        {"customers", offsetof(ledger_store, db_customers)},
         {"counters", offsetof(ledger_store, db_counters)},
         {"resv", offsetof(ledger_store, db_resv)},
         {"leases", offsetof(ledger_store, db_leases)},

@@ -3,15 +3,17 @@
  * transactional operations on it.
  *
  * The store owns one LMDB environment (one directory) holding the shard's
- * definitions (orgs, keys), counters, reservations, usage records and event
- * log. ledger_store_apply() runs a batch of protocol operations in ONE write
- * transaction and commits it durably before returning: that is the shard's
- * group commit. Everything an operation decides (its reply, the events it
- * appends) becomes true only if that commit succeeds; if it fails, every
- * operation of the batch gets the commit's error and nothing happened.
+ * definitions (orgs, keys, groups, customer overrides), counters,
+ * reservations, usage records and event log. ledger_store_apply() runs a
+ * batch of protocol operations in ONE write transaction and commits it
+ * durably before returning: that is the shard's group commit. Everything an
+ * operation decides (its reply, the events it appends) becomes true only if
+ * that commit succeeds; if it fails, every operation of the batch gets the
+ * commit's error and nothing happened.
  *
  * Invariants kept by every operation:
- *  - A counter is (route, limit id, period index) -> {used, reserved, fired};
+ *  - A counter is (route, limit id, period index) -> {used, reserved, fired}
+ *    (a sliding window's is a ring of usage buckets plus `reserved`);
  *    `reserved` is exactly the sum of the amounts of the active reservations
  *    that name that counter, and never negative.
  *  - A reservation is (request id, route) -> record; while active it has one
@@ -41,6 +43,9 @@
 #define LEDGER_SWEEP_MAX 1024
 /* Operations applied in one write transaction (the writer's group-commit bound). */
 #define LEDGER_BATCH_OPS_MAX 1024
+/* Usage records one USAGE_QUERY may visit (it runs on the writer thread, so its cost delays
+ * every other operation of the shard); a wider range is refused with CG_ERR_TOOBIG. */
+#define LEDGER_USAGE_SCAN_MAX 200000
 /* Named LMDB databases of a store (see ledger_store.c for the layout). */
 #define LEDGER_DBS_MAX 12
 

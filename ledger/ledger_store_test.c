@@ -18,75 +18,7 @@
 #include "cg_ring.h"
 #include "cg_test.h"
 #include "ledger_store.h"
-
-#define DAY_MS (86400LL * 1000)
-#define USD (1000000000LL)
-
-typedef struct fx {
-    char dir[64];
-    cg_ring ring;
-    ledger_store *s;
-} fx;
-
-static int fx_open(fx *f, uint64_t map_bytes)
-{
-    ledger_store_cfg cfg = {.dir = f->dir,
-                            .map_bytes = map_bytes,
-                            .ring = &f->ring,
-                            .shard_index = 0,
-                            .shard_name = "s0"};
-    return ledger_store_open(&cfg, &f->s) == CG_ERR_OK ? 0 : -1;
-}
-
-/* A fresh store in a new scratch dir, owning every route (one-shard ring). */
-static int fx_init(fx *f, uint64_t map_bytes)
-{
-    const char *names[] = {"s0"};
-    memset(f, 0, sizeof(*f));
-    cg_clock_set_offset_ms(0);
-    snprintf(f->dir, sizeof(f->dir), "/tmp/ledger_store_test.XXXXXX");
-    if (mkdtemp(f->dir) == NULL || cg_ring_init(&f->ring, names, 1) != CG_ERR_OK) {
-        return -1;
-    }
-    return fx_open(f, map_bytes);
-}
-
-static void fx_fini(fx *f)
-{
-    char p[128];
-    ledger_store_close(f->s);
-    f->s = NULL;
-    snprintf(p, sizeof(p), "%s/data.mdb", f->dir);
-    unlink(p);
-    snprintf(p, sizeof(p), "%s/lock.mdb", f->dir);
-    unlink(p);
-    rmdir(f->dir);
-    cg_ring_fini(&f->ring);
-    cg_clock_set_offset_ms(0);
-}
-
-/* Apply one request; the reply's status. rep is cleared first. */
-static int apply1(fx *f, const proto_req *req, proto_rep *rep)
-{
-    ledger_op op = {.req = req, .rep = rep};
-    memset(rep, 0, sizeof(*rep));
-    if (ledger_store_apply(f->s, &op, 1) != CG_ERR_OK) {
-        return -1;
-    }
-    return rep->status;
-}
-
-static proto_limit limit(uint32_t id, int metric, int window, int64_t max, int action)
-{
-    proto_limit l;
-    memset(&l, 0, sizeof(l));
-    l.id = id;
-    l.metric = (uint8_t)metric;
-    l.window.kind = (uint8_t)window;
-    l.max = max;
-    l.action = (uint8_t)action;
-    return l;
-}
+#include "ledger_test_fx.h"
 
 static proto_req put_key_req(const char *id, const proto_limit *limits, uint8_t n)
 {
@@ -111,42 +43,6 @@ static int put_key(fx *f, const char *id, const proto_limit *limits, uint8_t n)
     proto_req r = put_key_req(id, limits, n);
     proto_rep rep;
     return apply1(f, &r, &rep);
-}
-
-static proto_req reserve_req(const char *route, const char *rid, int64_t lease_ms, int64_t cost,
-                             int64_t tokens)
-{
-    proto_req r;
-    memset(&r, 0, sizeof(r));
-    r.op = PROTO_OP_RESERVE;
-    snprintf(r.route, sizeof(r.route), "%s", route);
-    snprintf(r.u.reserve.request_id, sizeof(r.u.reserve.request_id), "%s", rid);
-    r.u.reserve.lease_ms = lease_ms;
-    r.u.reserve.worst = (proto_amounts){.cost_nusd = cost, .tokens = tokens, .requests = 1};
-    return r;
-}
-
-static proto_req settle_req(const char *route, const char *rid, int64_t cost, int64_t tokens)
-{
-    proto_req r;
-    memset(&r, 0, sizeof(r));
-    r.op = PROTO_OP_SETTLE;
-    snprintf(r.route, sizeof(r.route), "%s", route);
-    snprintf(r.u.settle.request_id, sizeof(r.u.settle.request_id), "%s", rid);
-    r.u.settle.actual = (proto_amounts){.cost_nusd = cost, .tokens = tokens, .requests = 1};
-    return r;
-}
-
-static proto_req simple_req(int op, const char *route, const char *rid)
-{
-    proto_req r;
-    memset(&r, 0, sizeof(r));
-    r.op = (uint8_t)op;
-    snprintf(r.route, sizeof(r.route), "%s", route);
-    if (op == PROTO_OP_RELEASE) {
-        snprintf(r.u.release.request_id, sizeof(r.u.release.request_id), "%s", rid);
-    }
-    return r;
 }
 
 /* used and reserved of limit_id in the current period, via GET_KEY. */
@@ -373,19 +269,6 @@ CG_TEST(late_settle_of_unknown_id_and_gc)
     fx_fini(&f);
 }
 
-/* Settle `cost` for a fresh request id through reserve + settle. */
-static int spend(fx *f, const char *route, const char *rid, int64_t cost)
-{
-    proto_rep rep;
-    proto_req r = reserve_req(route, rid, 60000, cost, 0);
-    int st = apply1(f, &r, &rep);
-    if (st != CG_ERR_OK) {
-        return st;
-    }
-    proto_req s = settle_req(route, rid, cost, 0);
-    return apply1(f, &s, &rep);
-}
-
 static int events_since(fx *f, uint64_t after, uint32_t max_n, proto_rep *rep)
 {
     proto_req r = simple_req(PROTO_OP_EVENTS_SINCE, "", NULL);
@@ -545,7 +428,9 @@ CG_TEST(put_validation_and_auth)
     CG_CHECK(fx_init(&f, 1 << 24) == 0);
     proto_limit sliding = limit(1, PROTO_METRIC_REQUESTS, CG_WIN_SLIDING, 60, PROTO_ACTION_BLOCK);
     sliding.window.sliding_s = 60;
-    CG_CHECK_EQ_INT(put_key(&f, "k1", &sliding, 1), CG_ERR_INVAL);
+    sliding.warn_n = 1;
+    sliding.warn_bp[0] = 5000;
+    CG_CHECK_EQ_INT(put_key(&f, "k1", &sliding, 1), CG_ERR_INVAL); /* no warn_at when sliding */
     proto_limit dup[2] = {limit(1, PROTO_METRIC_COST, CG_WIN_DAY, 1, PROTO_ACTION_BLOCK),
                           limit(1, PROTO_METRIC_TOKENS, CG_WIN_DAY, 1, PROTO_ACTION_BLOCK)};
     CG_CHECK_EQ_INT(put_key(&f, "k1", dup, 2), CG_ERR_INVAL);
