@@ -1,11 +1,17 @@
 /*
- * admin_api_test.c — the admin API end to end over HTTP, against an in-test
- * ledger: an NNG rep0 server thread keeping orgs and keys in memory with the
- * shard's answers (EXISTS on create_only, NOTFOUND, limit state on GET_KEY),
- * able to stay silent (→ 503 after ledger_timeout_ms) or answer WRONG_SHARD.
+ * admin_api_test.c — the admin API end to end over HTTP, in two setups on one
+ * admin loop thread (as in the gateway: its own loop, its own gw_ledger):
  *
- * The admin server runs on its own loop thread with its own gw_ledger, as in
- * the gateway; the test thread is a blocking HTTP/1.1 client on loopback.
+ *  1. against an in-test ledger: an NNG rep0 server thread keeping orgs and
+ *     keys in memory with the shard's answers (EXISTS on create_only,
+ *     NOTFOUND, limit state on GET_KEY), able to stay silent (→ 503 after
+ *     ledger_timeout_ms) or answer WRONG_SHARD — for auth, routing,
+ *     validation, what is stored, and ledger failures;
+ *  2. against two real capgate-ledger shards started by admin_api_real.c
+ *     (groups, customers, PATCH, revoke, DELETE, limit state, usage totals
+ *     summed over both shards, a shard down).
+ *
+ * The test thread is a blocking HTTP/1.1 client on loopback (admin_test_http.c).
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -13,13 +19,10 @@
 #include <string.h>
 #include <unistd.h>
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <nng/nng.h>
 #include <nng/protocol/reqrep0/rep.h>
-#include <sys/socket.h>
-#include <sys/time.h>
 
+#include "admin_test.h"
 #include "cg_config.h"
 #include "cg_money.h"
 #include "cg_test.h"
@@ -27,10 +30,12 @@
 #include "gw_json.h"
 #include "gw_keys.h"
 
-#define T_TOKEN "admin-token-for-tests"
-#define T_PEPPER "pepper-for-tests"
 #define T_STORE_MAX 16
-#define T_RESP_MAX 65536
+
+/* Real-ledger fixture (admin_api_real.c): start the shards and describe them in cfg. */
+int t_real_start(cg_config *cfg);
+/* Stop them (SIGTERM; each must exit 0 unless killed on purpose); 0 if clean. */
+int t_real_stop(void);
 
 /* ---- in-test ledger ---- */
 
@@ -86,10 +91,13 @@ static void t_led_apply(const proto_req *q, proto_rep *p)
         }
         break;
     case PROTO_OP_GET_ORG:
+    case PROTO_OP_GET_ORG_STATE: /* the org, no counters yet */
         if ((o = t_org_find(id)) == NULL) {
             p->status = CG_ERR_NOTFOUND;
-        } else {
+        } else if (q->op == PROTO_OP_GET_ORG) {
             p->u.get_org.org = *o;
+        } else {
+            p->u.get_org_state.org = *o;
         }
         break;
     case PROTO_OP_PUT_KEY:
@@ -177,34 +185,45 @@ static int t_led_start(void)
     return pthread_create(&t_led.thr, NULL, t_led_main, NULL) == 0 ? 0 : -1;
 }
 
-/* ---- the admin loop thread ---- */
+/* ---- the admin loop thread: one server per setup ---- */
 
-static struct {
+typedef struct t_server {
     cg_config cfg;
     cg_ring ring;
-    uv_loop_t loop;
-    uv_async_t stop;
     gw_ledger *ledger;
     gw_admin *admin;
+    int port;
+} t_server;
+
+static struct {
+    t_server srv[2]; /* 0: in-test ledger, 1: real shards */
+    uv_loop_t loop;
+    uv_async_t stop;
     pthread_t thr;
     atomic_int ready; /* 1 up, -1 failed */
-    int port;
 } t_gw;
 
 static void t_stop_cb(uv_async_t *h)
 {
-    gw_admin_stop(t_gw.admin);
-    gw_ledger_free(t_gw.ledger);
+    for (int i = 0; i < 2; i++) {
+        gw_admin_stop(t_gw.srv[i].admin);
+        gw_ledger_free(t_gw.srv[i].ledger);
+    }
     uv_close((uv_handle_t *)h, NULL);
 }
 
 static void *t_gw_main(void *arg)
 {
+    int ok;
+
     (void)arg;
-    if (uv_loop_init(&t_gw.loop) != 0 ||
-        gw_ledger_new(&t_gw.loop, &t_gw.cfg, &t_gw.ring, &t_gw.ledger) != CG_ERR_OK ||
-        gw_admin_start(&t_gw.loop, &t_gw.cfg, &t_gw.ring, t_gw.ledger, &t_gw.admin) != CG_ERR_OK ||
-        uv_async_init(&t_gw.loop, &t_gw.stop, t_stop_cb) != 0) {
+    ok = uv_loop_init(&t_gw.loop) == 0;
+    for (int i = 0; ok && i < 2; i++) {
+        t_server *s = &t_gw.srv[i];
+        ok = gw_ledger_new(&t_gw.loop, &s->cfg, &s->ring, &s->ledger) == CG_ERR_OK &&
+             gw_admin_start(&t_gw.loop, &s->cfg, &s->ring, s->ledger, &s->admin) == CG_ERR_OK;
+    }
+    if (!ok || uv_async_init(&t_gw.loop, &t_gw.stop, t_stop_cb) != 0) {
         atomic_store(&t_gw.ready, -1);
         return NULL;
     }
@@ -214,167 +233,37 @@ static void *t_gw_main(void *arg)
     return NULL;
 }
 
-static int t_free_port(void)
+/* Common settings of server i; its shards are set by the caller. */
+static int t_server_init(t_server *s, uint32_t ledger_timeout_ms)
 {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &alen) == 0) {
-        port = ntohs(a.sin_port);
-    }
-    if (fd >= 0) {
-        close(fd);
-    }
-    return port;
+    strcpy(s->cfg.admin_token, T_TOKEN);
+    strcpy(s->cfg.key_pepper, T_PEPPER);
+    s->cfg.ledger_timeout_ms = ledger_timeout_ms;
+    s->port = t_free_port();
+    snprintf(s->cfg.admin_listen, sizeof(s->cfg.admin_listen), "127.0.0.1:%d", s->port);
+    return cg_config_ring(&s->cfg, &s->ring) == CG_ERR_OK ? 0 : -1;
 }
 
 static int t_gw_start(void)
 {
-    cg_config_defaults(&t_gw.cfg);
-    t_gw.cfg.shard_n = 1;
-    strcpy(t_gw.cfg.shards[0].name, "s0");
-    snprintf(t_gw.cfg.shards[0].req_url, sizeof(t_gw.cfg.shards[0].req_url), "tcp://127.0.0.1:%d",
+    t_server *stub = &t_gw.srv[0], *real = &t_gw.srv[1];
+
+    cg_config_defaults(&stub->cfg);
+    stub->cfg.shard_n = 1;
+    strcpy(stub->cfg.shards[0].name, "s0");
+    snprintf(stub->cfg.shards[0].req_url, sizeof(stub->cfg.shards[0].req_url), "tcp://127.0.0.1:%d",
              t_led.port);
-    strcpy(t_gw.cfg.shards[0].pub_url, "tcp://127.0.0.1:1");
-    strcpy(t_gw.cfg.admin_token, T_TOKEN);
-    strcpy(t_gw.cfg.key_pepper, T_PEPPER);
-    t_gw.cfg.ledger_timeout_ms = 400;
-    t_gw.port = t_free_port();
-    snprintf(t_gw.cfg.admin_listen, sizeof(t_gw.cfg.admin_listen), "127.0.0.1:%d", t_gw.port);
-    if (cg_config_ring(&t_gw.cfg, &t_gw.ring) != CG_ERR_OK ||
-        pthread_create(&t_gw.thr, NULL, t_gw_main, NULL) != 0) {
+    strcpy(stub->cfg.shards[0].pub_url, "tcp://127.0.0.1:1");
+    cg_config_defaults(&real->cfg);
+    /* Sanitizer builds answer slowly; the real shards get a generous deadline. */
+    if (t_server_init(stub, 400) != 0 || t_real_start(&real->cfg) != 0 ||
+        t_server_init(real, 3000) != 0 || pthread_create(&t_gw.thr, NULL, t_gw_main, NULL) != 0) {
         return -1;
     }
     while (atomic_load(&t_gw.ready) == 0) {
         usleep(1000);
     }
     return atomic_load(&t_gw.ready) == 1 ? 0 : -1;
-}
-
-/* ---- a blocking HTTP client ---- */
-
-typedef struct t_resp {
-    int status;
-    cJSON *json; /* parsed body, NULL if not JSON */
-    char raw[T_RESP_MAX];
-} t_resp;
-
-static int t_io(int fd, const char *req, size_t len, char *buf, size_t cap)
-{
-    size_t got = 0;
-    struct timeval tv = {.tv_sec = 5};
-
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
-    if (write(fd, req, len) != (ssize_t)len) {
-        return -1;
-    }
-    for (;;) {
-        ssize_t n = read(fd, buf + got, cap - 1 - got);
-        if (n <= 0) {
-            break;
-        }
-        got += (size_t)n;
-        buf[got] = '\0';
-        const char *end = strstr(buf, "\r\n\r\n");
-        const char *cl = strcasestr(buf, "\r\nContent-Length:");
-        if (end != NULL && cl != NULL && cl < end &&
-            got >= (size_t)(end + 4 - buf) + (size_t)strtoul(cl + 17, NULL, 10)) {
-            break;
-        }
-    }
-    buf[got] = '\0';
-    return (int)got;
-}
-
-/* Send one request (auth NULL: no Authorization header) and parse the answer. */
-static void t_http(t_resp *r, const char *method, const char *path, const char *auth,
-                   const char *body)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET,
-                            .sin_port = htons((uint16_t)t_gw.port),
-                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    char req[8192], hdr[256] = "";
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    size_t blen = body ? strlen(body) : 0;
-
-    memset(r, 0, offsetof(t_resp, raw));
-    r->raw[0] = '\0';
-    if (auth != NULL) {
-        snprintf(hdr, sizeof(hdr), "Authorization: %s\r\n", auth);
-    }
-    int n = snprintf(req, sizeof(req),
-                     "%s %s HTTP/1.1\r\nHost: t\r\nConnection: close\r\n%s"
-                     "Content-Type: application/json\r\nContent-Length: %zu\r\n\r\n%s",
-                     method, path, hdr, blen, body ? body : "");
-    if (fd < 0 || connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
-        t_io(fd, req, (size_t)n, r->raw, sizeof(r->raw)) <= 0) {
-        if (fd >= 0) {
-            close(fd);
-        }
-        return;
-    }
-    close(fd);
-    if (strncmp(r->raw, "HTTP/1.1 ", 9) == 0) {
-        r->status = (int)strtol(r->raw + 9, NULL, 10);
-    }
-    const char *b = strstr(r->raw, "\r\n\r\n");
-    if (b != NULL) {
-        r->json = cJSON_Parse(b + 4);
-    }
-}
-
-static void t_done(t_resp *r)
-{
-    cJSON_Delete(r->json);
-    r->json = NULL;
-}
-
-/* The value at a dotted path ("limits.0.max"; digits index arrays), or NULL. */
-static const cJSON *t_get(const cJSON *o, const char *path)
-{
-    char buf[128];
-    const cJSON *v = o;
-    char *save = NULL;
-
-    snprintf(buf, sizeof(buf), "%s", path);
-    for (char *tok = strtok_r(buf, ".", &save); tok != NULL && v != NULL;
-         tok = strtok_r(NULL, ".", &save)) {
-        if (tok[0] >= '0' && tok[0] <= '9') {
-            v = cJSON_GetArrayItem(v, (int)strtol(tok, NULL, 10));
-        } else {
-            v = cJSON_GetObjectItemCaseSensitive(v, tok);
-        }
-    }
-    return v;
-}
-
-static const char *t_str(const cJSON *o, const char *path)
-{
-    const cJSON *v = t_get(o, path);
-    return v != NULL && cJSON_IsString(v) ? v->valuestring : NULL;
-}
-
-static double t_num(const cJSON *o, const char *path)
-{
-    const cJSON *v = t_get(o, path);
-    return v != NULL && cJSON_IsNumber(v) ? v->valuedouble : -1;
-}
-
-#define AUTH "Bearer " T_TOKEN
-
-/* An error answer: status, error.code, and the message starting with msg_prefix (may be NULL). */
-static int t_is_error(t_resp *r, int status, const char *code, const char *msg_prefix)
-{
-    const char *c = t_str(r->json, "error.code"), *m = t_str(r->json, "error.message");
-    int ok = r->status == status && c != NULL && strcmp(c, code) == 0 &&
-             (msg_prefix == NULL || (m != NULL && strncmp(m, msg_prefix, strlen(msg_prefix)) == 0));
-    if (!ok) {
-        fprintf(stderr, "  want %d %s, got: %s\n", status, code, r->raw);
-    }
-    t_done(r);
-    return ok;
 }
 
 /* ---- tests ---- */
@@ -448,7 +337,13 @@ CG_TEST(admin_org_validation)
         {"{\"name\":\"x\"}", "id: "},
         {"{\"id\":\"Upper\"}", "id: "},
         {"{\"id\":\"x1\",\"emails\":[\"a@b.c\"]}", "emails: not supported yet"},
-        {"{\"id\":\"x1\",\"customer_defaults\":{\"limits\":[]}}", "customer_defaults: "},
+        {"{\"id\":\"x1\",\"customer_defaults\":{\"limits\":[],\"x\":1}}",
+         "customer_defaults.x: unknown field"},
+        {"{\"id\":\"x1\",\"customer_defaults\":[]}", "customer_defaults: "},
+        {"{\"id\":\"x1\",\"customer_defaults\":{\"limits\":[{\"metric\":\"cost\"}]}}",
+         "customer_defaults.limits[0].window: "},
+        {"{\"id\":\"x1\",\"on_low_budget\":\"inherit\"}", "on_low_budget: "},
+        {"{\"id\":\"x1\",\"on_low_budget\":1}", "on_low_budget: "},
         {"{\"id\":\"x1\",\"billing_anchor_day\":29}", "billing_anchor_day: "},
         {"{\"id\":\"x1\",\"billing_anchor_day\":0}", "billing_anchor_day: "},
         {"{\"id\":\"x1\",\"webhooks\":[{\"url\":\"ftp://x\"}]}", "webhooks[0].url: "},
@@ -458,8 +353,12 @@ CG_TEST(admin_org_validation)
          "webhooks[0].secret: "},
         {"{\"id\":\"x1\",\"webhooks\":[{\"url\":\"https://x\",\"extra\":1}]}",
          "webhooks[0].extra: unknown field"},
-        {"{\"id\":\"x1\",\"limits\":[{\"metric\":\"requests\",\"window\":\"1m\",\"max\":60}]}",
-         "limits[0].window: sliding windows are not supported yet"},
+        {"{\"id\":\"x1\",\"limits\":[{\"metric\":\"requests\",\"window\":\"1m\",\"max\":60,"
+         "\"warn_at\":[0.5]}]}",
+         "limits[0].warn_at: not allowed on sliding windows"},
+        {"{\"id\":\"x1\",\"limits\":[{\"metric\":\"cost\",\"window\":\"day\"},"
+         "{\"metric\":\"cost\",\"window\":\"day\"}]}",
+         "limits[1]: same metric and window as limits[0]"},
         {"[]", "the body must be a JSON object"},
     };
     t_resp r;
@@ -529,8 +428,8 @@ CG_TEST(admin_create_and_get_key)
     CG_CHECK(t_is_error(&r, 400, "invalid_request", "expires_in_days: "));
     t_http(&r, "POST", "/admin/v1/orgs/acme/keys", AUTH, "{\"expires_at\":\"2001-01-01\"}");
     CG_CHECK(t_is_error(&r, 400, "invalid_request", "expires_at: "));
-    t_http(&r, "POST", "/admin/v1/orgs/acme/keys", AUTH, "{\"group\":\"team\"}");
-    CG_CHECK(t_is_error(&r, 400, "invalid_request", "group: not supported yet"));
+    t_http(&r, "POST", "/admin/v1/orgs/acme/keys", AUTH, "{\"group\":\"a team\"}");
+    CG_CHECK(t_is_error(&r, 400, "invalid_request", "group: "));
     t_http(&r, "POST", "/admin/v1/orgs/acme/keys", AUTH, "{\"secret\":\"x\"}");
     CG_CHECK(t_is_error(&r, 400, "invalid_request", "secret: unknown field"));
 }
@@ -543,10 +442,23 @@ CG_TEST(admin_routing)
     CG_CHECK(t_is_error(&r, 404, "not_found", NULL));
     t_http(&r, "GET", "/admin/v1/orgs", AUTH, NULL);
     CG_CHECK(t_is_error(&r, 405, "method_not_allowed", NULL));
-    t_http(&r, "DELETE", "/admin/v1/keys/k_1", AUTH, NULL);
-    CG_CHECK(t_is_error(&r, 405, "method_not_allowed", NULL));
+    t_http(&r, "PUT", "/admin/v1/keys/k_1", AUTH, NULL);
+    CG_CHECK(t_is_error(&r, 405, "method_not_allowed",
+                        "Method not allowed here; use GET, PATCH, DELETE"));
     t_http(&r, "GET", "/admin/v1/orgs/acme/groups", AUTH, NULL);
+    CG_CHECK(t_is_error(&r, 405, "method_not_allowed", "Method not allowed here; use POST"));
+    t_http(&r, "GET", "/admin/v1/keys/k_1/rotate", AUTH, NULL);
     CG_CHECK(t_is_error(&r, 404, "not_found", NULL));
+    t_http(&r, "GET", "/admin/v1/orgs/acme/groups/a%20b", AUTH, NULL);
+    CG_CHECK(t_is_error(&r, 404, "group_not_found", NULL));
+    t_http(&r, "GET", "/admin/v1/orgs/acme/customers/a%2", AUTH, NULL);
+    CG_CHECK(t_is_error(&r, 404, "customer_not_found", NULL));
+    t_http(&r, "PUT", "/admin/v1/orgs/acme/customers/a%20b", AUTH, "{}");
+    CG_CHECK(t_is_error(&r, 400, "invalid_request", "customer: "));
+    t_http(&r, "GET", "/admin/v1/orgs/a/b/c/d/e/f", AUTH, NULL);
+    CG_CHECK(t_is_error(&r, 404, "not_found", NULL));
+    t_http(&r, "GET", "/admin/v1/usage", AUTH, NULL);
+    CG_CHECK(t_is_error(&r, 400, "invalid_request", "org: required"));
 }
 
 CG_TEST(admin_ledger_unavailable)
@@ -566,19 +478,55 @@ CG_TEST(admin_ledger_unavailable)
     t_done(&r);
 }
 
+/* Usage query validation (answered before any ledger I/O). */
+CG_TEST(admin_usage_validation)
+{
+    static const struct {
+        const char *query;
+        const char *msg;
+    } cases[] = {
+        {"key=k_1", "org: required"},
+        {"org=acme&org=acme", "org: given twice"},
+        {"org=acme&colour=red", "colour: unknown parameter"},
+        {"org=Acme", "org: "},
+        {"org=acme&customer=a%20b", "customer: "},
+        {"org=acme&group=a/b", "group: "},
+        {"org=acme&from=yesterday", "from: "},
+        {"org=acme&from=2026-02-01&to=2026-01-01", "from: must be before to"},
+        {"org=acme&granularity=day", "granularity: not supported yet"},
+        {"org=acme&format=csv", "format: "},
+        {"org=acme&key=%zz", "key: malformed"},
+    };
+    char path[256];
+    t_resp r;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(path, sizeof(path), "/admin/v1/usage?%s", cases[i].query);
+        t_http(&r, "GET", path, AUTH, NULL);
+        CG_CHECK(t_is_error(&r, 400, "invalid_request", cases[i].msg));
+    }
+}
+
 int main(void)
 {
     int rc;
 
     if (t_led_start() != 0 || t_gw_start() != 0) {
         fprintf(stderr, "setup failed\n");
+        t_real_stop();
         return 1;
     }
+    t_port = t_gw.srv[0].port;
     rc = CG_TEST_RUN(admin_auth, admin_create_org, admin_org_validation, admin_create_and_get_key,
-                     admin_routing, admin_ledger_unavailable);
+                     admin_routing, admin_usage_validation, admin_ledger_unavailable);
+    t_port = t_gw.srv[1].port;
+    rc |= t_real_run();
     uv_async_send(&t_gw.stop);
     pthread_join(t_gw.thr, NULL);
-    cg_ring_fini(&t_gw.ring);
+    for (int i = 0; i < 2; i++) {
+        cg_ring_fini(&t_gw.srv[i].ring);
+    }
+    rc |= t_real_stop() != 0;
     nng_close(t_led.sock);
     pthread_join(t_led.thr, NULL);
     return rc;

@@ -6,13 +6,14 @@
 #include <string.h>
 
 #include "cg_money.h"
+#include "cg_period.h"
 #include "cg_test.h"
 #include "gw_json.h"
 
 static char test_err[GW_JSON_ERR_MAX];
 
-/* Parse a limits array given as JSON text; returns the gw_json_limits_parse result. */
-static cg_err test_limits(const char *json, proto_limit *out, uint8_t *n)
+/* Parse a limits array given as JSON text with flags; returns the gw_json_limits_parse result. */
+static cg_err test_limits_flags(const char *json, unsigned flags, proto_limit *out, uint8_t *n)
 {
     cJSON *v = gw_json_parse(json, strlen(json));
     cg_err e;
@@ -21,18 +22,23 @@ static cg_err test_limits(const char *json, proto_limit *out, uint8_t *n)
     if (v == NULL) {
         return CG_ERR_PARSE;
     }
-    e = gw_json_limits_parse(v, "limits", 0, out, n, test_err, sizeof(test_err));
+    e = gw_json_limits_parse(v, "limits", flags, out, n, test_err, sizeof(test_err));
     cJSON_Delete(v);
     return e;
 }
 
-/* The limits array must be refused with a message starting with want_prefix. */
-static int test_refused(const char *json, const char *want_prefix)
+static cg_err test_limits(const char *json, proto_limit *out, uint8_t *n)
+{
+    return test_limits_flags(json, 0, out, n);
+}
+
+/* The limits array must be refused (with flags) with a message starting with want_prefix. */
+static int test_refused_flags(const char *json, unsigned flags, const char *want_prefix)
 {
     proto_limit l[PROTO_LIMITS_MAX];
     uint8_t n = 99;
 
-    if (test_limits(json, l, &n) != CG_ERR_INVAL || n != 99) {
+    if (test_limits_flags(json, flags, l, &n) != CG_ERR_INVAL || n != 99) {
         fprintf(stderr, "  accepted: %s\n", json);
         return 0;
     }
@@ -41,6 +47,11 @@ static int test_refused(const char *json, const char *want_prefix)
         return 0;
     }
     return 1;
+}
+
+static int test_refused(const char *json, const char *want_prefix)
+{
+    return test_refused_flags(json, 0, want_prefix);
 }
 
 CG_TEST(json_limits_ok)
@@ -186,6 +197,138 @@ CG_TEST(json_sliding_when_allowed)
     cJSON_Delete(v);
     CG_CHECK_EQ_INT(l.window.kind, CG_WIN_SLIDING);
     CG_CHECK_EQ_INT(l.window.sliding_s, 60);
+}
+
+CG_TEST(json_sliding_rules)
+{
+    const unsigned sl = GW_JSON_LIMIT_ALLOW_SLIDING;
+    proto_limit l[PROTO_LIMITS_MAX];
+    uint8_t n = 0;
+
+    CG_CHECK(test_refused_flags("[{\"metric\":\"cost\",\"window\":\"day\",\"warn_at\":[0.5]},"
+                                "{\"metric\":\"requests\",\"window\":\"1m\",\"max\":60,"
+                                "\"warn_at\":[0.5]}]",
+                                sl, "limits[1].warn_at: not allowed on sliding windows"));
+    CG_CHECK(test_refused_flags("[{\"metric\":\"requests\",\"window\":\"0m\"}]", sl,
+                                "limits[0].window: must be one of lifetime, day, week, month, "
+                                "<N>s|m|h|d"));
+    CG_CHECK_EQ_INT(test_limits_flags("[{\"metric\":\"requests\",\"window\":\"1m\",\"max\":60},"
+                                      "{\"metric\":\"tokens\",\"window\":\"5h\",\"max\":9},"
+                                      "{\"metric\":\"cost\",\"window\":\"24h\",\"max\":1},"
+                                      "{\"metric\":\"cost\",\"window\":\"7d\",\"max\":5},"
+                                      "{\"metric\":\"cost\",\"window\":\"30s\",\"max\":5}]",
+                                      sl, l, &n),
+                    CG_ERR_OK);
+    CG_CHECK_EQ_INT(n, 5);
+    CG_CHECK_EQ_INT(l[1].window.sliding_s, 5 * 3600);
+    CG_CHECK_EQ_INT(l[2].window.sliding_s, 86400);
+    CG_CHECK_EQ_INT(l[3].window.sliding_s, 7 * 86400);
+    CG_CHECK_EQ_INT(l[4].window.sliding_s, 30);
+    CG_CHECK_EQ_INT(l[4].id, 5);
+}
+
+CG_TEST(json_limits_duplicates_and_natural_ids)
+{
+    const unsigned nat = GW_JSON_LIMIT_ALLOW_SLIDING | GW_JSON_LIMIT_NATURAL_IDS;
+    proto_limit l[PROTO_LIMITS_MAX];
+    uint8_t n = 0;
+
+    CG_CHECK(test_refused("[{\"metric\":\"cost\",\"window\":\"day\",\"max\":1},"
+                          "{\"metric\":\"tokens\",\"window\":\"day\"},"
+                          "{\"metric\":\"cost\",\"window\":\"day\",\"max\":2}]",
+                          "limits[2]: same metric and window as limits[0]"));
+    CG_CHECK(test_refused_flags("[{\"metric\":\"requests\",\"window\":\"60s\"},"
+                                "{\"metric\":\"requests\",\"window\":\"1m\"}]",
+                                nat, "limits[1]: same metric and window as limits[0]"));
+    /* Different sliding lengths are different windows. */
+    CG_CHECK_EQ_INT(test_limits_flags("[{\"metric\":\"requests\",\"window\":\"1m\"},"
+                                      "{\"metric\":\"requests\",\"window\":\"1h\"},"
+                                      "{\"metric\":\"cost\",\"window\":\"month\"}]",
+                                      nat, l, &n),
+                    CG_ERR_OK);
+    CG_CHECK_EQ_INT(n, 3);
+    CG_CHECK_EQ_INT(l[0].id, proto_limit_natural_id(PROTO_METRIC_REQUESTS, l[0].window));
+    CG_CHECK_EQ_INT(l[1].id, proto_limit_natural_id(PROTO_METRIC_REQUESTS, l[1].window));
+    CG_CHECK_EQ_INT(l[2].id, proto_limit_natural_id(PROTO_METRIC_COST, l[2].window));
+    CG_CHECK(l[0].id != l[1].id);
+}
+
+/* A limit of metric m and window text w with id (for keep_ids / merge tests). */
+static proto_limit test_limit(uint32_t id, int m, const char *w, int64_t max)
+{
+    proto_limit l;
+
+    memset(&l, 0, sizeof(l));
+    l.id = id;
+    l.metric = (uint8_t)m;
+    l.max = max;
+    if (cg_window_parse(w, &l.window) != CG_ERR_OK) {
+        l.window.kind = 99; /* makes the caller's checks fail */
+    }
+    return l;
+}
+
+CG_TEST(json_limits_keep_ids)
+{
+    proto_limit old[3] = {test_limit(1, PROTO_METRIC_COST, "month", 5),
+                          test_limit(2, PROTO_METRIC_TOKENS, "day", 6),
+                          test_limit(3, PROTO_METRIC_REQUESTS, "1m", 7)};
+    proto_limit nl[4] = {test_limit(0, PROTO_METRIC_REQUESTS, "1m", 70),
+                         test_limit(0, PROTO_METRIC_COST, "week", 8),
+                         test_limit(0, PROTO_METRIC_COST, "month", 50),
+                         test_limit(0, PROTO_METRIC_REQUESTS, "1h", 9)};
+
+    gw_json_limits_keep_ids(old, 3, nl, 4);
+    CG_CHECK_EQ_INT(nl[0].id, 3);
+    CG_CHECK_EQ_INT(nl[2].id, 1);
+    CG_CHECK_EQ_INT(nl[1].id, proto_limit_natural_id(PROTO_METRIC_COST, nl[1].window));
+    CG_CHECK_EQ_INT(nl[3].id, proto_limit_natural_id(PROTO_METRIC_REQUESTS, nl[3].window));
+    CG_CHECK(nl[1].id > 3 && nl[3].id > 3 && nl[1].id != nl[3].id);
+    /* The removed tokens/day limit's id 2 is never handed to another kind of limit. */
+    for (int i = 0; i < 4; i++) {
+        CG_CHECK(nl[i].id != 2);
+    }
+
+    /* Should a natural id be taken (an odd old list), the new one goes above the maximum. */
+    proto_limit odd[1] = {test_limit(0, PROTO_METRIC_TOKENS, "day", 1)};
+    odd[0].id = proto_limit_natural_id(PROTO_METRIC_COST, nl[1].window);
+    proto_limit nl2[2] = {test_limit(0, PROTO_METRIC_TOKENS, "day", 1),
+                          test_limit(0, PROTO_METRIC_COST, "week", 2)};
+    gw_json_limits_keep_ids(odd, 1, nl2, 2);
+    CG_CHECK_EQ_INT(nl2[0].id, odd[0].id);
+    CG_CHECK_EQ_INT(nl2[1].id, odd[0].id + 1);
+}
+
+CG_TEST(json_limits_merge)
+{
+    proto_limit defs[2] = {test_limit(0, PROTO_METRIC_COST, "month", 5),
+                           test_limit(0, PROTO_METRIC_REQUESTS, "1m", 60)};
+    proto_limit over[2] = {test_limit(0, PROTO_METRIC_TOKENS, "day", 1000),
+                           test_limit(0, PROTO_METRIC_COST, "month", 20)};
+    proto_limit out[PROTO_LIMITS_MAX], many[PROTO_LIMITS_MAX];
+    uint8_t from[PROTO_LIMITS_MAX];
+
+    CG_CHECK_EQ_INT(gw_json_limits_merge(defs, 2, over, 2, out, from), 3);
+    CG_CHECK_EQ_INT(out[0].metric, PROTO_METRIC_COST);
+    CG_CHECK_EQ_INT(out[0].max, 20);
+    CG_CHECK_EQ_INT(from[0], 1);
+    CG_CHECK_EQ_INT(out[1].max, 60);
+    CG_CHECK_EQ_INT(from[1], 0);
+    CG_CHECK_EQ_INT(out[2].max, 1000);
+    CG_CHECK_EQ_INT(from[2], 1);
+    CG_CHECK_EQ_INT(gw_json_limits_merge(defs, 2, NULL, 0, out, from), 2);
+    CG_CHECK_EQ_INT(from[0] + from[1], 0);
+    CG_CHECK_EQ_INT(gw_json_limits_merge(NULL, 0, over, 2, NULL, NULL), 2);
+
+    /* 16 sliding defaults plus one new override: 17, only counted past the cap. */
+    for (int i = 0; i < PROTO_LIMITS_MAX; i++) {
+        char w[16];
+        snprintf(w, sizeof(w), "%dm", i + 1);
+        many[i] = test_limit(0, PROTO_METRIC_REQUESTS, w, i);
+    }
+    CG_CHECK_EQ_INT(gw_json_limits_merge(many, PROTO_LIMITS_MAX, over, 1, out, from),
+                    PROTO_LIMITS_MAX + 1);
+    CG_CHECK_EQ_INT(out[PROTO_LIMITS_MAX - 1].max, PROTO_LIMITS_MAX - 1);
 }
 
 CG_TEST(json_money)
@@ -364,6 +507,8 @@ int main(void)
 {
     return CG_TEST_RUN(json_limits_ok, json_limits_absent_or_empty, json_limits_refused,
                        json_warn_at_refused, json_warn_at_edges, json_too_many_limits,
-                       json_sliding_when_allowed, json_money, json_parse_strict, json_limit_print,
+                       json_sliding_when_allowed, json_sliding_rules,
+                       json_limits_duplicates_and_natural_ids, json_limits_keep_ids,
+                       json_limits_merge, json_money, json_parse_strict, json_limit_print,
                        json_limit_roundtrip, json_error_body, json_check_fields);
 }

@@ -35,7 +35,7 @@ static long long prompt_of(const char *json)
     char msg[128];
     int64_t v = -1;
     cJSON *j = cJSON_Parse(json);
-    if (j == NULL || gw_estimate_prompt(&cfg, j, &v, msg, sizeof(msg)) != CG_ERR_OK) {
+    if (j == NULL || gw_estimate_prompt(&cfg, GW_EP_CHAT, j, &v, msg, sizeof(msg)) != CG_ERR_OK) {
         v = -1;
     }
     cJSON_Delete(j);
@@ -45,10 +45,11 @@ static long long prompt_of(const char *json)
 /* Completion bound; -1 on error, msg receives the message. */
 static long long completion_of(const char *json, char *msg, size_t cap)
 {
-    int64_t v = -1;
+    gw_estimate e;
+    long long v = -1;
     cJSON *j = cJSON_Parse(json);
-    if (j == NULL || gw_estimate_completion(&model, j, &v, msg, cap) != CG_ERR_OK) {
-        v = -1;
+    if (j != NULL && gw_estimate_completion(&model, GW_EP_CHAT, j, &e, msg, cap) == CG_ERR_OK) {
+        v = e.completion_tokens;
     }
     cJSON_Delete(j);
     return v;
@@ -81,7 +82,7 @@ CG_TEST(estimate_bound_covers_bytes)
         cJSON_AddItemToArray(msgs, m);
         int64_t v = 0;
         char msg[64];
-        CG_CHECK(gw_estimate_prompt(&cfg, body, &v, msg, sizeof(msg)) == CG_ERR_OK);
+        CG_CHECK(gw_estimate_prompt(&cfg, GW_EP_CHAT, body, &v, msg, sizeof(msg)) == CG_ERR_OK);
         CG_CHECK(v >= (int64_t)strlen(texts[i]) + 8);
         cJSON_Delete(body);
     }
@@ -133,7 +134,7 @@ CG_TEST(estimate_missing_messages)
     char msg[128] = "";
     int64_t v = 0;
     cJSON *j = cJSON_Parse("{\"messages\":\"hi\"}");
-    CG_CHECK(gw_estimate_prompt(&cfg, j, &v, msg, sizeof(msg)) == CG_ERR_INVAL);
+    CG_CHECK(gw_estimate_prompt(&cfg, GW_EP_CHAT, j, &v, msg, sizeof(msg)) == CG_ERR_INVAL);
     CG_CHECK(strncmp(msg, "messages", 8) == 0);
     cJSON_Delete(j);
     CG_CHECK_EQ_INT(prompt_of("{\"model\":\"m\"}"), -1);
@@ -179,14 +180,14 @@ CG_TEST(estimate_cost)
                            "\"max_tokens\":100}");
     gw_estimate e;
     char msg[128];
-    CG_CHECK(gw_estimate_request(&cfg, &model, j, &e, msg, sizeof(msg)) == CG_ERR_OK);
+    CG_CHECK(gw_estimate_request(&cfg, &model, GW_EP_CHAT, j, &e, msg, sizeof(msg)) == CG_ERR_OK);
     CG_CHECK_EQ_INT(e.prompt_tokens, 17);
     CG_CHECK_EQ_INT(e.completion_tokens, 100);
     /* 17 * 0.15 / 1M + 100 * 0.60 / 1M + 0.0001, in nano-USD */
     CG_CHECK_EQ_INT(e.cost_nusd, 2550 + 60000 + 100000);
     /* A cached rate above the prompt rate is the worst case for the prompt. */
     model.cached_prompt_nusd_per_mtok = 300000000;
-    CG_CHECK(gw_estimate_request(&cfg, &model, j, &e, msg, sizeof(msg)) == CG_ERR_OK);
+    CG_CHECK(gw_estimate_request(&cfg, &model, GW_EP_CHAT, j, &e, msg, sizeof(msg)) == CG_ERR_OK);
     CG_CHECK_EQ_INT(e.cost_nusd, 5100 + 60000 + 100000);
     cJSON_Delete(j);
 }
@@ -228,11 +229,131 @@ CG_TEST(estimate_nul_escape)
     CG_CHECK(gw_body_has_nul_escape(b, strlen(b)) == 0);
 }
 
+/* Full estimate of body at endpoint ep; e.prompt_tokens = -1 on error. */
+static gw_estimate est_of(int ep, const char *json)
+{
+    gw_estimate e;
+    char msg[192];
+    memset(&e, 0, sizeof(e));
+    cJSON *j = cJSON_Parse(json);
+    if (j == NULL || gw_estimate_request(&cfg, &model, ep, j, &e, msg, sizeof(msg)) != CG_ERR_OK) {
+        e.prompt_tokens = -1;
+    }
+    cJSON_Delete(j);
+    return e;
+}
+
+CG_TEST(estimate_completions)
+{
+    setup();
+    /* A string prompt: bytes + allowance; no max_tokens: the model maximum. */
+    gw_estimate e = est_of(GW_EP_COMPLETIONS, "{\"prompt\":\"hello world\"}");
+    CG_CHECK_EQ_INT(e.prompt_tokens, 11 + 8);
+    CG_CHECK_EQ_INT(e.named_max, -1);
+    CG_CHECK_EQ_INT(e.completion_tokens, 16384);
+    /* Several prompts: each its own allowance and its own completion. */
+    e = est_of(GW_EP_COMPLETIONS, "{\"prompt\":[\"hello world\",\"abc\"],\"max_tokens\":5}");
+    CG_CHECK_EQ_INT(e.prompt_tokens, 11 + 8 + 3 + 8);
+    CG_CHECK_EQ_INT(e.choices, 2);
+    CG_CHECK_EQ_INT(e.completion_tokens, 10);
+    /* Token ids count one each; the suffix belongs to every prompt; best_of multiplies. */
+    e = est_of(GW_EP_COMPLETIONS, "{\"prompt\":[1,2,3],\"suffix\":\"xy\",\"max_tokens\":4,"
+                                  "\"n\":2,\"best_of\":3}");
+    CG_CHECK_EQ_INT(e.prompt_tokens, 3 + 2 + 8);
+    CG_CHECK_EQ_INT(e.completion_tokens, 4 * 3);
+    e = est_of(GW_EP_COMPLETIONS, "{\"prompt\":[[1,2],[3]],\"max_tokens\":1}");
+    CG_CHECK_EQ_INT(e.prompt_tokens, 2 + 8 + 1 + 8);
+    CG_CHECK_EQ_INT(e.completion_tokens, 2);
+    /* Bad shapes are refused with the field named. */
+    const char *bad[] = {"{\"prompt\":[]}",
+                         "{\"prompt\":[\"a\",1]}",
+                         "{\"prompt\":{}}",
+                         "{\"prompt\":[[1,\"x\"]]}",
+                         "{}",
+                         "{\"prompt\":[1.5]}"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        CG_CHECK_EQ_INT(est_of(GW_EP_COMPLETIONS, bad[i]).prompt_tokens, -1);
+    }
+}
+
+CG_TEST(estimate_embeddings)
+{
+    setup();
+    gw_estimate e = est_of(GW_EP_EMBEDDINGS, "{\"input\":[\"hello world\",\"abc\"]}");
+    CG_CHECK_EQ_INT(e.prompt_tokens, 11 + 8 + 3 + 8);
+    CG_CHECK_EQ_INT(e.choices, 0);
+    CG_CHECK_EQ_INT(e.completion_tokens, 0);
+    /* Cost is the prompt only, plus the fee: 30 tokens at $0.15 / 1M. */
+    CG_CHECK_EQ_INT(e.cost_nusd, 30 * 150 + 100000);
+    /* A max_tokens member means nothing here. */
+    e = est_of(GW_EP_EMBEDDINGS, "{\"input\":\"x\",\"max_tokens\":100}");
+    CG_CHECK_EQ_INT(e.completion_tokens, 0);
+    e = est_of(GW_EP_EMBEDDINGS, "{\"input\":[5,6,7,8]}");
+    CG_CHECK_EQ_INT(e.prompt_tokens, 4 + 8);
+    CG_CHECK_EQ_INT(est_of(GW_EP_EMBEDDINGS, "{\"input\":null}").prompt_tokens, -1);
+}
+
+CG_TEST(estimate_responses)
+{
+    setup();
+    gw_estimate e = est_of(GW_EP_RESPONSES, "{\"instructions\":\"be brief\",\"input\":"
+                                            "\"hello world\",\"max_output_tokens\":6}");
+    CG_CHECK_EQ_INT(e.prompt_tokens, 8 + 8 + 11 + 8);
+    CG_CHECK_EQ_INT(e.named_max, 6);
+    CG_CHECK_EQ_INT(e.completion_tokens, 6);
+    /* Items: every string of the item, media parts at the part allowance. */
+    e = est_of(GW_EP_RESPONSES,
+               "{\"input\":[{\"role\":\"user\",\"content\":[{\"type\":\"input_text\",\"text\":"
+               "\"hi\"},{\"type\":\"input_image\",\"image_url\":\"data:...\"}]}]}");
+    CG_CHECK_EQ_INT(e.prompt_tokens, 4 + (10 + 2) + 2000 + 8);
+    CG_CHECK_EQ_INT(e.completion_tokens, 16384);
+    /* max_tokens is not the responses bound. */
+    e = est_of(GW_EP_RESPONSES, "{\"input\":\"x\",\"max_tokens\":5}");
+    CG_CHECK_EQ_INT(e.completion_tokens, 16384);
+    CG_CHECK_EQ_INT(est_of(GW_EP_RESPONSES, "{\"input\":3}").prompt_tokens, -1);
+    CG_CHECK_EQ_INT(est_of(GW_EP_RESPONSES, "{\"input\":\"x\",\"instructions\":1}").prompt_tokens,
+                    -1);
+}
+
+CG_TEST(estimate_set_max)
+{
+    setup();
+    gw_estimate e = est_of(GW_EP_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"hello\"}],"
+                                       "\"n\":2}");
+    CG_CHECK_EQ_INT(e.completion_tokens, 2 * 16384);
+    gw_estimate_set_max(&cfg, &model, &e, 50);
+    CG_CHECK_EQ_INT(e.max_tokens, 50);
+    CG_CHECK_EQ_INT(e.completion_tokens, 100);
+    CG_CHECK_EQ_INT(e.cost_nusd, 2550 + 60000 + 100000);
+    CG_CHECK_EQ_INT(gw_estimate_tokens(&e), 117);
+    e.prompt_tokens = INT64_MAX;
+    CG_CHECK_EQ_INT(gw_estimate_tokens(&e), INT64_MAX);
+}
+
+CG_TEST(estimate_usage_responses_json)
+{
+    cJSON *j = cJSON_Parse("{\"input_tokens\":9,\"output_tokens\":4,"
+                           "\"input_tokens_details\":{\"cached_tokens\":2},\"total_tokens\":13}");
+    gw_usage u;
+    CG_CHECK(gw_usage_from_json(j, &u) == 1);
+    CG_CHECK_EQ_INT(u.prompt_tokens, 9);
+    CG_CHECK_EQ_INT(u.completion_tokens, 4);
+    CG_CHECK_EQ_INT(u.cached_tokens, 2);
+    cJSON_Delete(j);
+    /* Embeddings: prompt_tokens and total_tokens only. */
+    j = cJSON_Parse("{\"prompt_tokens\":5,\"total_tokens\":5}");
+    CG_CHECK(gw_usage_from_json(j, &u) == 1);
+    CG_CHECK_EQ_INT(u.prompt_tokens, 5);
+    CG_CHECK_EQ_INT(u.completion_tokens, 0);
+    cJSON_Delete(j);
+}
+
 int main(void)
 {
-    return CG_TEST_RUN(estimate_text, estimate_bound_covers_bytes, estimate_parts,
-                       estimate_name_and_tool_calls, estimate_tools_and_response_format,
-                       estimate_missing_messages, estimate_max_tokens_variants,
-                       estimate_invalid_max_tokens, estimate_cost, estimate_actual_cost,
-                       estimate_usage_json, estimate_nul_escape);
+    return CG_TEST_RUN(
+        estimate_text, estimate_bound_covers_bytes, estimate_parts, estimate_name_and_tool_calls,
+        estimate_tools_and_response_format, estimate_missing_messages, estimate_max_tokens_variants,
+        estimate_invalid_max_tokens, estimate_cost, estimate_actual_cost, estimate_usage_json,
+        estimate_nul_escape, estimate_completions, estimate_embeddings, estimate_responses,
+        estimate_set_max, estimate_usage_responses_json);
 }

@@ -4,10 +4,13 @@
  * Runs on one dedicated loop in the gateway process (not the workers'), with
  * its own gw_ledger. Every request needs `Authorization: Bearer <admin token>`
  * compared in constant time. Errors in OpenAI shape (400 with the bad field
- * named, 401, 404, 409, 503 ledger_unavailable).
+ * named, 401, 404, 405, 409, 503 ledger_unavailable).
  *
- * Issue 2 slice: POST /admin/v1/orgs, GET /admin/v1/orgs/{org},
- * POST /admin/v1/orgs/{org}/keys, GET /admin/v1/keys/{id}.
+ * Endpoints (docs/contracts.md "Admin API JSON" and "Admin API additions"):
+ * orgs (POST, GET with limit state, PATCH), keys (POST under an org, GET,
+ * PATCH, DELETE, POST .../revoke), groups (POST, GET, PATCH, DELETE),
+ * customer overrides (PUT, GET merged with the org's defaults, DELETE) and
+ * usage totals summed over every shard. The route table is in gw_admin.c.
  */
 #ifndef GW_ADMIN_H
 #define GW_ADMIN_H

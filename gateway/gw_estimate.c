@@ -1,5 +1,5 @@
 /*
- * gw_estimate.c — worst-case and actual usage of a chat completion request.
+ * gw_estimate.c — worst-case and actual usage of a request to a proxied endpoint.
  *
  * See gw_estimate.h for the bound and why it never underestimates. Invariant:
  * every quantity saturates instead of wrapping, so a hostile body can make the
@@ -83,8 +83,29 @@ static int64_t gw_json_bytes(const cJSON *node)
     return n;
 }
 
-cg_err gw_estimate_prompt(const cg_config *cfg, const cJSON *body, int64_t *out, char *msg,
-                          size_t msgcap)
+/* One message, item or schema: its string bytes plus the allowance. */
+static int64_t gw_item_bound(const cg_config *cfg, const cJSON *node)
+{
+    return gw_sat_add(gw_text_bytes(cfg, node), cfg->prompt_message_tokens);
+}
+
+/* For each named member present (not null): its serialized length plus the allowance. */
+static int64_t gw_extras_bound(const cg_config *cfg, const cJSON *body, const char *const *names,
+                               size_t n)
+{
+    int64_t total = 0;
+    for (size_t i = 0; i < n; i++) {
+        const cJSON *x = cJSON_GetObjectItemCaseSensitive(body, names[i]);
+        if (x != NULL && !cJSON_IsNull(x)) {
+            total = gw_sat_add(total, gw_json_bytes(x));
+            total = gw_sat_add(total, cfg->prompt_message_tokens);
+        }
+    }
+    return total;
+}
+
+static cg_err gw_prompt_chat(const cg_config *cfg, const cJSON *body, int64_t *out, char *msg,
+                             size_t msgcap)
 {
     static const char *const extras[] = {"tools", "functions", "response_format"};
     const cJSON *messages = cJSON_GetObjectItemCaseSensitive(body, "messages");
@@ -96,18 +117,164 @@ cg_err gw_estimate_prompt(const cg_config *cfg, const cJSON *body, int64_t *out,
     const cJSON *m;
     cJSON_ArrayForEach(m, messages)
     {
-        total = gw_sat_add(total, gw_text_bytes(cfg, m));
-        total = gw_sat_add(total, cfg->prompt_message_tokens);
+        total = gw_sat_add(total, gw_item_bound(cfg, m));
     }
-    for (size_t i = 0; i < sizeof(extras) / sizeof(extras[0]); i++) {
-        const cJSON *x = cJSON_GetObjectItemCaseSensitive(body, extras[i]);
-        if (x != NULL && !cJSON_IsNull(x)) {
-            total = gw_sat_add(total, gw_json_bytes(x));
-            total = gw_sat_add(total, cfg->prompt_message_tokens);
+    *out = gw_sat_add(total, gw_extras_bound(cfg, body, extras, 3));
+    return CG_ERR_OK;
+}
+
+/* A token-id array: every element an integer. 1 = yes. */
+static int gw_is_token_array(const cJSON *a)
+{
+    if (!cJSON_IsArray(a) || cJSON_GetArraySize(a) == 0) {
+        return 0;
+    }
+    const cJSON *t;
+    cJSON_ArrayForEach(t, a)
+    {
+        if (!cJSON_IsNumber(t) || t->valuedouble != floor(t->valuedouble)) {
+            return 0;
         }
+    }
+    return 1;
+}
+
+/*
+ * The inputs of a completions "prompt" / embeddings "input": a string, an
+ * array of strings, a token-id array, or an array of token-id arrays. Sets
+ * *bytes to the sum over inputs of (bytes or ids + per_input) and *count to
+ * the number of inputs. CG_ERR_INVAL for any other shape.
+ */
+static cg_err gw_inputs_bound(const cJSON *v, int64_t per_input, int64_t *bytes, int64_t *count)
+{
+    int64_t total = 0, n = 0;
+    if (cJSON_IsString(v)) {
+        *bytes = gw_sat_add((int64_t)strlen(v->valuestring), per_input);
+        *count = 1;
+        return CG_ERR_OK;
+    }
+    if (gw_is_token_array(v)) {
+        *bytes = gw_sat_add(cJSON_GetArraySize(v), per_input);
+        *count = 1;
+        return CG_ERR_OK;
+    }
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) == 0) {
+        return CG_ERR_INVAL;
+    }
+    const cJSON *it;
+    cJSON_ArrayForEach(it, v)
+    {
+        if (cJSON_IsString(it)) {
+            total = gw_sat_add(total, (int64_t)strlen(it->valuestring));
+        } else if (gw_is_token_array(it)) {
+            total = gw_sat_add(total, cJSON_GetArraySize(it));
+        } else {
+            return CG_ERR_INVAL;
+        }
+        total = gw_sat_add(total, per_input);
+        n++;
+    }
+    *bytes = total;
+    *count = n;
+    return CG_ERR_OK;
+}
+
+static cg_err gw_prompt_inputs(const cg_config *cfg, int ep, const cJSON *body, int64_t *out,
+                               char *msg, size_t msgcap)
+{
+    const char *field = ep == GW_EP_COMPLETIONS ? "prompt" : "input";
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(body, field);
+    const cJSON *suffix = cJSON_GetObjectItemCaseSensitive(body, "suffix");
+    int64_t per = cfg->prompt_message_tokens;
+    if (ep == GW_EP_COMPLETIONS && cJSON_IsString(suffix)) {
+        /* The suffix is part of every prompt of the batch. */
+        per = gw_sat_add(per, (int64_t)strlen(suffix->valuestring));
+    }
+    int64_t total = 0, count = 0;
+    if (gw_inputs_bound(v, per, &total, &count) != CG_ERR_OK) {
+        snprintf(msg, msgcap,
+                 "%s: required, must be a string, an array of strings, an array of token ids "
+                 "or an array of token-id arrays (not empty)",
+                 field);
+        return CG_ERR_INVAL;
     }
     *out = total;
     return CG_ERR_OK;
+}
+
+static cg_err gw_prompt_responses(const cg_config *cfg, const cJSON *body, int64_t *out, char *msg,
+                                  size_t msgcap)
+{
+    static const char *const extras[] = {"tools", "text"};
+    const cJSON *input = cJSON_GetObjectItemCaseSensitive(body, "input");
+    const cJSON *instr = cJSON_GetObjectItemCaseSensitive(body, "instructions");
+    int64_t total = 0;
+    if (cJSON_IsString(input)) {
+        total = gw_item_bound(cfg, input);
+    } else if (cJSON_IsArray(input)) {
+        const cJSON *it;
+        cJSON_ArrayForEach(it, input)
+        {
+            total = gw_sat_add(total, gw_item_bound(cfg, it));
+        }
+    } else {
+        snprintf(msg, msgcap, "input: required, must be a string or an array of items");
+        return CG_ERR_INVAL;
+    }
+    if (instr != NULL && !cJSON_IsNull(instr)) {
+        if (!cJSON_IsString(instr)) {
+            snprintf(msg, msgcap, "instructions: must be a string");
+            return CG_ERR_INVAL;
+        }
+        total = gw_sat_add(total, gw_item_bound(cfg, instr));
+    }
+    *out = gw_sat_add(total, gw_extras_bound(cfg, body, extras, 2));
+    return CG_ERR_OK;
+}
+
+cg_err gw_estimate_prompt(const cg_config *cfg, int ep, const cJSON *body, int64_t *out, char *msg,
+                          size_t msgcap)
+{
+    switch (ep) {
+    case GW_EP_CHAT:
+        return gw_prompt_chat(cfg, body, out, msg, msgcap);
+    case GW_EP_COMPLETIONS:
+    case GW_EP_EMBEDDINGS:
+        return gw_prompt_inputs(cfg, ep, body, out, msg, msgcap);
+    case GW_EP_RESPONSES:
+        return gw_prompt_responses(cfg, body, out, msg, msgcap);
+    default:
+        snprintf(msg, msgcap, "this endpoint takes no request body");
+        return CG_ERR_INVAL;
+    }
+}
+
+size_t gw_endpoint_max_fields(int ep, const char *const **out)
+{
+    static const char *const chat[] = {"max_completion_tokens", "max_tokens"};
+    static const char *const completions[] = {"max_tokens"};
+    static const char *const responses[] = {"max_output_tokens"};
+    switch (ep) {
+    case GW_EP_CHAT:
+        *out = chat;
+        return 2;
+    case GW_EP_COMPLETIONS:
+        *out = completions;
+        return 1;
+    case GW_EP_RESPONSES:
+        *out = responses;
+        return 1;
+    default:
+        *out = NULL;
+        return 0;
+    }
+}
+
+const char *gw_endpoint_fill_field(int ep)
+{
+    const char *const *f = NULL;
+    size_t n = gw_endpoint_max_fields(ep, &f);
+    return n == 0 ? NULL : f[n - 1];
 }
 
 /* An optional integer field in [lo, hi]: 1 = present (*out set), 0 = absent or null, -1 = bad. */
@@ -128,12 +295,13 @@ static int gw_opt_int(const cJSON *body, const char *name, int64_t lo, int64_t h
     return 1;
 }
 
-cg_err gw_estimate_completion(const cg_model_cfg *m, const cJSON *body, int64_t *out, char *msg,
-                              size_t msgcap)
+/* The bound the request names (-1: none). */
+static cg_err gw_named_max(int ep, const cJSON *body, int64_t *out, char *msg, size_t msgcap)
 {
-    static const char *const fields[] = {"max_completion_tokens", "max_tokens"};
+    const char *const *fields = NULL;
+    size_t nf = gw_endpoint_max_fields(ep, &fields);
     int64_t bound = -1;
-    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+    for (size_t i = 0; i < nf; i++) {
         int64_t v = 0;
         int r = gw_opt_int(body, fields[i], 0, GW_ESTIMATE_MAX_TOKENS_MAX, &v);
         if (r < 0) {
@@ -144,40 +312,97 @@ cg_err gw_estimate_completion(const cg_model_cfg *m, const cJSON *body, int64_t 
             bound = v;
         }
     }
-    if (bound < 0) {
-        bound = m->max_output_tokens;
+    *out = bound;
+    return CG_ERR_OK;
+}
+
+/* Completions a request may produce (see the file comment). */
+static cg_err gw_choices(int ep, const cJSON *body, int64_t *out, char *msg, size_t msgcap)
+{
+    int64_t n = 1, best_of = 1, prompts = 1, ignored = 0;
+    if (ep == GW_EP_EMBEDDINGS) {
+        *out = 0;
+        return CG_ERR_OK;
     }
-    int64_t n = 1;
+    if (ep == GW_EP_RESPONSES) {
+        *out = 1;
+        return CG_ERR_OK;
+    }
     if (gw_opt_int(body, "n", 1, GW_ESTIMATE_N_MAX, &n) < 0) {
         snprintf(msg, msgcap, "n: must be an integer from 1 to %d", GW_ESTIMATE_N_MAX);
         return CG_ERR_INVAL;
     }
-    *out = gw_sat_mul(bound, n);
+    if (ep == GW_EP_COMPLETIONS) {
+        if (gw_opt_int(body, "best_of", 1, GW_ESTIMATE_N_MAX, &best_of) < 0) {
+            snprintf(msg, msgcap, "best_of: must be an integer from 1 to %d", GW_ESTIMATE_N_MAX);
+            return CG_ERR_INVAL;
+        }
+        const cJSON *prompt = cJSON_GetObjectItemCaseSensitive(body, "prompt");
+        if (gw_inputs_bound(prompt, 0, &ignored, &prompts) != CG_ERR_OK) {
+            prompts = 1; /* the prompt's shape is checked (and refused) by the prompt bound */
+        }
+    }
+    *out = gw_sat_mul(n > best_of ? n : best_of, prompts);
     return CG_ERR_OK;
 }
 
-cg_err gw_estimate_request(const cg_config *cfg, const cg_model_cfg *m, const cJSON *body,
-                           gw_estimate *out, char *msg, size_t msgcap)
+cg_err gw_estimate_completion(const cg_model_cfg *m, int ep, const cJSON *body, gw_estimate *out,
+                              char *msg, size_t msgcap)
 {
-    int64_t prompt = 0, completion = 0;
-    cg_err err = gw_estimate_prompt(cfg, body, &prompt, msg, msgcap);
+    int64_t named = -1, choices = 0;
+    cg_err err = gw_named_max(ep, body, &named, msg, msgcap);
+    if (err == CG_ERR_OK) {
+        err = gw_choices(ep, body, &choices, msg, msgcap);
+    }
     if (err != CG_ERR_OK) {
         return err;
     }
-    err = gw_estimate_completion(m, body, &completion, msg, msgcap);
-    if (err != CG_ERR_OK) {
-        return err;
-    }
+    out->named_max = named;
+    out->choices = choices;
+    out->max_tokens = choices == 0 ? 0 : (named >= 0 ? named : m->max_output_tokens);
+    out->completion_tokens = gw_sat_mul(out->max_tokens, choices);
+    return CG_ERR_OK;
+}
+
+int64_t gw_estimate_tokens(const gw_estimate *e)
+{
+    return gw_sat_add(e->prompt_tokens, e->completion_tokens);
+}
+
+int64_t gw_estimate_prompt_cost(const cg_model_cfg *m, int64_t prompt_tokens)
+{
     int64_t prompt_rate = m->prompt_nusd_per_mtok;
     if (m->cached_prompt_nusd_per_mtok > prompt_rate) {
         prompt_rate = m->cached_prompt_nusd_per_mtok;
     }
-    int64_t cost = cg_money_token_cost(prompt, prompt_rate);
-    cost = gw_sat_add(cost, cg_money_token_cost(completion, m->completion_nusd_per_mtok));
-    cost = gw_sat_add(cost, cfg->routing_fee_nusd);
-    out->prompt_tokens = prompt;
-    out->completion_tokens = completion;
-    out->cost_nusd = cost;
+    return cg_money_token_cost(prompt_tokens, prompt_rate);
+}
+
+void gw_estimate_set_max(const cg_config *cfg, const cg_model_cfg *m, gw_estimate *e,
+                         int64_t max_tokens)
+{
+    e->max_tokens = e->choices == 0 ? 0 : max_tokens;
+    e->completion_tokens = gw_sat_mul(e->max_tokens, e->choices);
+    int64_t cost = gw_estimate_prompt_cost(m, e->prompt_tokens);
+    cost = gw_sat_add(cost, cg_money_token_cost(e->completion_tokens, m->completion_nusd_per_mtok));
+    e->cost_nusd = gw_sat_add(cost, cfg->routing_fee_nusd);
+}
+
+cg_err gw_estimate_request(const cg_config *cfg, const cg_model_cfg *m, int ep, const cJSON *body,
+                           gw_estimate *out, char *msg, size_t msgcap)
+{
+    gw_estimate e;
+    memset(&e, 0, sizeof(e));
+    cg_err err = gw_estimate_prompt(cfg, ep, body, &e.prompt_tokens, msg, msgcap);
+    if (err != CG_ERR_OK) {
+        return err;
+    }
+    err = gw_estimate_completion(m, ep, body, &e, msg, msgcap);
+    if (err != CG_ERR_OK) {
+        return err;
+    }
+    gw_estimate_set_max(cfg, m, &e, e.max_tokens);
+    *out = e;
     return CG_ERR_OK;
 }
 
@@ -213,9 +438,13 @@ int gw_usage_from_json(const cJSON *usage, gw_usage *out)
     if (!cJSON_IsObject(usage)) {
         return 0;
     }
-    out->prompt_tokens = gw_count(usage, "prompt_tokens");
-    out->completion_tokens = gw_count(usage, "completion_tokens");
-    const cJSON *details = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens_details");
+    /* Chat, completions and embeddings name them prompt/completion; responses input/output. */
+    int responses = cJSON_GetObjectItemCaseSensitive(usage, "prompt_tokens") == NULL &&
+                    cJSON_GetObjectItemCaseSensitive(usage, "input_tokens") != NULL;
+    out->prompt_tokens = gw_count(usage, responses ? "input_tokens" : "prompt_tokens");
+    out->completion_tokens = gw_count(usage, responses ? "output_tokens" : "completion_tokens");
+    const cJSON *details = cJSON_GetObjectItemCaseSensitive(
+        usage, responses ? "input_tokens_details" : "prompt_tokens_details");
     out->cached_tokens = cJSON_IsObject(details) ? gw_count(details, "cached_tokens") : 0;
     if (out->cached_tokens > out->prompt_tokens) {
         out->cached_tokens = out->prompt_tokens;

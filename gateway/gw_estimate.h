@@ -1,32 +1,50 @@
 /*
- * gw_estimate.h — worst-case and actual usage of a chat completion request.
+ * gw_estimate.h — worst-case and actual usage of a request to one of the
+ * proxied endpoints (chat completions, completions, embeddings, responses).
  *
  * Before a request goes upstream the gateway reserves its worst case on the
  * ledger (SPEC §3). The worst case must never be below what the upstream can
- * bill, or concurrent requests could pass a cap together. The bound is:
+ * bill, or concurrent requests could pass a cap together. The bound is, with
+ * A = prompt_message_tokens (the per-message allowance) and P =
+ * prompt_part_tokens (the per-media-part allowance):
  *
- *   prompt     = Σ over messages of ( UTF-8 bytes of every string value in the
- *                message (content strings, text parts, name, tool_calls
- *                arguments, ...) + prompt_part_tokens per non-text part
- *                (image_url / input_audio / file) + prompt_message_tokens )
- *              + for each of "tools", "functions", "response_format" present:
- *                its serialized byte length + prompt_message_tokens
- *   completion = max(max_completion_tokens, max_tokens) when given, else the
- *                model's max_output_tokens; times "n" (choices, default 1)
+ *   chat        prompt = Σ over messages of (UTF-8 bytes of every string value
+ *               in the message (content strings, text parts, name, tool_calls
+ *               arguments, ...) + P per non-text part (image_url, input_audio,
+ *               file) + A) + for each of "tools", "functions",
+ *               "response_format" present: its serialized byte length + A
+ *   completions prompt = Σ over prompts of (bytes of a string prompt, or 1 per
+ *               token id of a token-array prompt, + bytes of "suffix" + A)
+ *   embeddings  prompt = Σ over inputs of (bytes of a string, or 1 per token id, + A)
+ *   responses   prompt = bytes of "instructions" + A, + for a string "input"
+ *               its bytes + A, for an array of items Σ (bytes of every string
+ *               value of the item + P per media part + A), + for each of
+ *               "tools", "text" present: its serialized length + A
+ *
+ *   completion = max_tokens × choices, where max_tokens is the bound the
+ *               request names (chat: the larger of max_completion_tokens and
+ *               max_tokens; completions: max_tokens; responses:
+ *               max_output_tokens) or else the model's max_output_tokens, and
+ *               choices is n (chat), max(n, best_of) × prompts (completions),
+ *               1 (responses) or 0 (embeddings: no completion)
  *   cost       = prompt × max(prompt rate, cached rate) + completion × completion
  *                rate (each rounded up) + routing fee
  *
  * Why it never underestimates: the tokenizers of OpenAI-compatible models
  * (byte-level BPE) split text into tokens of at least one byte each, so a
- * string of B UTF-8 bytes becomes at most B tokens. Every piece of text the
- * model sees is a string value of the request — counted byte for byte — or
- * formatting the provider adds around each message (role markers, separators,
- * a handful of tokens) or around tool schemas, covered by the per-message
- * allowance; media parts are billed per part and bounded by the configured
- * per-part allowance. Strings are measured after JSON unescaping ("\u00e9" is
- * the 2 bytes the model sees, not 6). The completion cannot exceed the max
- * tokens the request sends upstream; without one, the configured model maximum
- * is the operator's statement of that bound. Rates round up (cg_money).
+ * string of B UTF-8 bytes becomes at most B tokens; a token-id prompt is
+ * exactly its ids. Every piece of text the model sees is a string value of
+ * the request — counted byte for byte — or formatting the provider adds
+ * around each message (role markers, separators, a handful of tokens) or
+ * around tool schemas, covered by the per-message allowance; media parts are
+ * billed per part and bounded by the configured per-part allowance. Strings
+ * are measured after JSON unescaping ("\u00e9" is the 2 bytes the model
+ * sees, not 6). The completion cannot exceed the max tokens the request sends
+ * upstream (the gateway fills one in when the request names none); every
+ * choice and every prompt of a batch has its own completion. Rates round up
+ * (cg_money). What the model sees but the gateway cannot (a stored
+ * conversation behind /v1/responses' previous_response_id) is refused by the
+ * caller in strict mode (gw_body_check).
  *
  * cJSON keeps strings NUL-terminated, so text after an escaped NUL ("\u0000")
  * would go uncounted: callers refuse such bodies first (gw_body_has_nul_escape).
@@ -52,31 +70,66 @@ typedef struct gw_usage {
     int64_t cached_tokens;     /* prompt tokens served from cache, 0..prompt_tokens */
 } gw_usage;
 
+/* The proxied endpoints, and GET /v1/models (no body, no reservation). */
+typedef enum gw_endpoint {
+    GW_EP_CHAT = 0,        /* POST /v1/chat/completions */
+    GW_EP_COMPLETIONS = 1, /* POST /v1/completions */
+    GW_EP_EMBEDDINGS = 2,  /* POST /v1/embeddings */
+    GW_EP_RESPONSES = 3,   /* POST /v1/responses */
+    GW_EP_MODELS = 4,      /* GET /v1/models */
+    GW_EP_COUNT_
+} gw_endpoint;
+
+/*
+ * The body members that bound the completion of endpoint ep, in the order
+ * they are read (chat: max_completion_tokens, max_tokens; completions:
+ * max_tokens; responses: max_output_tokens; others: none). *out points to a
+ * static array; returns its length.
+ */
+size_t gw_endpoint_max_fields(int ep, const char *const **out);
+/* The member filled in when a request names no bound ("max_tokens" /
+ * "max_output_tokens"); NULL when the endpoint has no completion. */
+const char *gw_endpoint_fill_field(int ep);
+
 typedef struct gw_estimate {
     int64_t prompt_tokens;     /* upper bound of the prompt */
-    int64_t completion_tokens; /* upper bound of the completion (all choices) */
+    int64_t completion_tokens; /* upper bound of the completion: max_tokens × choices */
     int64_t cost_nusd;         /* worst-case cost incl. the routing fee */
+    int64_t max_tokens;        /* per-choice completion bound in effect */
+    int64_t named_max;         /* the bound the request names; -1 if none */
+    int64_t choices;           /* completions the request may produce (0: embeddings) */
 } gw_estimate;
 
 /*
- * Prompt bound of body (a JSON object). body["messages"] must be an array, else
- * CG_ERR_INVAL with a message naming the field in msg. Never fails otherwise.
+ * Prompt bound of body (a JSON object) for endpoint ep. The endpoint's input
+ * member (messages / prompt / input) must have an accepted shape, else
+ * CG_ERR_INVAL with a message naming the field in msg.
  */
-cg_err gw_estimate_prompt(const cg_config *cfg, const cJSON *body, int64_t *out, char *msg,
+cg_err gw_estimate_prompt(const cg_config *cfg, int ep, const cJSON *body, int64_t *out, char *msg,
                           size_t msgcap);
 
 /*
- * Completion bound: max_completion_tokens / max_tokens (the larger if both;
- * null = absent) or m->max_output_tokens, times n. A value that is not a
- * non-negative integer (or n outside 1..GW_ESTIMATE_N_MAX) gives CG_ERR_INVAL
- * with a message naming the field.
+ * Completion bound of body for ep (see the file comment): fills max_tokens,
+ * named_max, choices and completion_tokens of *out. A bound or count that is
+ * not a non-negative integer (n / best_of outside 1..GW_ESTIMATE_N_MAX) gives
+ * CG_ERR_INVAL with a message naming the field.
  */
-cg_err gw_estimate_completion(const cg_model_cfg *m, const cJSON *body, int64_t *out, char *msg,
-                              size_t msgcap);
+cg_err gw_estimate_completion(const cg_model_cfg *m, int ep, const cJSON *body, gw_estimate *out,
+                              char *msg, size_t msgcap);
 
 /* Both bounds and the worst-case cost. Errors as above; out written only on success. */
-cg_err gw_estimate_request(const cg_config *cfg, const cg_model_cfg *m, const cJSON *body,
+cg_err gw_estimate_request(const cg_config *cfg, const cg_model_cfg *m, int ep, const cJSON *body,
                            gw_estimate *out, char *msg, size_t msgcap);
+
+/* Set the per-choice bound to max_tokens (>= 0) and recompute completion_tokens and cost. */
+void gw_estimate_set_max(const cg_config *cfg, const cg_model_cfg *m, gw_estimate *e,
+                         int64_t max_tokens);
+
+/* prompt_tokens + completion_tokens, saturated at INT64_MAX. */
+int64_t gw_estimate_tokens(const gw_estimate *e);
+
+/* Cost of prompt tokens at the model's worst prompt rate (max of prompt and cached). */
+int64_t gw_estimate_prompt_cost(const cg_model_cfg *m, int64_t prompt_tokens);
 
 /*
  * Cost of actual usage: uncached prompt tokens at the prompt rate, cached ones at
@@ -93,9 +146,12 @@ int64_t gw_cost_of(const cg_config *cfg, const cg_model_cfg *m, const gw_usage *
 int gw_body_has_nul_escape(const char *body, size_t len);
 
 /*
- * Usage from an OpenAI "usage" object {prompt_tokens, completion_tokens,
- * prompt_tokens_details: {cached_tokens}}. Missing or invalid numbers count 0;
- * cached_tokens is clamped to prompt_tokens. Returns 0 if usage is not an object.
+ * Usage from an OpenAI "usage" object: {prompt_tokens, completion_tokens,
+ * prompt_tokens_details: {cached_tokens}} (chat, completions, embeddings) or
+ * {input_tokens, output_tokens, input_tokens_details: {cached_tokens}}
+ * (responses; used when prompt_tokens is absent). Missing or invalid numbers
+ * count 0; cached_tokens is clamped to prompt_tokens. Returns 0 if usage is
+ * not an object.
  */
 int gw_usage_from_json(const cJSON *usage, gw_usage *out);
 

@@ -326,8 +326,17 @@ cg_err gw_json_limit_parse(const cJSON *v, const char *path, unsigned flags, pro
     if (e != CG_ERR_OK) {
         return e;
     }
+    if (l.window.kind == CG_WIN_SLIDING && l.warn_n > 0) {
+        return gw_json_fail(err, errcap, fpath, "not allowed on sliding windows");
+    }
     *out = l;
     return CG_ERR_OK;
+}
+
+static int gw_json_same_kind(const proto_limit *a, const proto_limit *b)
+{
+    return a->metric == b->metric && a->window.kind == b->window.kind &&
+           (a->window.kind != CG_WIN_SLIDING || a->window.sliding_s == b->window.sliding_s);
 }
 
 cg_err gw_json_limits_parse(const cJSON *arr, const char *path, unsigned flags, proto_limit *out,
@@ -355,12 +364,100 @@ cg_err gw_json_limits_parse(const cJSON *arr, const char *path, unsigned flags, 
         if ((e = gw_json_limit_parse(item, ipath, flags, &tmp[n], err, errcap)) != CG_ERR_OK) {
             return e;
         }
-        tmp[n].id = n + 1;
+        for (uint32_t j = 0; j < n; j++) {
+            if (gw_json_same_kind(&tmp[j], &tmp[n])) {
+                return gw_json_fail(err, errcap, ipath,
+                                    "same metric and window as %s[%u]; one limit per pair", path,
+                                    (unsigned)j);
+            }
+        }
+        tmp[n].id = (flags & GW_JSON_LIMIT_NATURAL_IDS)
+                        ? proto_limit_natural_id(tmp[n].metric, tmp[n].window)
+                        : n + 1;
         n++;
     }
     memcpy(out, tmp, n * sizeof(tmp[0]));
     *out_n = (uint8_t)n;
     return CG_ERR_OK;
+}
+
+static int gw_json_id_used(const proto_limit *l, uint8_t n, uint32_t id)
+{
+    for (uint8_t i = 0; i < n; i++) {
+        if (l[i].id == id) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+void gw_json_limits_keep_ids(const proto_limit *old, uint8_t old_n, proto_limit *nl, uint8_t n)
+{
+    uint32_t top = 0;
+
+    assert(n <= PROTO_LIMITS_MAX && old_n <= PROTO_LIMITS_MAX);
+    for (uint8_t i = 0; i < old_n; i++) {
+        top = old[i].id > top ? old[i].id : top;
+    }
+    /* Pass 1: kept ids. Pass 2: the rest, so a fresh id never shadows a kept one. */
+    for (uint8_t i = 0; i < n; i++) {
+        nl[i].id = 0;
+        for (uint8_t j = 0; j < old_n; j++) {
+            if (gw_json_same_kind(&old[j], &nl[i])) {
+                nl[i].id = old[j].id;
+            }
+        }
+    }
+    for (uint8_t i = 0; i < n; i++) {
+        if (nl[i].id != 0) {
+            continue;
+        }
+        uint32_t id = proto_limit_natural_id(nl[i].metric, nl[i].window);
+        if (id == 0 || gw_json_id_used(nl, n, id) || gw_json_id_used(old, old_n, id)) {
+            for (uint8_t j = 0; j < n; j++) {
+                top = nl[j].id > top ? nl[j].id : top;
+            }
+            assert(top < UINT32_MAX);
+            id = top + 1;
+        }
+        nl[i].id = id;
+    }
+}
+
+uint32_t gw_json_limits_merge(const proto_limit *defaults, uint8_t dn, const proto_limit *over,
+                              uint8_t on, proto_limit *out, uint8_t *from_override)
+{
+    uint32_t n = 0;
+
+    for (uint8_t i = 0; i < dn + on; i++) {
+        const proto_limit *l = i < dn ? &defaults[i] : &over[i - dn];
+        int is_over = i >= dn;
+        if (is_over) {
+            /* An override that replaced a default is already in place. */
+            int matched = 0;
+            for (uint8_t j = 0; j < dn; j++) {
+                matched |= gw_json_same_kind(&defaults[j], l);
+            }
+            if (matched) {
+                continue;
+            }
+        } else {
+            for (uint8_t j = 0; j < on; j++) {
+                if (gw_json_same_kind(&over[j], l)) {
+                    l = &over[j];
+                    is_over = 1;
+                }
+            }
+        }
+        if (n < PROTO_LIMITS_MAX && out != NULL) {
+            out[n] = *l;
+        }
+        if (n < PROTO_LIMITS_MAX && from_override != NULL) {
+            from_override[n] = (uint8_t)is_over;
+        }
+        n++;
+    }
+    return n;
 }
 
 cJSON *gw_json_money(int64_t nusd)

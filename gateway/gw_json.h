@@ -30,8 +30,9 @@
 #define GW_JSON_PATH_MAX 96                /* bytes of a field path ("limits[15].warn_at[7]") */
 #define GW_JSON_ERR_MAX 256                /* suggested size of an err buffer */
 
-/* gw_json_limit_parse flags. */
-#define GW_JSON_LIMIT_ALLOW_SLIDING 1u /* accept "<N>s|m|h|d" windows (refused until issue 3) */
+/* gw_json_limit_parse / gw_json_limits_parse flags. */
+#define GW_JSON_LIMIT_ALLOW_SLIDING 1u /* accept "<N>s|m|h|d" windows (without: refused) */
+#define GW_JSON_LIMIT_NATURAL_IDS 2u   /* ids = proto_limit_natural_id (customer limits) */
 
 /*
  * Parse a request body. Returns the tree (caller frees with cJSON_Delete) or
@@ -70,17 +71,42 @@ cg_err gw_json_get_string(const cJSON *v, size_t maxlen, char *out, size_t cap);
  * metric and window required; max absent/null = 0 (unlimited), USD for cost,
  * an integer otherwise; action "block" (default) or "warn"; warn_at up to
  * PROTO_WARN_MAX fractions in (0, 1], strictly ascending, stored as basis
- * points. out->id is set to 0 (the caller assigns ids). path names the object.
+ * points, and refused on sliding windows ("once per period" has no meaning
+ * there). out->id is set to 0 (the caller assigns ids). path names the object.
  */
 cg_err gw_json_limit_parse(const cJSON *v, const char *path, unsigned flags, proto_limit *out,
                            char *err, size_t errcap);
 /*
  * An array of up to PROTO_LIMITS_MAX limits (absent/null = none) at field
- * path. Limit ids are assigned 1..n in array order. out has PROTO_LIMITS_MAX
- * entries; *out_n written on success.
+ * path. Two limits with the same (metric, window) are refused (ids and
+ * counters follow that pair). Limit ids are assigned 1..n in array order, or
+ * proto_limit_natural_id with GW_JSON_LIMIT_NATURAL_IDS. out has
+ * PROTO_LIMITS_MAX entries; *out_n written on success.
  */
 cg_err gw_json_limits_parse(const cJSON *arr, const char *path, unsigned flags, proto_limit *out,
                             uint8_t *out_n, char *err, size_t errcap);
+
+/*
+ * Assign ids to a replacement limit list nl (n entries, ids ignored) of a
+ * scope whose current list is old (old_n entries): a limit with the same
+ * (metric, window) as a current one keeps that id, so its counter survives;
+ * every other one gets proto_limit_natural_id(metric, window) — an id that no
+ * other (metric, window) can ever have, so a counter of a removed limit is
+ * never inherited by a different kind of limit — or, should that id be taken
+ * in nl already, one above the largest id in use. Ids in nl end up distinct
+ * and non-zero. Pure.
+ */
+void gw_json_limits_keep_ids(const proto_limit *old, uint8_t old_n, proto_limit *nl, uint8_t n);
+
+/*
+ * A customer's effective limits (proto_customer): the defaults in order, each
+ * replaced by the override of the same (metric, window), then the overrides
+ * that match no default. Writes the first PROTO_LIMITS_MAX into out and, in
+ * from_override[i], 1 when out[i] is an override (either may be NULL to only
+ * count). Returns the total number, which may exceed PROTO_LIMITS_MAX. Pure.
+ */
+uint32_t gw_json_limits_merge(const proto_limit *defaults, uint8_t dn, const proto_limit *over,
+                              uint8_t on, proto_limit *out, uint8_t *from_override);
 
 /* USD string with at least 2 decimals ("200.00", "0.0001"). NULL on out-of-memory. */
 cJSON *gw_json_money(int64_t nusd);

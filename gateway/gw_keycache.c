@@ -43,6 +43,18 @@ const proto_key *gw_keycache_get(gw_keycache *kc, const char *id, const uint8_t 
     return &e->key;
 }
 
+const proto_key *gw_keycache_hint(gw_keycache *kc, const char *id, const uint8_t hash[32])
+{
+    if (kc->ttl_ms == 0) {
+        return NULL;
+    }
+    gw_keycache_entry *e = kc->slots[gw_keycache_slot(id)];
+    if (e == NULL || strcmp(e->key.id, id) != 0 || CRYPTO_memcmp(e->hash, hash, 32) != 0) {
+        return NULL;
+    }
+    return &e->key;
+}
+
 void gw_keycache_put(gw_keycache *kc, const proto_key *key, const uint8_t hash[32], int64_t now_ms)
 {
     if (kc->ttl_ms == 0) {

@@ -36,6 +36,13 @@ void gw_keycache_fini(gw_keycache *kc);
 const proto_key *gw_keycache_get(gw_keycache *kc, const char *id, const uint8_t hash[32],
                                  int64_t now_ms);
 
+/*
+ * The entry for (id, hash) whatever its age; NULL if none. Only a hint: the
+ * org and group a key had when it was last seen, so their definitions can be
+ * fetched in parallel with the key's re-authentication. Never authenticates.
+ */
+const proto_key *gw_keycache_hint(gw_keycache *kc, const char *id, const uint8_t hash[32]);
+
 /* Remember a successful authentication (no-op when caching is off or out of memory). */
 void gw_keycache_put(gw_keycache *kc, const proto_key *key, const uint8_t hash[32], int64_t now_ms);
 

@@ -1,12 +1,19 @@
 /*
- * gw_proxy.h — the enforcement flow of POST /v1/chat/completions.
+ * gw_proxy.h — the enforcement flow of the proxied endpoints
+ * (POST /v1/chat/completions, /v1/completions, /v1/embeddings,
+ * /v1/responses) and of GET /v1/models.
  *
  * One gw_proxy per request, on its worker's loop:
- *   authenticate (key cache or ledger AUTH) → parse and validate the body →
- *   estimate the worst case (gw_estimate) → RESERVE on "key:<id>" →
- *   upstream (gw_upstream; streamed responses relayed chunk by chunk through
- *   gw_sse) → SETTLE the actual usage (or RELEASE when nothing was consumed) →
- *   answer the client (non-streaming: after the settle is confirmed).
+ *   authenticate (key cache or ledger AUTH, with the org and group
+ *   definitions from their caches or GET_ORG / GET_GROUP) → the key's static
+ *   rules (expiry, client IP, allowed models, customer, max_tokens) → parse
+ *   and validate the body → estimate the worst case (gw_estimate) → RESERVE
+ *   on every scope (key, group, customer, org) in parallel → upstream
+ *   (gw_upstream; streamed responses relayed chunk by chunk through gw_sse) →
+ *   SETTLE the actual usage on every scope (or RELEASE when nothing was
+ *   consumed) → answer the client (non-streaming: after the settles are
+ *   confirmed). GET /v1/models stops after the rules and lists the models
+ *   the key may use.
  *
  * Lifetime invariant: a proxy holds one reference for its flow plus one per
  * outstanding asynchronous operation (each ledger call, the upstream transfer,
@@ -22,6 +29,7 @@
 #include <uv.h>
 #include "cg_config.h"
 #include "cg_http.h"
+#include "gw_cache.h"
 #include "gw_keycache.h"
 #include "gw_ledger.h"
 #include "gw_upstream.h"
@@ -45,6 +53,7 @@ typedef struct gw_proxy_env {
     gw_ledger *ledger;     /* NULL once the worker has shut it down */
     gw_upstream *upstream; /* NULL once closed */
     gw_keycache keys;
+    gw_cache defs;       /* org and group definitions */
     uint64_t rid_prefix; /* random per worker (RAND_bytes) */
     uint32_t rid_counter;
     gw_proxy *active; /* every proxy not yet freed */
@@ -54,19 +63,20 @@ typedef struct gw_proxy_env {
     void *on_idle_ud;
 } gw_proxy_env;
 
-/* Initialise env (key cache, request-id seed). ledger/upstream are set by the caller. */
+/* Initialise env (caches, request-id seed). ledger/upstream are set by the caller. */
 cg_err gw_proxy_env_init(gw_proxy_env *env, uv_loop_t *loop, const cg_config *cfg);
-/* Free the key cache. No proxy may be active. */
+/* Free the caches. No proxy may be active. */
 void gw_proxy_env_fini(gw_proxy_env *env);
 
 /* Next request id of this worker, NUL-terminated (out has GW_REQID_LEN + 1 bytes). */
 void gw_proxy_reqid(gw_proxy_env *env, char *out);
 
 /*
- * Handle one POST /v1/chat/completions. Takes over the response of c: answers
- * it (possibly much later) and registers the abort/drain callbacks of c.
+ * Handle one request to endpoint ep (gw_endpoint, from gw_endpoint_of). Takes
+ * over the response of c: answers it (possibly much later) and registers the
+ * abort/drain callbacks of c.
  */
-void gw_proxy_start(gw_proxy_env *env, cg_http_conn *c, const cg_http_req *req);
+void gw_proxy_start(gw_proxy_env *env, cg_http_conn *c, const cg_http_req *req, int ep);
 
 /*
  * Shutdown after the drain timeout: stop every upstream transfer (streams end

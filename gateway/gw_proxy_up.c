@@ -1,6 +1,6 @@
 /*
- * gw_proxy_up.c — second half of the chat completion flow: the upstream
- * transfer, streaming relay, settlement and the client's answer.
+ * gw_proxy_up.c — last part of the proxy flow: the upstream transfer,
+ * streaming relay, settlement on every scope and the client's answer.
  *
  * Outcomes (SPEC §3, §4):
  *   upstream 2xx, buffered   → settle actual usage (worst case, estimated, when
@@ -11,9 +11,12 @@
  *   upstream non-2xx         → release, pass the upstream's status and body on
  *   cannot connect / timeout → release, 502 upstream_error / 504 upstream_timeout
  *   client left mid-stream   → stop the transfer, settle the estimate
+ * Every scope that was reserved is settled with the same request id and the
+ * same actual amounts; only the key scope's settle carries the usage record.
  * A failed settle never withholds the answer: the client is answered and the
- * settle is retried with backoff; if every try fails the usage is lost for
- * good (logged as an error; the reservation's lease then expires).
+ * settles still unconfirmed are retried with backoff; if every try fails the
+ * usage is lost for good on that scope (logged as an error; the reservation's
+ * lease then expires).
  */
 #include <assert.h>
 #include <stdio.h>
@@ -22,45 +25,17 @@
 #include "cg_clock.h"
 #include "cg_log.h"
 #include "cg_money.h"
+#include "gw_body.h"
 #include "gw_proxy_int.h"
 
 /* Status recorded for a request whose client went away (nginx's convention). */
 #define GW_STATUS_CLIENT_GONE 499
+/* Room for the response headers the gateway adds (request id, cost, rate limits, budget). */
+#define GW_PROXY_HEADERS_MAX 1024
 
 static void gw_proxy_settle(gw_proxy *p);
 
 /* ---- the answer ---- */
-
-/* Tightest block cost cap left after this request, from the reserve reply. */
-static int gw_proxy_budget_remaining(const gw_proxy *p, int64_t *out)
-{
-    int found = 0;
-    __int128 best = 0;
-    for (uint32_t i = 0; i < p->state_n; i++) {
-        const proto_limit_state *st = &p->states[i];
-        const proto_limit *lim = NULL;
-        for (uint32_t k = 0; k < p->key.limit_n && k < PROTO_LIMITS_MAX; k++) {
-            if (p->key.limits[k].id == st->limit_id) {
-                lim = &p->key.limits[k];
-            }
-        }
-        if (lim == NULL || lim->metric != PROTO_METRIC_COST || lim->max <= 0 ||
-            lim->action != PROTO_ACTION_BLOCK) {
-            continue;
-        }
-        /* The reservation (worst case) is in `reserved`; the settle swaps it for the actual. */
-        __int128 rem =
-            (__int128)lim->max - st->used - st->reserved + p->est.cost_nusd - p->cost_nusd;
-        if (!found || rem < best) {
-            best = rem;
-            found = 1;
-        }
-    }
-    if (found) {
-        *out = best < 0 ? 0 : (best > INT64_MAX ? INT64_MAX : (int64_t)best);
-    }
-    return found;
-}
 
 static void gw_proxy_answer(gw_proxy *p)
 {
@@ -78,21 +53,19 @@ static void gw_proxy_answer(gw_proxy *p)
         cg_http_stream_end(c);
         return;
     }
-    char hdr[256];
+    char hdr[GW_PROXY_HEADERS_MAX];
     gw_proxy_rid_header(p, hdr, sizeof(hdr));
     if (p->err_status != 0) {
         cg_http_respond_error(c, p->err_status, p->err_type, p->err_code, p->err_msg, hdr);
         return;
     }
     size_t n = strlen(hdr);
-    char money[40];
-    int64_t left = 0;
     if (p->charged) {
+        char money[40];
         cg_money_format(p->cost_nusd, 2, money, sizeof(money));
         n += (size_t)snprintf(hdr + n, sizeof(hdr) - n, "x-capgate-cost-usd: %s\r\n", money);
-        if (gw_proxy_budget_remaining(p, &left)) {
-            cg_money_format(left, 2, money, sizeof(money));
-            snprintf(hdr + n, sizeof(hdr) - n, "x-capgate-budget-remaining-usd: %s\r\n", money);
+        if (p->client_status >= 200 && p->client_status < 300) {
+            gw_proxy_success_headers(p, hdr, n, sizeof(hdr));
         }
     }
     const char *ctype = p->up_ctype[0] ? p->up_ctype : "application/json";
@@ -112,35 +85,6 @@ static void gw_proxy_set_error(gw_proxy *p, int status, const char *type, const 
 
 /* ---- release ---- */
 
-static void gw_proxy_release_cb(cg_err err, const proto_rep *rep, void *ud)
-{
-    gw_proxy *p = ud;
-    cg_err st = err == CG_ERR_OK ? (cg_err)rep->status : err;
-    if (st != CG_ERR_OK && st != CG_ERR_NOTFOUND) {
-        cg_log(CG_LOG_WARN, "release failed; the reservation lapses when its lease expires",
-               "request_id", p->rid, "key", p->key.id, "error", cg_err_name(st), NULL);
-    }
-    gw_proxy_unref(p);
-}
-
-void gw_proxy_release(gw_proxy *p)
-{
-    if (!p->reserved) {
-        return;
-    }
-    p->reserved = 0;
-    proto_req rq;
-    memset(&rq, 0, sizeof(rq));
-    rq.op = PROTO_OP_RELEASE;
-    snprintf(rq.route, sizeof(rq.route), "%s", p->route);
-    snprintf(rq.u.release.request_id, sizeof(rq.u.release.request_id), "%s", p->rid);
-    cg_err err = gw_proxy_submit(p, &rq, gw_proxy_release_cb);
-    if (err != CG_ERR_OK) {
-        cg_log(CG_LOG_WARN, "release not sent; the reservation lapses when its lease expires",
-               "request_id", p->rid, "error", cg_err_name(err), NULL);
-    }
-}
-
 /* Release, answer, end: nothing was consumed. */
 static void gw_proxy_release_and_answer(gw_proxy *p)
 {
@@ -154,19 +98,22 @@ static void gw_proxy_release_and_answer(gw_proxy *p)
 
 static void gw_proxy_retry_cb(uv_timer_t *t);
 
-static void gw_proxy_settled(gw_proxy *p, cg_err st, int late)
+static int gw_settle_retriable(cg_err st)
 {
+    return st == CG_ERR_TIMEOUT || st == CG_ERR_UNAVAILABLE;
+}
+
+/* Every settle of the attempt has answered: answer the client, then retry what failed. */
+static void gw_proxy_settle_round_end(gw_proxy *p)
+{
+    cg_err st = (cg_err)p->settle_err;
     if (st == CG_ERR_OK) {
-        if (late) {
-            cg_log(CG_LOG_WARN, "settled after the lease expired; recorded as spend", "request_id",
-                   p->rid, "key", p->key.id, NULL);
-        }
         gw_proxy_answer(p);
         gw_proxy_done(p);
         return;
     }
-    int retry = (st == CG_ERR_TIMEOUT || st == CG_ERR_UNAVAILABLE) &&
-                p->settle_tries < GW_SETTLE_TRIES_MAX && !p->env->closing && p->env->ledger != NULL;
+    int retry = gw_settle_retriable(st) && p->settle_tries < GW_SETTLE_TRIES_MAX &&
+                !p->env->closing && p->env->ledger != NULL;
     char tries[8];
     snprintf(tries, sizeof(tries), "%u", p->settle_tries);
     cg_log(CG_LOG_ERROR, retry ? "settle failed; retrying" : "SETTLE FAILED: usage not recorded",
@@ -187,12 +134,39 @@ static void gw_proxy_settled(gw_proxy *p, cg_err st, int late)
                    (uint64_t)GW_SETTLE_BACKOFF_MS << (p->settle_tries - 1), 0);
 }
 
+/* Record one scope's settle outcome. */
+static void gw_proxy_settle_outcome(gw_proxy *p, gw_scope *s, cg_err st, int late)
+{
+    if (st == CG_ERR_OK) {
+        s->settled = 1;
+        if (late) {
+            cg_log(CG_LOG_WARN, "settled after the lease expired; recorded as spend", "request_id",
+                   p->rid, "route", s->route, NULL);
+        }
+    } else if (!gw_settle_retriable(st)) {
+        /* A retry cannot help (refused, or shutting down): give this scope up. */
+        s->settled = 1;
+        cg_log(CG_LOG_ERROR, "SETTLE FAILED: usage not recorded on this scope", "request_id",
+               p->rid, "route", s->route, "error", cg_err_name(st), NULL);
+        if (p->settle_err == CG_ERR_OK) {
+            p->settle_err = (uint16_t)st;
+        }
+    } else {
+        p->settle_err = (uint16_t)st;
+    }
+}
+
 static void gw_proxy_settle_cb(cg_err err, const proto_rep *rep, void *ud)
 {
-    gw_proxy *p = ud;
+    gw_proxy_slot *sl = ud;
+    gw_proxy *p = sl->p;
     assert(p->refs >= 2); /* this operation's reference and the flow's */
     cg_err st = err == CG_ERR_OK ? (cg_err)rep->status : err;
-    gw_proxy_settled(p, st, st == CG_ERR_OK ? rep->u.settle.late : 0);
+    gw_proxy_settle_outcome(p, &p->scopes[sl->idx], st, st == CG_ERR_OK ? rep->u.settle.late : 0);
+    assert(p->settle_wait > 0);
+    if (--p->settle_wait == 0) {
+        gw_proxy_settle_round_end(p);
+    }
     gw_proxy_unref(p);
 }
 
@@ -200,30 +174,17 @@ static void gw_proxy_retry_cb(uv_timer_t *t)
 {
     gw_proxy *p = t->data;
     if (p->env->closing || p->env->ledger == NULL) {
-        gw_proxy_settled(p, CG_ERR_SHUTDOWN, 0);
+        p->settle_err = CG_ERR_SHUTDOWN;
+        gw_proxy_settle_round_end(p);
         return;
     }
     gw_proxy_settle(p);
 }
 
-static void gw_proxy_settle(gw_proxy *p)
+/* The usage record, carried by the key scope's settle only. */
+static void gw_proxy_usage_record(const gw_proxy *p, proto_usage *u)
 {
-    p->phase = GW_PH_SETTLE;
-    if (p->settle_tries++ == 0) {
-        p->settle_ts_ms = cg_now_ms();
-        int64_t lat = cg_mono_ms() - p->t0_ms;
-        p->latency_ms = lat > INT32_MAX ? INT32_MAX : (int32_t)lat;
-    }
-    proto_req rq;
-    memset(&rq, 0, sizeof(rq));
-    rq.op = PROTO_OP_SETTLE;
-    snprintf(rq.route, sizeof(rq.route), "%s", p->route);
-    snprintf(rq.u.settle.request_id, sizeof(rq.u.settle.request_id), "%s", p->rid);
-    rq.u.settle.actual.cost_nusd = p->cost_nusd;
-    rq.u.settle.actual.tokens = p->tokens;
-    rq.u.settle.actual.requests = 1;
-    rq.u.settle.has_usage = 1;
-    proto_usage *u = &rq.u.settle.usage;
+    const cg_config *cfg = p->env->cfg;
     u->ts_ms = p->settle_ts_ms;
     snprintf(u->org, sizeof(u->org), "%s", p->key.org);
     snprintf(u->key_id, sizeof(u->key_id), "%s", p->key.id);
@@ -234,14 +195,66 @@ static void gw_proxy_settle(gw_proxy *p)
     u->status = p->client_gone ? GW_STATUS_CLIENT_GONE : p->client_status;
     u->latency_ms = p->latency_ms;
     u->estimated = p->estimated;
-    cg_err err = gw_proxy_submit(p, &rq, gw_proxy_settle_cb);
-    if (err != CG_ERR_OK) {
-        gw_proxy_settled(p, err == CG_ERR_SHUTDOWN ? err : CG_ERR_UNAVAILABLE, 0);
-    } else if (!p->reserved) {
-        /* Served fail-open (no reservation): the ledger was just found unreachable,
-         * so the client does not wait for this settle too. */
+    if (p->group.found) {
+        snprintf(u->group, sizeof(u->group), "%s", p->key.group);
+    }
+    snprintf(u->customer, sizeof(u->customer), "%s", p->customer);
+    snprintf(u->provider, sizeof(u->provider), "%s", cfg->providers[p->model->provider].name);
+    snprintf(u->request_id, sizeof(u->request_id), "%s", p->rid);
+}
+
+static void gw_proxy_settle_req(const gw_proxy *p, const gw_scope *s, proto_req *rq)
+{
+    memset(rq, 0, sizeof(*rq));
+    rq->op = PROTO_OP_SETTLE;
+    snprintf(rq->route, sizeof(rq->route), "%s", s->route);
+    snprintf(rq->u.settle.request_id, sizeof(rq->u.settle.request_id), "%s", p->rid);
+    rq->u.settle.actual.cost_nusd = p->cost_nusd;
+    rq->u.settle.actual.tokens = p->tokens;
+    rq->u.settle.actual.requests = 1;
+    if (s->kind == PROTO_SCOPE_KEY) {
+        rq->u.settle.has_usage = 1;
+        gw_proxy_usage_record(p, &rq->u.settle.usage);
+    }
+}
+
+/* Settle every scope not yet confirmed (one attempt). */
+static void gw_proxy_settle(gw_proxy *p)
+{
+    p->phase = GW_PH_SETTLE;
+    if (p->settle_tries++ == 0) {
+        p->settle_ts_ms = cg_now_ms();
+        int64_t lat = cg_mono_ms() - p->t0_ms;
+        p->latency_ms = lat > INT32_MAX ? INT32_MAX : (int32_t)lat;
+    }
+    int unreserved = 0;
+    p->settle_err = CG_ERR_OK;
+    p->settle_wait = 1; /* held while submitting */
+    gw_proxy_ref(p);
+    for (uint8_t i = 0; i < p->scope_n; i++) {
+        gw_scope *s = &p->scopes[i];
+        if (s->skip || s->settled) {
+            continue;
+        }
+        unreserved |= s->st != CG_ERR_OK;
+        proto_req rq;
+        gw_proxy_settle_req(p, s, &rq);
+        p->settle_wait++;
+        cg_err err = gw_proxy_submit(p, &rq, gw_proxy_settle_cb, &p->slots[i]);
+        if (err != CG_ERR_OK) {
+            p->settle_wait--;
+            gw_proxy_settle_outcome(p, s, err == CG_ERR_SHUTDOWN ? err : CG_ERR_UNAVAILABLE, 0);
+        }
+    }
+    if (unreserved) {
+        /* Served fail-open (a scope without reservation): the ledger was just found
+         * unreachable, so the client does not wait for these settles too. */
         gw_proxy_answer(p);
     }
+    if (--p->settle_wait == 0) {
+        gw_proxy_settle_round_end(p);
+    }
+    gw_proxy_unref(p);
 }
 
 /* Charge usage u (estimated or not) and settle. */
@@ -339,9 +352,10 @@ static int gw_proxy_data_cb(void *ud, int status, const char *ctype, const char 
         p->stream_started = 1;
         p->client_status = 200;
         if (p->conn != NULL) {
-            char hdr[128];
-            snprintf(hdr, sizeof(hdr), "x-capgate-request-id: %s\r\ncache-control: no-cache\r\n",
-                     p->rid);
+            char hdr[GW_PROXY_HEADERS_MAX];
+            int hn = snprintf(hdr, sizeof(hdr),
+                              "x-capgate-request-id: %s\r\ncache-control: no-cache\r\n", p->rid);
+            gw_proxy_success_headers(p, hdr, (size_t)hn, sizeof(hdr));
             cg_http_stream_begin(p->conn, 200, hdr, "text/event-stream");
         }
     }
@@ -421,7 +435,9 @@ void gw_proxy_upstream_start(gw_proxy *p)
     gw_proxy_env *env = p->env;
     const cg_provider_cfg *pv = &env->cfg->providers[p->model->provider];
     char url[GW_UPSTREAM_URL_MAX + 1];
-    if ((size_t)snprintf(url, sizeof(url), "%s/chat/completions", pv->base_url) >= sizeof(url)) {
+    p->phase = GW_PH_UPSTREAM;
+    if ((size_t)snprintf(url, sizeof(url), "%s%s", pv->base_url,
+                         gw_endpoint_upstream_path(p->ep)) >= sizeof(url)) {
         gw_proxy_release(p);
         gw_proxy_fail(p, 500, "server_error", "internal_error", "Provider URL too long.");
         return;

@@ -15,10 +15,12 @@
 
 #define GW_SSE_BUF_MIN 256
 
-void gw_sse_init(gw_sse *s, int strip_usage)
+void gw_sse_init(gw_sse *s, unsigned flags)
 {
     memset(s, 0, sizeof(*s));
-    s->strip_usage = strip_usage ? 1 : 0;
+    s->responses = (flags & GW_SSE_RESPONSES) ? 1 : 0;
+    /* A responses stream has no usage-only event to strip. */
+    s->strip_usage = (flags & GW_SSE_STRIP_USAGE) && !s->responses ? 1 : 0;
 }
 
 void gw_sse_fini(gw_sse *s)
@@ -121,6 +123,21 @@ static uint64_t gw_sse_string_bytes(const cJSON *node)
     return sum;
 }
 
+/* A /v1/responses event: usage from response.usage, text from "*.delta" events. */
+static void gw_sse_inspect_responses(gw_sse *s, const cJSON *j)
+{
+    const cJSON *type = cJSON_GetObjectItemCaseSensitive(j, "type");
+    const cJSON *resp = cJSON_GetObjectItemCaseSensitive(j, "response");
+    if (gw_usage_from_json(cJSON_GetObjectItemCaseSensitive(resp, "usage"), &s->usage)) {
+        s->have_usage = 1;
+    }
+    const cJSON *delta = cJSON_GetObjectItemCaseSensitive(j, "delta");
+    size_t tn = cJSON_IsString(type) ? strlen(type->valuestring) : 0;
+    if (cJSON_IsString(delta) && tn >= 6 && strcmp(type->valuestring + tn - 6, ".delta") == 0) {
+        s->content_bytes += strlen(delta->valuestring);
+    }
+}
+
 /* Inspect the data of a complete event; returns 1 if the event is to be stripped. */
 static int gw_sse_inspect(gw_sse *s)
 {
@@ -130,6 +147,11 @@ static int gw_sse_inspect(gw_sse *s)
     }
     cJSON *j = cJSON_ParseWithLength(s->data, s->data_len);
     if (j == NULL) {
+        return 0;
+    }
+    if (s->responses) {
+        gw_sse_inspect_responses(s, j);
+        cJSON_Delete(j);
         return 0;
     }
     int drop = 0;
@@ -146,6 +168,7 @@ static int gw_sse_inspect(gw_sse *s)
         cJSON_ArrayForEach(c, choices)
         {
             s->content_bytes += gw_sse_string_bytes(cJSON_GetObjectItemCaseSensitive(c, "delta"));
+            s->content_bytes += gw_sse_string_bytes(cJSON_GetObjectItemCaseSensitive(c, "text"));
         }
     }
     cJSON_Delete(j);

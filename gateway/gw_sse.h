@@ -1,12 +1,18 @@
 /*
  * gw_sse.h — incremental scanner of an upstream Server-Sent Events stream.
  *
- * The gateway relays a streamed chat completion to the client as it arrives,
- * and scans it on the way only to find the usage chunk (SPEC §3, streaming):
- * the event whose `data:` JSON has a non-null "usage" object. When the gateway
- * itself added `stream_options.include_usage` (the client did not ask), the
- * usage-only event (no choices) is stripped; everything else passes untouched,
- * including `data: [DONE]`.
+ * The gateway relays a streamed response to the client as it arrives, and
+ * scans it on the way only to find the usage (SPEC §3, streaming):
+ *  - chat and legacy completions: the event whose `data:` JSON has a non-null
+ *    "usage" object. When the gateway itself added
+ *    `stream_options.include_usage` (the client did not ask), the usage-only
+ *    event (no choices) is stripped; everything else passes untouched,
+ *    including `data: [DONE]`. Relayed text is counted from choices[].delta
+ *    (chat) and choices[].text (completions).
+ *  - /v1/responses (GW_SSE_RESPONSES): the usage is response.usage of the
+ *    final event ("response.completed", also "response.incomplete" /
+ *    "response.failed", which carry it too); nothing is ever stripped.
+ *    Relayed text is counted from the "delta" string of "*.delta" events.
  *
  * Events are split by blank lines; lines end in LF, CRLF or CR, and an event
  * (or a CRLF pair) may be split anywhere across feeds. Invariants:
@@ -31,13 +37,14 @@
 
 typedef struct gw_sse {
     uint8_t strip_usage;  /* drop the usage-only event (the client did not ask for usage) */
+    uint8_t responses;    /* a /v1/responses stream (GW_SSE_RESPONSES) */
     uint8_t have_usage;   /* a usage object was seen; usage is valid */
     uint8_t saw_done;     /* "data: [DONE]" was seen */
     uint8_t last_cr;      /* the previous byte was CR: an LF now completes that line end */
     uint8_t skipping;     /* the current event overflowed: pass it through unparsed */
     uint8_t dropped_prev; /* the previous event was stripped (its trailing LF goes too) */
     gw_usage usage;
-    uint64_t content_bytes; /* UTF-8 bytes of strings in choices[].delta of relayed events */
+    uint64_t content_bytes; /* UTF-8 bytes of relayed text (choices[].delta / .text, "delta") */
     uint64_t events;        /* complete events seen */
 
     char *line; /* current line (without terminator), line_len bytes */
@@ -53,8 +60,12 @@ typedef struct gw_sse {
 /* Receives bytes to forward to the client, in order. */
 typedef void (*gw_sse_emit_cb)(void *ud, const char *p, size_t n);
 
-/* Initialise (no allocation until the first feed). */
-void gw_sse_init(gw_sse *s, int strip_usage);
+/* gw_sse_init flags. */
+#define GW_SSE_STRIP_USAGE 1u /* drop the usage-only event (chat/completions only) */
+#define GW_SSE_RESPONSES 2u   /* a /v1/responses event stream */
+
+/* Initialise with GW_SSE_* flags (no allocation until the first feed). */
+void gw_sse_init(gw_sse *s, unsigned flags);
 /* Free buffers. */
 void gw_sse_fini(gw_sse *s);
 

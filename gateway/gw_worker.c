@@ -21,6 +21,7 @@
 #include "cg_http.h"
 #include "cg_log.h"
 #include "gw_admin.h"
+#include "gw_body.h"
 #include "gw_ledger.h"
 #include "gw_proxy.h"
 #include "gw_upstream.h"
@@ -176,12 +177,14 @@ static void gw_worker_handle(cg_http_conn *c, const cg_http_req *req, void *ud)
     static const char ok_body[] = "{\"status\":\"ok\"}";
     gw_worker *w = ud;
     const char *allow = NULL;
-    if (strcmp(req->path, "/v1/chat/completions") == 0) {
-        if (strcmp(req->method, "POST") == 0) {
-            gw_proxy_start(&w->env, c, req);
-            return;
-        }
-        allow = "Allow: POST\r\n";
+    int known = 0;
+    int ep = gw_endpoint_of(req->method, req->path, &known);
+    if (ep >= 0) {
+        gw_proxy_start(&w->env, c, req, ep);
+        return;
+    }
+    if (known) {
+        allow = strcmp(req->path, "/v1/models") == 0 ? "Allow: GET\r\n" : "Allow: POST\r\n";
     } else if (strcmp(req->path, "/healthz") == 0) {
         if (strcmp(req->method, "GET") == 0) {
             cg_http_respond(c, 200, NULL, "application/json", ok_body, sizeof(ok_body) - 1);

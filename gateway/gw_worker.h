@@ -5,8 +5,10 @@
  * (gw_upstream), a key cache and an HTTP server on cfg->listen opened with
  * SO_REUSEPORT, so the kernel spreads connections over the workers and they
  * share nothing on the hot path. It serves GET /healthz, GET /readyz (every
- * shard answers a PING) and POST /v1/chat/completions (gw_proxy); anything
- * else is 404 (405 for a known path with the wrong method).
+ * shard answers a PING), the proxied endpoints POST /v1/chat/completions,
+ * /v1/completions, /v1/embeddings, /v1/responses and GET /v1/models
+ * (gw_proxy); anything else is 404 (405 for a known path with the wrong
+ * method).
  *
  * The admin worker owns a loop, its own ledger client and the admin API
  * (gw_admin) on cfg->admin_listen.

@@ -262,11 +262,72 @@ CG_TEST(sse_mixed_line_ends)
     free(o.p);
 }
 
+#define RS_CREATED              \
+    "event: response.created\n" \
+    "data: {\"type\":\"response.created\",\"response\":{\"id\":\"r1\",\"usage\":null}}\n\n"
+#define RS_DELTA                          \
+    "event: response.output_text.delta\n" \
+    "data: {\"type\":\"response.output_text.delta\",\"delta\":\"Hello \"}\n\n"
+#define RS_DONE_TEXT                     \
+    "event: response.output_text.done\n" \
+    "data: {\"type\":\"response.output_text.done\",\"text\":\"Hello world\"}\n\n"
+#define RS_COMPLETED                                                                          \
+    "event: response.completed\n"                                                             \
+    "data: {\"type\":\"response.completed\",\"response\":{\"id\":\"r1\",\"usage\":"           \
+    "{\"input_tokens\":5,\"output_tokens\":6,\"input_tokens_details\":{\"cached_tokens\":1}," \
+    "\"total_tokens\":11}}}\n\n"
+
+CG_TEST(sse_responses_usage)
+{
+    const char *in = RS_CREATED RS_DELTA RS_DELTA RS_DONE_TEXT RS_COMPLETED;
+    size_t n = strlen(in);
+    for (size_t cut = 1; cut < n; cut += 7) {
+        gw_sse s;
+        out_buf o = {0};
+        /* Strip is ignored for responses streams: nothing is ever cut out. */
+        gw_sse_init(&s, GW_SSE_RESPONSES | GW_SSE_STRIP_USAGE);
+        size_t cuts[] = {cut};
+        run(&s, in, n, cuts, 1, &o);
+        int ok = o.p != NULL && strcmp(o.p, in) == 0 && s.have_usage &&
+                 s.usage.prompt_tokens == 5 && s.usage.completion_tokens == 6 &&
+                 s.usage.cached_tokens == 1 && s.content_bytes == 12;
+        gw_sse_fini(&s);
+        free(o.p);
+        CG_CHECK(ok);
+    }
+}
+
+CG_TEST(sse_responses_broken_counts_deltas)
+{
+    const char *in = RS_CREATED RS_DELTA RS_DELTA;
+    gw_sse s;
+    out_buf o = {0};
+    gw_sse_init(&s, GW_SSE_RESPONSES);
+    run(&s, in, strlen(in), NULL, 0, &o);
+    CG_CHECK(!s.have_usage);
+    CG_CHECK_EQ_INT(s.content_bytes, 12);
+    gw_sse_fini(&s);
+    free(o.p);
+}
+
+CG_TEST(sse_completions_text_counted)
+{
+    const char *in = "data: {\"choices\":[{\"text\":\"abc\",\"index\":0}]}\n\n";
+    gw_sse s;
+    out_buf o = {0};
+    gw_sse_init(&s, 0);
+    run(&s, in, strlen(in), NULL, 0, &o);
+    CG_CHECK_EQ_INT(s.content_bytes, 3);
+    gw_sse_fini(&s);
+    free(o.p);
+}
+
 int main(void)
 {
     return CG_TEST_RUN(sse_split_everywhere_lf, sse_split_everywhere_crlf, sse_split_everywhere_cr,
                        sse_byte_by_byte, sse_usage_with_choices_not_stripped, sse_multiline_data,
                        sse_null_usage_is_not_usage, sse_unterminated_final_event,
                        sse_broken_stream_partial_event_forwarded,
-                       sse_oversized_event_passes_through, sse_mixed_line_ends);
+                       sse_oversized_event_passes_through, sse_mixed_line_ends, sse_responses_usage,
+                       sse_responses_broken_counts_deltas, sse_completions_text_counted);
 }

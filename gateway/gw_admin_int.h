@@ -1,0 +1,219 @@
+/*
+ * gw_admin_int.h — internals shared by the admin API's files (not a public
+ * contract; the public one is gw_admin.h).
+ *
+ *   gw_admin.c           server lifecycle, token check, routing, ledger callback
+ *   gw_admin_io.c        responses, ledger round trips, JSON in/out helpers
+ *   gw_admin_orgs.c      POST/GET/PATCH orgs
+ *   gw_admin_keys.c      keys: create, GET, PATCH, revoke, DELETE
+ *   gw_admin_groups.c    groups: create, GET, PATCH, DELETE
+ *   gw_admin_customers.c customer overrides: PUT, GET, DELETE
+ *   gw_admin_usage.c     usage totals over every shard
+ *
+ * Model: each request gets a heap context (gw_admin_ctx) that lives until its
+ * answer is sent and no ledger operation of it is in flight. A handler
+ * validates the whole body first, then sends one ledger operation with the
+ * step that handles its reply (gw_admin_next); a step either answers or sends
+ * the next operation. Every function here runs on the admin loop thread.
+ *
+ * Read-modify-write (PATCH, revoke) is a GET then a PUT without create_only:
+ * two concurrent PATCHes of one record may lose one update (last writer wins).
+ * Admin traffic is low and human-driven, so this is accepted.
+ */
+#ifndef GW_ADMIN_INT_H
+#define GW_ADMIN_INT_H
+#include <stddef.h>
+#include <stdint.h>
+#include <cjson/cJSON.h>
+
+#include "cg_http.h"
+#include "gw_admin.h"
+#include "gw_json.h"
+#include "gw_keys.h"
+#include "proto.h"
+
+#define GW_ADMIN_LOG_PATH_MAX 191        /* path bytes kept for the log line */
+#define GW_ADMIN_ERR_MAX GW_JSON_ERR_MAX /* validation message */
+#define GW_ADMIN_MAC_BYTES 32
+#define GW_ADMIN_SEG_MAX (3 * PROTO_ID_MAX) /* a path segment before percent-decoding */
+
+typedef struct gw_admin_ctx gw_admin_ctx;
+
+/*
+ * One step of a request: handles the shard's reply (transport succeeded; rep
+ * valid only during the call). Returns 1 if it sent another operation (the
+ * ledger owns x again), 0 if it answered.
+ */
+typedef int (*gw_admin_next)(gw_admin_ctx *x, const proto_rep *rep);
+
+struct gw_admin {
+    uv_loop_t *loop;
+    const cg_config *cfg;
+    const cg_ring *ring;
+    gw_ledger *ledger;
+    cg_http_server *srv;
+    uint8_t mac_key[GW_ADMIN_MAC_BYTES];   /* random, per process */
+    uint8_t token_mac[GW_ADMIN_MAC_BYTES]; /* HMAC(mac_key, admin_token) */
+    uint32_t pending;                      /* ledger operations in flight */
+    int stopping;
+};
+
+/* PATCH: which fields the body named (bits of gw_admin_ctx.has). */
+enum {
+    GW_ADM_F_NAME = 1u << 0,
+    GW_ADM_F_LIMITS = 1u << 1,
+    GW_ADM_F_EXPIRES = 1u << 2,
+    GW_ADM_F_GROUP = 1u << 3,
+    GW_ADM_F_CUSTOMER = 1u << 4,
+    GW_ADM_F_MODELS = 1u << 5,
+    GW_ADM_F_IP_ALLOW = 1u << 6,
+    GW_ADM_F_IP_DENY = 1u << 7,
+    GW_ADM_F_MAX_TOKENS = 1u << 8,
+    GW_ADM_F_LOW_BUDGET = 1u << 9,
+    GW_ADM_F_ANCHOR = 1u << 10,
+    GW_ADM_F_CUST_DEFAULTS = 1u << 11,
+    GW_ADM_F_WEBHOOKS = 1u << 12,
+};
+
+struct gw_admin_ctx {
+    gw_admin *a;
+    cg_http_conn *c;    /* NULL once answered or the client went away */
+    gw_admin_next next; /* step for the reply of the operation in flight */
+    uint8_t writes;     /* the operation in flight changes state: finish even if the client left */
+    char method[8];
+    char path[GW_ADMIN_LOG_PATH_MAX + 1];
+    char id[PROTO_ID_MAX + 1];  /* {org} or {key} of the path */
+    char sub[PROTO_ID_MAX + 1]; /* {group} or {customer} of the path */
+    proto_req req;              /* the operation being built or sent */
+    uint32_t has;               /* PATCH: GW_ADM_F_* named by the body */
+    /* Records staged between steps (parsed body, or the merged record to write). */
+    proto_org org;
+    proto_key key;
+    proto_group group;
+    proto_customer cust;
+    /* Limit states read before a write, printed with the written record. */
+    uint8_t state_n;
+    proto_limit_state states[PROTO_LIMITS_MAX];
+    uint8_t whsec_generated[PROTO_WEBHOOKS_MAX]; /* org: secrets generated now, shown once */
+    char api_key[GW_KEY_MAX + 1];                /* create key: the key, shown once */
+    /* Usage fan-out (gw_admin_usage.c). */
+    uint16_t fan_left;         /* shard replies still to come */
+    cg_err fan_transport;      /* first transport failure, CG_ERR_OK if none */
+    uint16_t fan_status;       /* first shard status other than OK, 0 if none */
+    proto_usage_totals totals; /* summed so far */
+};
+
+/* ---- gw_admin.c ---- */
+
+/* Free x (ledger done with it) and, if the server is stopping and idle, the server. */
+void gw_admin_ctx_done(gw_admin_ctx *x);
+
+/* ---- gw_admin_io.c: responses (each answers x once; later calls only log) ---- */
+
+void gw_admin_log(const gw_admin_ctx *x, int status);
+void gw_admin_send(gw_admin_ctx *x, int status, const char *body, size_t len);
+void gw_admin_error(gw_admin_ctx *x, int status, const char *type, const char *code,
+                    const char *message, const char *param);
+/* 400 invalid_request_error / invalid_request with message (names the field). */
+void gw_admin_invalid(gw_admin_ctx *x, const char *message);
+/* 404 invalid_request_error with code. */
+void gw_admin_not_found(gw_admin_ctx *x, const char *code, const char *message);
+/* Serialise root (consumed; NULL = out of memory → 500) and send it. */
+void gw_admin_send_json(gw_admin_ctx *x, int status, cJSON *root);
+/* 200 {"id": id, "deleted": true} (plus "org" when org is non-NULL). */
+void gw_admin_send_deleted(gw_admin_ctx *x, const char *org, const char *id);
+/*
+ * A ledger outcome that is not the step's success or expected NOTFOUND/EXISTS:
+ * transport errors (transport != OK), WRONG_SHARD, UNAVAILABLE, TIMEOUT and
+ * SHUTDOWN are 503 ledger_unavailable; the rest 500.
+ */
+void gw_admin_ledger_fail(gw_admin_ctx *x, cg_err transport, int status);
+
+/* ---- gw_admin_io.c: ledger round trips ---- */
+
+/* Start building x->req: zeroed, op set, route "<kind>:<id>". */
+void gw_admin_req(gw_admin_ctx *x, proto_op op, const char *kind, const char *id);
+/* Same with route "<kind>:<org>/<id>" (groups, customers). */
+void gw_admin_req2(gw_admin_ctx *x, proto_op op, const char *kind, const char *org, const char *id);
+/*
+ * Send x->req to the shard owning its route; next handles the reply. writes:
+ * the operation changes state (it is seen through even if the client leaves).
+ * Returns 1 if the ledger owns x now; 0 after answering 503 at once.
+ */
+int gw_admin_submit(gw_admin_ctx *x, gw_admin_next next, int writes);
+/* The ledger callback for gw_admin_submit (gw_admin.c). */
+void gw_admin_ledger_cb(cg_err err, const proto_rep *rep, void *ud);
+
+/* ---- gw_admin_io.c: request bodies and validation ---- */
+
+/* The body as a JSON object (an empty body counts as {}); NULL after answering 400. */
+cJSON *gw_admin_body(gw_admin_ctx *x, const cg_http_req *req);
+/*
+ * Percent-decode s[0..len) into out (cap bytes, NUL-terminated); '+' becomes a
+ * space when plus_space (query strings). 0 on a bad escape, a NUL byte or when
+ * out is too small (out's content is then unspecified).
+ */
+int gw_admin_pct_decode(const char *s, size_t len, int plus_space, char *out, size_t cap);
+/* Org ids, and the charset of key ids: [a-z0-9_-]{1,PROTO_ID_MAX}. */
+int gw_admin_id_ok(const char *s, size_t len);
+/* Group ids: [A-Za-z0-9_.-]{1,PROTO_ID_MAX}. */
+int gw_admin_group_id_ok(const char *s, size_t len);
+/* Customer ids (contracts.md): [A-Za-z0-9_.:@-]{1,PROTO_ID_MAX}. */
+int gw_admin_customer_id_ok(const char *s, size_t len);
+/* Field present and not JSON null. */
+int gw_admin_given(const cJSON *v);
+/* "name": string of at most PROTO_NAME_MAX bytes, or null (= ""). Absent: untouched. */
+cg_err gw_admin_name_parse(const cJSON *body, char *out, uint32_t *has, char *err, size_t errcap);
+/* "allowed_models": up to PROTO_MODELS_MAX strings of 1..PROTO_MODEL_MAX bytes, or null. */
+cg_err gw_admin_models_parse(const cJSON *v, char (*models)[PROTO_MODEL_MAX + 1], uint8_t *n,
+                             char *err, size_t errcap);
+/* ip_allow / ip_deny at field name: up to PROTO_CIDRS_MAX CIDRs or addresses, or null. */
+cg_err gw_admin_cidrs_parse(const cJSON *v, const char *name, proto_cidr *list, uint8_t *n,
+                            char *err, size_t errcap);
+/* on_low_budget: "reject" | "clamp" (and "inherit" when allow_inherit). */
+cg_err gw_admin_low_budget_parse(const cJSON *v, int allow_inherit, uint8_t *out, char *err,
+                                 size_t errcap);
+/* Fields of SPEC §5 not served yet: accepted only when they say "nothing". */
+cg_err gw_admin_unsupported(const cJSON *body, const char *const *names, char *err, size_t errcap);
+
+/* ---- gw_admin_io.c: JSON out (NULL on out-of-memory; items consumed) ---- */
+
+int gw_admin_add(cJSON *o, const char *name, cJSON *item);
+int gw_admin_add_item(cJSON *arr, cJSON *item);
+/* A string, or null when s is "". */
+cJSON *gw_admin_str_or_null(const char *s);
+cJSON *gw_admin_models_json(const char (*models)[PROTO_MODEL_MAX + 1], uint8_t n);
+cJSON *gw_admin_cidrs_json(const proto_cidr *list, uint8_t n);
+/*
+ * Limits with their counter state (matched by limit id; a limit without a
+ * state shows a fresh one: nothing used, resets at the end of the current
+ * calendar period, now for a sliding window, null for lifetime). with_state 0
+ * prints definitions only (customer_defaults).
+ */
+cJSON *gw_admin_limits_json(const proto_limit *limits, uint8_t n, const proto_limit_state *states,
+                            uint8_t state_n, uint8_t anchor_day, int with_state);
+/* Keep states (for the answer after a write): copy n states into x. */
+void gw_admin_keep_states(gw_admin_ctx *x, const proto_limit_state *states, uint8_t n);
+
+/* ---- handlers (each returns 1 if the ledger owns x now, 0 if it answered) ---- */
+
+typedef int (*gw_admin_handler_fn)(gw_admin_ctx *x, const cg_http_req *req);
+
+int gw_admin_org_create(gw_admin_ctx *x, const cg_http_req *req);
+int gw_admin_org_get(gw_admin_ctx *x, const cg_http_req *req);
+int gw_admin_org_patch(gw_admin_ctx *x, const cg_http_req *req);
+int gw_admin_key_create(gw_admin_ctx *x, const cg_http_req *req);
+int gw_admin_key_get(gw_admin_ctx *x, const cg_http_req *req);
+int gw_admin_key_patch(gw_admin_ctx *x, const cg_http_req *req);
+int gw_admin_key_revoke(gw_admin_ctx *x, const cg_http_req *req);
+int gw_admin_key_delete(gw_admin_ctx *x, const cg_http_req *req);
+int gw_admin_group_create(gw_admin_ctx *x, const cg_http_req *req);
+int gw_admin_group_get(gw_admin_ctx *x, const cg_http_req *req);
+int gw_admin_group_patch(gw_admin_ctx *x, const cg_http_req *req);
+int gw_admin_group_delete(gw_admin_ctx *x, const cg_http_req *req);
+int gw_admin_customer_put(gw_admin_ctx *x, const cg_http_req *req);
+int gw_admin_customer_get(gw_admin_ctx *x, const cg_http_req *req);
+int gw_admin_customer_delete(gw_admin_ctx *x, const cg_http_req *req);
+int gw_admin_usage_get(gw_admin_ctx *x, const cg_http_req *req);
+
+#endif
