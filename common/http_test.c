@@ -39,7 +39,8 @@ typedef struct fx {
     atomic_int aborts;
     atomic_int hangs;
     atomic_int drains;
-    int big_sent; /* loop thread only */
+    atomic_int delays; /* /delay requests the handler has seen */
+    int big_sent;      /* loop thread only */
 } fx;
 
 /* ---- server side (runs on the fixture's loop) ---- */
@@ -121,6 +122,7 @@ static void fx_handler(cg_http_conn *c, const cg_http_req *r, void *ud)
         }
         cg_http_stream_end(c);
     } else if (strcmp(r->path, "/delay") == 0) {
+        atomic_fetch_add(&f->delays, 1);
         fx_delay *d = malloc(sizeof(*d));
         d->conn = c;
         uv_timer_init(&f->loop, &d->timer);
@@ -600,7 +602,12 @@ CG_TEST(http_close_waits_for_owed_response)
     CG_CHECK(idle != NULL);
     resp *r = malloc(sizeof(*r));
     CG_CHECK(cli_send(c, "GET /delay HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
-    sleep_ms(10);
+    /* Wait until the handler owns the request (not a fixed sleep: under load the
+     * stop could otherwise arrive first and find the connection idle). */
+    for (int i = 0; i < 500 && atomic_load(&f->delays) == 0; i++) {
+        sleep_ms(10);
+    }
+    CG_CHECK(atomic_load(&f->delays) == 1);
     uv_async_send(&f->stop); /* server closes while the response is owed */
     CG_CHECK(cli_resp(c, r) == 0);
     CG_CHECK_EQ_STR(r->body, "delayed");

@@ -1,17 +1,16 @@
 /*
  * demo_upstream.c — capgate-demo-upstream: a fast OpenAI-compatible mock used
- * as the provider in integration tests and benchmarks (docs/contracts-issue2.md,
- * "Demo upstream").
+ * as the provider in integration tests and benchmarks (contract:
+ * demo/README.md).
  *
  *   capgate-demo-upstream [--listen HOST:PORT] [--workers N]
  *
- * Answers POST /v1/chat/completions (and /chat/completions) with a fixed
- * sentence, one "token" per word, non-streaming or as SSE chunks; GET
- * /v1/models, /demo/stats, /healthz; 404 otherwise. Token counts are exact and
- * documented so tests can compute costs: prompt_tokens = ceil(content bytes / 4),
- * completion_tokens = min(16, max_tokens, max_completion_tokens) or the
- * body's "demo": {"completion_tokens": N} (0..100000, still capped by the
- * max_* fields). Test controls in "demo": status, delay_ms, break_after.
+ * Answers POST /v1/chat/completions, /v1/completions, /v1/embeddings and
+ * /v1/responses (also without the /v1 prefix), non-streaming or as SSE; GET
+ * /v1/models, /demo/stats, /healthz; 404 otherwise. What each endpoint counts
+ * and answers is in demo_api.c; this file is the process, the routing, the
+ * test controls common to every endpoint ("demo": status, delay_ms,
+ * break_after) and the stream pump.
  *
  * Invariants: nothing blocks or sleeps on a worker loop (delay_ms is a uv
  * timer, streams follow the connection's drain callback); each worker thread
@@ -34,27 +33,21 @@
 #include "cg_http.h"
 #include "cg_log.h"
 
+#include "demo.h"
+
 #define DEMO_LISTEN_DEFAULT "127.0.0.1:9090"
 #define DEMO_WORKERS_MAX 64
-#define DEMO_MODEL_MAX 256                           /* bytes of the model name echoed back */
-#define DEMO_MODEL_JSON_MAX (DEMO_MODEL_MAX * 6 + 1) /* JSON-escaped */
-#define DEMO_WORDS_DEFAULT 16         /* completion tokens without demo.completion_tokens */
-#define DEMO_WORDS_MAX 100000         /* ceiling of demo.completion_tokens */
-#define DEMO_DELAY_MS_MAX 600000      /* ceiling of demo.delay_ms */
-#define DEMO_STREAM_PENDING_MAX 65536 /* queued stream bytes before waiting for drain */
-#define DEMO_EVENT_MAX (DEMO_MODEL_JSON_MAX + 512) /* one SSE event */
-#define DEMO_HEAD_JSON_MAX (DEMO_MODEL_JSON_MAX + 256)
+#define DEMO_ERR_MAX 160 /* bytes of a 400 message */
 
-/* The reply, one word per token; longer completions cycle through it. */
-static const char *const demo_words[DEMO_WORDS_DEFAULT] = {
-    "The", "quick", "brown",   "fox",   "jumps", "over",  "the",    "lazy",
-    "dog", "while", "capgate", "keeps", "every", "token", "within", "budget.",
-};
-#define DEMO_WORD_MAX 8 /* longest word above */
-
+/* Counters of /demo/stats. api = the four POST endpoints together. */
 static atomic_llong demo_requests;
-static atomic_llong demo_chat_requests;
+static atomic_llong demo_api_requests;
+static atomic_llong demo_kind_requests[DEMO_KIND_N];
+static atomic_llong demo_last_max_tokens = -1; /* of the last API request; -1 = none named */
 static atomic_ullong demo_ids;
+
+static const char *const demo_kind_stat[DEMO_KIND_N] = {
+    "chat_requests", "completions_requests", "embeddings_requests", "responses_requests"};
 
 typedef struct demo_worker {
     uv_loop_t loop;
@@ -62,51 +55,6 @@ typedef struct demo_worker {
     uv_thread_t thread;
     cg_http_server *srv;
 } demo_worker;
-
-/* One chat completion in progress (on the heap only when delayed or streamed). */
-typedef struct demo_job {
-    uv_timer_t timer; /* delay_ms; initialised only if timer_used */
-    uint8_t timer_used;
-    uint8_t stream;
-    uint8_t include_usage;
-    uint8_t length_capped; /* finish_reason "length" */
-    int status;            /* demo.status, 0 = normal answer */
-    int64_t break_after;   /* content chunks before the connection drops; -1 = never */
-    int64_t words;         /* completion tokens */
-    int64_t prompt_tokens;
-    int64_t delay_ms;
-    uint64_t id;
-    int64_t created;
-    uint32_t step; /* stream position, see demo_stream_event */
-    cg_http_conn *conn;
-    char model_json[DEMO_MODEL_JSON_MAX];
-} demo_job;
-
-/* ---- small JSON helpers ---- */
-
-static void demo_json_escape(char *dst, size_t cap, const char *s)
-{
-    size_t o = 0;
-    for (; *s != '\0' && o + 7 < cap; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') {
-            dst[o++] = '\\';
-            dst[o++] = (char)ch;
-        } else if (ch < 0x20) {
-            o += (size_t)snprintf(dst + o, cap - o, "\\u%04x", ch);
-        } else {
-            dst[o++] = (char)ch;
-        }
-    }
-    dst[o] = '\0';
-}
-
-/* Integer field of obj, or dflt when absent or not a number. */
-static int64_t demo_int(const cJSON *obj, const char *name, int64_t dflt)
-{
-    const cJSON *v = cJSON_GetObjectItemCaseSensitive(obj, name);
-    return cJSON_IsNumber(v) ? (int64_t)v->valuedouble : dflt;
-}
 
 static void demo_json_reply(cg_http_conn *c, int status, const char *json)
 {
@@ -129,44 +77,17 @@ static const char *demo_error_type(int status)
 
 /* ---- request parsing ---- */
 
-/* Sum of UTF-8 bytes of every message's content (string or text parts). */
-static size_t demo_content_bytes(const cJSON *messages)
+/* The controls every endpoint shares: "demo": {status, delay_ms, break_after}. */
+static void demo_job_controls(demo_job *j, const cJSON *root)
 {
-    size_t n = 0;
-    const cJSON *m;
-    cJSON_ArrayForEach(m, messages)
-    {
-        const cJSON *content = cJSON_GetObjectItemCaseSensitive(m, "content");
-        if (cJSON_IsString(content)) {
-            n += strlen(content->valuestring);
-            continue;
-        }
-        const cJSON *part;
-        cJSON_ArrayForEach(part, content)
-        {
-            const cJSON *text = cJSON_GetObjectItemCaseSensitive(part, "text");
-            if (cJSON_IsString(text)) {
-                n += strlen(text->valuestring);
-            }
-        }
-    }
-    return n;
-}
-
-/* Completion length: the default or demo.completion_tokens, capped by max_*. */
-static void demo_job_words(demo_job *j, const cJSON *root, const cJSON *demo)
-{
-    int64_t want = demo_int(demo, "completion_tokens", DEMO_WORDS_DEFAULT);
-    want = want < 0 ? 0 : want > DEMO_WORDS_MAX ? DEMO_WORDS_MAX : want;
-    int64_t cap = INT64_MAX;
-    const char *const caps[] = {"max_tokens", "max_completion_tokens"};
-    for (size_t i = 0; i < 2; i++) {
-        int64_t v = demo_int(root, caps[i], INT64_MAX);
-        cap = v < cap ? v : cap;
-    }
-    cap = cap < 0 ? 0 : cap;
-    j->words = want < cap ? want : cap;
-    j->length_capped = cap < want;
+    const cJSON *demo = cJSON_GetObjectItemCaseSensitive(root, "demo");
+    int64_t st = demo_int(demo, "status", 0);
+    j->status = st >= 100 && st <= 599 && st != 200 ? (int)st : 0;
+    j->delay_ms = demo_int(demo, "delay_ms", 0);
+    j->delay_ms = j->delay_ms < 0                   ? 0
+                  : j->delay_ms > DEMO_DELAY_MS_MAX ? DEMO_DELAY_MS_MAX
+                                                    : j->delay_ms;
+    j->break_after = demo_int(demo, "break_after", -1);
 }
 
 /* Fill j from the body; on a bad request answers 400 and returns -1. */
@@ -187,24 +108,18 @@ static int demo_job_parse(demo_job *j, cg_http_conn *c, const cg_http_req *r)
         return -1;
     }
     demo_json_escape(j->model_json, sizeof(j->model_json), model->valuestring);
-    const cJSON *demo = cJSON_GetObjectItemCaseSensitive(root, "demo");
-    const cJSON *so = cJSON_GetObjectItemCaseSensitive(root, "stream_options");
-    j->stream = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(root, "stream"));
-    j->include_usage = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(so, "include_usage"));
-    j->prompt_tokens =
-        (int64_t)(demo_content_bytes(cJSON_GetObjectItemCaseSensitive(root, "messages")) + 3) / 4;
-    demo_job_words(j, root, demo);
-    int64_t st = demo_int(demo, "status", 0);
-    j->status = st >= 100 && st <= 599 && st != 200 ? (int)st : 0;
-    j->delay_ms = demo_int(demo, "delay_ms", 0);
-    j->delay_ms = j->delay_ms < 0                   ? 0
-                  : j->delay_ms > DEMO_DELAY_MS_MAX ? DEMO_DELAY_MS_MAX
-                                                    : j->delay_ms;
-    j->break_after = demo_int(demo, "break_after", -1);
     j->id = atomic_fetch_add(&demo_ids, 1) + 1;
     j->created = cg_now_ms() / 1000;
     j->conn = c;
+    demo_job_controls(j, root);
+    char err[DEMO_ERR_MAX];
+    int rc = demo_api_prepare(j, root, err, sizeof(err));
     cJSON_Delete(root);
+    if (rc != 0) {
+        cg_http_respond_error(c, 400, "invalid_request_error", "invalid_request", err, NULL);
+        return -1;
+    }
+    atomic_store(&demo_last_max_tokens, j->seen_max_tokens);
     return 0;
 }
 
@@ -212,7 +127,9 @@ static int demo_job_parse(demo_job *j, cg_http_conn *c, const cg_http_req *r)
 
 static void demo_job_free_cb(uv_handle_t *h)
 {
-    free(h->data);
+    demo_job *j = h->data;
+    free(j->plain);
+    free(j);
 }
 
 /* Free a heap job (its timer first, if it has one). */
@@ -221,6 +138,7 @@ static void demo_job_free(demo_job *j)
     if (j->timer_used) {
         uv_close((uv_handle_t *)&j->timer, demo_job_free_cb);
     } else {
+        free(j->plain);
         free(j);
     }
 }
@@ -232,104 +150,38 @@ static void demo_reply_status(demo_job *j)
     cg_http_respond_error(j->conn, j->status, demo_error_type(j->status), "demo_status", msg, NULL);
 }
 
-/* "id","object","created","model" of a completion or chunk. */
-static int demo_head_json(const demo_job *j, char *dst, size_t cap, const char *object)
-{
-    return snprintf(dst, cap,
-                    "{\"id\":\"chatcmpl-demo-%llu\",\"object\":\"%s\",\"created\":%lld,"
-                    "\"model\":\"%s\"",
-                    (unsigned long long)j->id, object, (long long)j->created, j->model_json);
-}
-
+/* The prepared body, with the max tokens seen also as a header. */
 static void demo_reply_plain(const demo_job *j)
 {
-    size_t cap = DEMO_HEAD_JSON_MAX + 512 + (size_t)j->words * (DEMO_WORD_MAX + 1);
-    char *b = malloc(cap);
-    if (b == NULL) {
-        cg_http_respond_error(j->conn, 500, "server_error", "out_of_memory", "out of memory", NULL);
-        return;
+    char hdr[64] = "";
+    if (j->seen_max_tokens >= 0) {
+        snprintf(hdr, sizeof(hdr), "x-demo-seen-max-tokens: %lld\r\n",
+                 (long long)j->seen_max_tokens);
     }
-    size_t n = (size_t)demo_head_json(j, b, cap, "chat.completion");
-    n += (size_t)snprintf(b + n, cap - n,
-                          ",\"choices\":[{\"index\":0,\"message\":{\"role\":"
-                          "\"assistant\",\"content\":\"");
-    for (int64_t i = 0; i < j->words; i++) {
-        n += (size_t)snprintf(b + n, cap - n, "%s%s", i ? " " : "",
-                              demo_words[i % DEMO_WORDS_DEFAULT]);
-    }
-    n += (size_t)snprintf(b + n, cap - n,
-                          "\",\"refusal\":null},\"logprobs\":null,\"finish_reason\":\"%s\"}],"
-                          "\"usage\":{\"prompt_tokens\":%lld,\"completion_tokens\":%lld,"
-                          "\"total_tokens\":%lld}}",
-                          j->length_capped ? "length" : "stop", (long long)j->prompt_tokens,
-                          (long long)j->words, (long long)j->prompt_tokens + (long long)j->words);
-    cg_http_respond(j->conn, 200, NULL, "application/json", b, n);
-    free(b);
-}
-
-/*
- * SSE event number step of the stream, into dst; returns its length, 0 when
- * the stream is complete. Steps: 0 role, 1..words content, finish chunk,
- * usage chunk (include_usage only), [DONE].
- */
-static size_t demo_stream_event(const demo_job *j, uint32_t step, char *dst, size_t cap)
-{
-    uint64_t words = (uint64_t)j->words;
-    uint64_t finish = words + 1, usage = finish + 1, done = usage + (j->include_usage ? 1 : 0);
-    if (step > done) {
-        return 0;
-    }
-    if (step == done) {
-        return (size_t)snprintf(dst, cap, "data: [DONE]\n\n");
-    }
-    int n = snprintf(dst, cap, "data: ");
-    n += demo_head_json(j, dst + n, cap - (size_t)n, "chat.completion.chunk");
-    if (step == usage) {
-        n += snprintf(dst + n, cap - (size_t)n,
-                      ",\"choices\":[],\"usage\":{\"prompt_tokens\":%lld,\"completion_tokens\":"
-                      "%lld,\"total_tokens\":%lld}}\n\n",
-                      (long long)j->prompt_tokens, (long long)j->words,
-                      (long long)j->prompt_tokens + (long long)j->words);
-        return (size_t)n;
-    }
-    n += snprintf(dst + n, cap - (size_t)n, ",\"choices\":[{\"index\":0,\"delta\":");
-    if (step == 0) {
-        n += snprintf(dst + n, cap - (size_t)n, "{\"role\":\"assistant\",\"content\":\"\"}");
-    } else if (step < finish) {
-        n += snprintf(dst + n, cap - (size_t)n, "{\"content\":\"%s%s\"}", step > 1 ? " " : "",
-                      demo_words[(step - 1) % DEMO_WORDS_DEFAULT]);
-    } else {
-        n += snprintf(dst + n, cap - (size_t)n, "{}");
-    }
-    n += snprintf(dst + n, cap - (size_t)n, ",\"logprobs\":null,\"finish_reason\":%s}]}\n\n",
-                  step < finish      ? "null"
-                  : j->length_capped ? "\"length\""
-                                     : "\"stop\"");
-    return (size_t)n;
+    cg_http_respond(j->conn, 200, hdr, "application/json", j->plain, j->plain_len);
 }
 
 /* Write events until the queue is full (then wait for drain) or the end. */
 static void demo_stream_pump(demo_job *j)
 {
-    char ev[DEMO_EVENT_MAX];
     int64_t brk = j->break_after;
-    if (brk >= 0 && brk > j->words) {
-        brk = j->words;
+    int64_t content = j->words * j->choices;
+    if (brk >= 0 && brk > content) {
+        brk = content;
     }
     for (;;) {
-        if (brk >= 0 && j->step == (uint32_t)brk + 1) {
-            cg_http_conn_drop(j->conn); /* K content chunks, then the connection breaks */
+        if (brk >= 0 && j->step == demo_stream_content_first(j) + (uint32_t)brk) {
+            cg_http_conn_drop(j->conn); /* K content events, then the connection breaks */
             demo_job_free(j);
             return;
         }
-        size_t n = demo_stream_event(j, j->step, ev, sizeof(ev));
-        if (n == 0) {
+        size_t pending = 0;
+        if (!demo_stream_next(j, &pending)) {
             cg_http_stream_end(j->conn);
             demo_job_free(j);
             return;
         }
-        j->step++;
-        if (cg_http_stream_write(j->conn, ev, n) > DEMO_STREAM_PENDING_MAX) {
+        if (pending > DEMO_STREAM_PENDING_MAX) {
             return; /* demo_drain_cb continues */
         }
     }
@@ -357,7 +209,13 @@ static void demo_job_run(demo_job *j, int on_heap)
     if (j->status != 0) {
         demo_reply_status(j);
     } else if (j->stream) {
-        cg_http_stream_begin(j->conn, 200, "Cache-Control: no-cache\r\n", "text/event-stream");
+        char hdr[96] = "Cache-Control: no-cache\r\n";
+        if (j->seen_max_tokens >= 0) {
+            snprintf(hdr, sizeof(hdr),
+                     "Cache-Control: no-cache\r\nx-demo-seen-max-tokens: %lld\r\n",
+                     (long long)j->seen_max_tokens);
+        }
+        cg_http_stream_begin(j->conn, 200, hdr, "text/event-stream");
         demo_stream_pump(j); /* frees j when done */
         return;
     } else {
@@ -365,6 +223,8 @@ static void demo_job_run(demo_job *j, int on_heap)
     }
     if (on_heap) {
         demo_job_free(j);
+    } else {
+        free(j->plain);
     }
 }
 
@@ -373,19 +233,21 @@ static void demo_delay_cb(uv_timer_t *t)
     demo_job_run(t->data, 1);
 }
 
-static void demo_chat(uv_loop_t *loop, cg_http_conn *c, const cg_http_req *r)
+static void demo_api(uv_loop_t *loop, cg_http_conn *c, const cg_http_req *r, demo_kind kind)
 {
     demo_job local;
     memset(&local, 0, sizeof(local));
+    local.kind = (uint8_t)kind;
     if (demo_job_parse(&local, c, r) != 0) {
         return;
     }
     if (local.delay_ms == 0 && !(local.stream && local.status == 0)) {
-        demo_job_run(&local, 0); /* answered at once: no allocation */
+        demo_job_run(&local, 0); /* answered at once: nothing to keep */
         return;
     }
     demo_job *j = malloc(sizeof(*j));
     if (j == NULL) {
+        free(local.plain);
         cg_http_respond_error(c, 500, "server_error", "out_of_memory", "out of memory", NULL);
         return;
     }
@@ -416,23 +278,55 @@ static void demo_models(cg_http_conn *c)
     demo_json_reply(c, 200, b);
 }
 
+static void demo_stats(cg_http_conn *c)
+{
+    char b[512];
+    size_t n = (size_t)snprintf(b, sizeof(b), "{\"requests\":%lld,\"api_requests\":%lld",
+                                (long long)atomic_load(&demo_requests),
+                                (long long)atomic_load(&demo_api_requests));
+    for (int k = 0; k < DEMO_KIND_N; k++) {
+        n += (size_t)snprintf(b + n, sizeof(b) - n, ",\"%s\":%lld", demo_kind_stat[k],
+                              (long long)atomic_load(&demo_kind_requests[k]));
+    }
+    long long seen = atomic_load(&demo_last_max_tokens);
+    if (seen >= 0) {
+        snprintf(b + n, sizeof(b) - n, ",\"last_max_tokens\":%lld}", seen);
+    } else {
+        snprintf(b + n, sizeof(b) - n, ",\"last_max_tokens\":null}");
+    }
+    demo_json_reply(c, 200, b);
+}
+
+/* The endpoint of a POST path ("/v1/x" or "/x"); -1 if none. */
+static int demo_kind_of(const char *path)
+{
+    static const char *const paths[DEMO_KIND_N] = {"/chat/completions", "/completions",
+                                                   "/embeddings", "/responses"};
+    if (strncmp(path, "/v1/", 4) == 0) {
+        path += 3;
+    }
+    for (int k = 0; k < DEMO_KIND_N; k++) {
+        if (strcmp(path, paths[k]) == 0) {
+            return k;
+        }
+    }
+    return -1;
+}
+
 static void demo_handler(cg_http_conn *c, const cg_http_req *r, void *ud)
 {
     demo_worker *w = ud;
     atomic_fetch_add(&demo_requests, 1);
     int get = strcmp(r->method, "GET") == 0;
-    if (strcmp(r->method, "POST") == 0 && (strcmp(r->path, "/v1/chat/completions") == 0 ||
-                                           strcmp(r->path, "/chat/completions") == 0)) {
-        atomic_fetch_add(&demo_chat_requests, 1);
-        demo_chat(&w->loop, c, r);
+    int kind = strcmp(r->method, "POST") == 0 ? demo_kind_of(r->path) : -1;
+    if (kind >= 0) {
+        atomic_fetch_add(&demo_api_requests, 1);
+        atomic_fetch_add(&demo_kind_requests[kind], 1);
+        demo_api(&w->loop, c, r, (demo_kind)kind);
     } else if (get && (strcmp(r->path, "/v1/models") == 0 || strcmp(r->path, "/models") == 0)) {
         demo_models(c);
     } else if (get && strcmp(r->path, "/demo/stats") == 0) {
-        char b[128];
-        snprintf(b, sizeof(b), "{\"requests\":%lld,\"chat_requests\":%lld}",
-                 (long long)atomic_load(&demo_requests),
-                 (long long)atomic_load(&demo_chat_requests));
-        demo_json_reply(c, 200, b);
+        demo_stats(c);
     } else if (get && strcmp(r->path, "/healthz") == 0) {
         demo_json_reply(c, 200, "{\"status\":\"ok\"}");
     } else {

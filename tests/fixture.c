@@ -30,6 +30,7 @@ extern char **environ;
 
 #define FX_PIDS_MAX 32
 #define FX_PORTS_MAX 64
+#define FX_PORT_LOW 10000 /* lowest port drawn for a test process */
 #define FX_LOG_TAIL_LINES 40
 
 const fx_model fx_default_models[] = {
@@ -46,6 +47,8 @@ static size_t fx_cluster_n;
 static int fx_ports[FX_PORTS_MAX];
 static size_t fx_port_n;
 static int fx_finished;
+static int64_t fx_clock_s;              /* test clock offset written to the clock file */
+static char fx_clock_path[FX_PATH_MAX]; /* "" until a cluster exists */
 
 void fx_sleep_ms(int64_t ms)
 {
@@ -295,31 +298,107 @@ int fx_done(void)
 
 /* ---- ports ---- */
 
+/* 1 if 127.0.0.1:port can be bound now (SO_REUSEADDR, as the servers do). */
+static int fx_port_bindable(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    FX_CHECK(fd >= 0, "socket: %s", strerror(errno));
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    a.sin_port = htons((uint16_t)port);
+    int ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    close(fd);
+    return ok;
+}
+
+/* Low end of the kernel's ephemeral port range (32768 if unreadable). */
+static int fx_ephemeral_low(void)
+{
+    char buf[64] = "";
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f != NULL) {
+        if (fgets(buf, sizeof(buf), f) == NULL) {
+            buf[0] = '\0';
+        }
+        fclose(f);
+    }
+    long lo = strtol(buf, NULL, 10);
+    return lo > 1024 && lo < 65536 ? (int)lo : 32768;
+}
+
+/*
+ * Claim port for this test process among all fixtures on the machine: a write
+ * lock on byte `port` of one shared lock file. The kernel drops the lock when
+ * the process exits, however it exits, so nothing needs cleaning up. Returns
+ * 1 if claimed (or if the lock file cannot be used at all), 0 if another
+ * running test holds it.
+ */
+static int fx_port_claim(int port)
+{
+    static int fd = -2;
+    if (fd == -2) {
+        const char *tmp = getenv("TMPDIR");
+        char path[FX_PATH_MAX];
+        snprintf(path, sizeof(path), "%s/capgate-fixture-ports.lock",
+                 tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+        /* Kept open for the life of the process: closing any descriptor of the
+         * file would drop every POSIX lock this process holds on it. */
+        fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0666);
+    }
+    if (fd < 0) {
+        return 1;
+    }
+    struct flock l = {.l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = port, .l_len = 1};
+    return fcntl(fd, F_SETLK, &l) == 0;
+}
+
+/*
+ * Ports are drawn at random below the kernel's ephemeral range: a port the
+ * kernel handed out for "bind to port 0" is, once closed, immediately up for
+ * grabs as the source port of any outgoing connection (curl clients, NNG
+ * dialers, the gateway's upstream connections of every test running in
+ * parallel), so the process that is to listen on it could find it taken.
+ * Below that range, only another fixture could pick the same port between our
+ * check and our process's bind; fx_port_claim rules that out.
+ */
 int fx_free_port(void)
 {
-    for (int attempt = 0; attempt < 50; attempt++) {
-        int fd = socket(AF_INET, SOCK_STREAM, 0);
-        FX_CHECK(fd >= 0, "socket: %s", strerror(errno));
-        struct sockaddr_in a;
-        memset(&a, 0, sizeof(a));
-        a.sin_family = AF_INET;
-        a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        socklen_t len = sizeof(a);
-        int ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-                 getsockname(fd, (struct sockaddr *)&a, &len) == 0;
-        close(fd);
-        FX_CHECK(ok, "bind 127.0.0.1:0: %s", strerror(errno));
-        int port = ntohs(a.sin_port);
+    static unsigned seed;
+    if (seed == 0) {
+        seed = (unsigned)getpid() ^ (unsigned)fx_now_ms() * 2654435761u;
+    }
+    int lo = FX_PORT_LOW, hi = fx_ephemeral_low() - 1;
+    for (int attempt = 0; attempt < 500 && hi - lo >= 1000; attempt++) {
+        int port = lo + (int)(rand_r(&seed) % (unsigned)(hi - lo + 1));
         int seen = 0;
         for (size_t i = 0; i < fx_port_n; i++) {
             seen |= fx_ports[i] == port;
         }
-        if (!seen && fx_port_n < FX_PORTS_MAX) {
+        if (!seen && fx_port_n < FX_PORTS_MAX && fx_port_claim(port) && fx_port_bindable(port)) {
             fx_ports[fx_port_n++] = port;
             return port;
         }
     }
-    fx_fail(__FILE__, __LINE__, "no free port found");
+    /* No room below the ephemeral range (an unusual ip_local_port_range): let
+     * the kernel choose, with the race described above. */
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    FX_CHECK(fd >= 0, "socket: %s", strerror(errno));
+    struct sockaddr_in a;
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof(a);
+    int ok = bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+             getsockname(fd, (struct sockaddr *)&a, &len) == 0;
+    close(fd);
+    FX_CHECK(ok && fx_port_n < FX_PORTS_MAX, "no free port (%d..%d full): %s", lo, hi,
+             strerror(errno));
+    fx_ports[fx_port_n++] = ntohs(a.sin_port);
+    return ntohs(a.sin_port);
 }
 
 static int fx_tcp_connect_ok(int port)
@@ -382,6 +461,7 @@ static void fx_config_write(fx_cluster *c)
     fprintf(f, "data_dir %s\nledger_timeout_ms %u\n", c->data_dir, o->ledger_timeout_ms);
     fprintf(f, "alert_allow_http on\nalert_allow_private on\nalert_poll_ms 200\n");
     fprintf(f, "alert_retry_s 1 1 2\ndemo_listen 127.0.0.1:%d\n", c->demo_port);
+    fprintf(f, "clock_file %s\nkey_cache_ms %u\n", c->clock_path, o->key_cache_ms);
     if (o->extra_config != NULL) {
         fprintf(f, "%s\n", o->extra_config);
     }
@@ -435,6 +515,7 @@ static void fx_cluster_layout(fx_cluster *c, const fx_opts *o)
     fx_clusters[fx_cluster_n++] = c;
     snprintf(c->config_path, sizeof(c->config_path), "%s/capgate.conf", fx_scratch);
     snprintf(c->data_dir, sizeof(c->data_dir), "%s/data", fx_scratch);
+    snprintf(c->clock_path, sizeof(c->clock_path), "%s/clock", fx_scratch);
     FX_CHECK(mkdir(c->data_dir, 0700) == 0, "mkdir %s: %s", c->data_dir, strerror(errno));
     fx_random_hex(c->admin_token, 24);
     c->demo_port = fx_free_port();
@@ -463,10 +544,55 @@ static void fx_cluster_layout(fx_cluster *c, const fx_opts *o)
     fx_proc_init(c, &c->alerter, FX_ALERTER, 0, "alerter");
 }
 
-void fx_cluster_start(fx_cluster *c, const fx_opts *o)
+static void fx_clock_write(void)
+{
+    char tmp[FX_PATH_MAX + 8];
+    snprintf(tmp, sizeof(tmp), "%s.tmp", fx_clock_path);
+    FILE *f = fopen(tmp, "w");
+    FX_CHECK(f != NULL, "fopen %s: %s", tmp, strerror(errno));
+    fprintf(f, "%lld\n", (long long)fx_clock_s);
+    FX_CHECK(fclose(f) == 0, "write %s", tmp);
+    /* rename: a process re-reading the file never sees it half written. */
+    FX_CHECK(rename(tmp, fx_clock_path) == 0, "rename %s: %s", tmp, strerror(errno));
+}
+
+void fx_clock_advance(int64_t seconds)
+{
+    FX_CHECK(fx_clock_path[0] != '\0', "fx_clock_advance before fx_cluster_start");
+    FX_CHECK(seconds >= 0, "the test clock only moves forward (%lld)", (long long)seconds);
+    fx_clock_s += seconds;
+    fx_clock_write();
+    /* Processes re-read the file at most every 50 ms; wait a little more than twice that. */
+    fx_sleep_ms(120);
+    fx_log("test clock +%llds (offset now %llds)", (long long)seconds, (long long)fx_clock_s);
+}
+
+int64_t fx_clock_offset_s(void)
+{
+    return fx_clock_s;
+}
+
+int64_t fx_clock_now_s(void)
+{
+    return (int64_t)time(NULL) + fx_clock_s;
+}
+
+void fx_cluster_prepare(fx_cluster *c, const fx_opts *o)
 {
     fx_cluster_layout(c, o);
+    snprintf(fx_clock_path, sizeof(fx_clock_path), "%s", c->clock_path);
+    fx_clock_write();
     fx_config_write(c);
+}
+
+void fx_cluster_start(fx_cluster *c, const fx_opts *o)
+{
+    fx_cluster_prepare(c, o);
+    fx_cluster_launch(c);
+}
+
+void fx_cluster_launch(fx_cluster *c)
+{
     fx_proc_start(c, &c->demo);
     for (uint32_t i = 0; i < c->opts.shard_n; i++) {
         fx_proc_start(c, &c->ledgers[i]);
@@ -705,9 +831,56 @@ fx_proc *fx_ledger_of(fx_cluster *c, const char *route)
     return &c->ledgers[s];
 }
 
+uint32_t fx_shard_of(fx_cluster *c, const char *route_fmt, ...)
+{
+    char route[256];
+    va_list ap;
+    va_start(ap, route_fmt);
+    int n = vsnprintf(route, sizeof(route), route_fmt, ap);
+    va_end(ap);
+    FX_CHECK(n > 0 && (size_t)n < sizeof(route), "route too long");
+    return fx_ledger_of(c, route)->idx;
+}
+
+void fx_time_format(int64_t t, char out[32])
+{
+    time_t tt = (time_t)t;
+    struct tm tm;
+    gmtime_r(&tt, &tm);
+    size_t n = strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm);
+    FX_CHECK(n == 20, "time %lld out of range", (long long)t);
+}
+
+int64_t fx_time_parse(const char *s)
+{
+    struct tm tm;
+    memset(&tm, 0, sizeof(tm));
+    const char *end = s != NULL ? strptime(s, "%Y-%m-%dT%H:%M:%SZ", &tm) : NULL;
+    FX_CHECK(end != NULL && *end == '\0', "not an RFC 3339 UTC time: \"%s\"", s ? s : "(null)");
+    return (int64_t)timegm(&tm);
+}
+
+/* Midnight UTC of the day holding t, plus days. */
+static int64_t fx_day_start(int64_t t, int64_t days)
+{
+    return (t - ((t % 86400) + 86400) % 86400) + days * 86400;
+}
+
+void fx_next_day(char out[32])
+{
+    fx_time_format(fx_day_start(fx_clock_now_s(), 1), out);
+}
+
+void fx_next_monday(char out[32])
+{
+    int64_t today = fx_day_start(fx_clock_now_s(), 0);
+    int64_t wday = ((today / 86400) + 4) % 7; /* 1970-01-01 was a Thursday (4) */
+    fx_time_format(today + (7 - (wday + 6) % 7) * 86400, out);
+}
+
 void fx_next_month(char out[32])
 {
-    time_t now = time(NULL);
+    time_t now = (time_t)fx_clock_now_s();
     struct tm tm;
     gmtime_r(&now, &tm);
     int y = tm.tm_year + 1900, m = tm.tm_mon + 2;
@@ -721,7 +894,7 @@ void fx_next_month(char out[32])
 
 void fx_this_month(char out[32])
 {
-    time_t now = time(NULL);
+    time_t now = (time_t)fx_clock_now_s();
     struct tm tm;
     gmtime_r(&now, &tm);
     int n = snprintf(out, 32, "%04d-%02d-01T00:00:00Z", tm.tm_year + 1900, tm.tm_mon + 1);

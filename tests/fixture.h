@@ -20,8 +20,16 @@
  * watchdog alarm (FX_WATCHDOG_S) ends a hung test before ctest's timeout.
  * Every wait in here is bounded.
  *
- * Threading: fx_http/fx_chat/fx_admin may be called from several threads at
- * once; FX_CHECK and process control only from the main thread.
+ * Time: every config the fixture writes names a test clock file
+ * (`clock_file`, see docs/contracts.md "Test clock") in the scratch directory;
+ * fx_clock_advance moves the clock of every running process forward, and the
+ * fixture's own calendar helpers (fx_next_month, fx_next_day, ...) follow it.
+ * Configs also set `key_cache_ms 0` unless asked otherwise, so an admin change
+ * is seen by the very next request.
+ *
+ * Threading: fx_http/fx_chat/fx_post/fx_admin and the read-only admin helpers
+ * may be called from several threads at once; FX_CHECK, process control and
+ * fx_clock_advance only from the main thread.
  */
 #ifndef FX_FIXTURE_H
 #define FX_FIXTURE_H
@@ -60,6 +68,7 @@ typedef struct fx_opts {
     const fx_model *models;     /* NULL = fx_default_models */
     size_t model_n;
     const char *extra_config; /* appended verbatim to the config file; may be NULL */
+    uint32_t key_cache_ms;    /* gateway key/org/group cache TTL; 0 = no caching (default) */
 } fx_opts;
 
 /* demo-gpt-4o-mini prompt=0.15 completion=0.60 max_output=16384. */
@@ -93,7 +102,8 @@ typedef struct fx_cluster {
     fx_proc ledgers[FX_SHARDS_MAX];
     fx_proc gateways[FX_GATEWAYS_MAX];
     fx_proc alerter;
-    cg_ring ring; /* same ring as the processes compute */
+    cg_ring ring;                 /* same ring as the processes compute */
+    char clock_path[FX_PATH_MAX]; /* the test clock file (`clock_file`) */
 } fx_cluster;
 
 /* ---- lifecycle and checks ---- */
@@ -144,6 +154,11 @@ const char *fx_fmt_(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* Pick free ports, write the config, start demo, ledgers, gateways (and the
  * alerter if asked) and wait until each is ready. */
 void fx_cluster_start(fx_cluster *c, const fx_opts *o);
+/* fx_cluster_start in two steps: ports, config and process slots, then the
+ * processes; in between a test may fx_proc_setenv one of them (e.g. a
+ * CAPGATE_TRUSTED_PROXIES for gateway 1 only). */
+void fx_cluster_prepare(fx_cluster *c, const fx_opts *o);
+void fx_cluster_launch(fx_cluster *c);
 /* Add an environment override ("CAPGATE_X", "value") for p's next start. */
 void fx_proc_setenv(fx_proc *p, const char *name, const char *value);
 /* Start p (not running) and wait until it is ready. */
@@ -157,7 +172,11 @@ void fx_proc_stop_clean(fx_proc *p);
 void fx_wait_ready(fx_cluster *c);
 /* The ledger process owning a routing key ("key:k_..."). */
 fx_proc *fx_ledger_of(fx_cluster *c, const char *route);
-/* Free-port picker (127.0.0.1:0, read, close); never returns a port twice. */
+/* Index of the shard owning a routing key (printf-style route). */
+uint32_t fx_shard_of(fx_cluster *c, const char *route_fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+/* A port free on 127.0.0.1 now, drawn at random below the kernel's ephemeral
+ * range (see fixture.c); never returns a port twice. */
 int fx_free_port(void);
 
 /* ---- HTTP ---- */
@@ -195,6 +214,12 @@ long fx_admin(fx_cluster *c, fx_resp *r, const char *method, const char *path, c
 /* POST /v1/chat/completions on gateway gw with "Authorization: Bearer key"
  * (key NULL = no Authorization header). Streaming is asked for in body. */
 long fx_chat(fx_cluster *c, uint32_t gw, fx_resp *r, const char *key, const char *body);
+/* POST path ("/v1/embeddings") on gateway gw, with the key as for fx_chat and
+ * extra headers (NULL-terminated "Name: value" strings, or NULL). */
+long fx_post(fx_cluster *c, uint32_t gw, fx_resp *r, const char *key, const char *path,
+             const char *const *headers, const char *body);
+/* GET path on gateway gw with the key as for fx_chat. */
+long fx_get(fx_cluster *c, uint32_t gw, fx_resp *r, const char *key, const char *path);
 
 /* Parse an SSE body: returns a cJSON array of every `data:` JSON object in
  * order, sets *done if `data: [DONE]` was seen; fails the test on a data line
@@ -227,9 +252,85 @@ fx_limit fx_key_limit_settled(fx_cluster *c, const char *id, size_t i, int64_t u
 int64_t fx_usd(const char *s);
 /* The demo's /demo/stats chat_requests counter. */
 int64_t fx_demo_chat_requests(fx_cluster *c);
-/* RFC 3339 of the first instant of next month, UTC ("2026-12-01T00:00:00Z"). */
+
+/* The demo's /demo/stats counters (demo/README.md). */
+typedef struct fx_demo_stats {
+    int64_t requests; /* every request, the stats requests included */
+    int64_t api;      /* the four POST endpoints together */
+    int64_t chat;
+    int64_t completions;
+    int64_t embeddings;
+    int64_t responses;
+    int64_t last_max_tokens; /* of the last API request; -1 = it named none */
+} fx_demo_stats;
+fx_demo_stats fx_demo_stats_get(fx_cluster *c);
+/* Requests that reached any of the demo's four API endpoints. */
+int64_t fx_demo_api_requests(fx_cluster *c);
+
+/* ---- more admin helpers (issue 3; each fails the test on an unexpected status) ---- */
+
+/* Any admin call: fails unless the status is want; returns the parsed body
+ * (caller frees with cJSON_Delete; NULL if the body was not JSON). */
+cJSON *fx_admin_expect(fx_cluster *c, long want, const char *method, const char *path,
+                       const char *body);
+/* POST /admin/v1/orgs/{org}/groups; expects 201. */
+void fx_group_create(fx_cluster *c, const char *org, const char *body);
+/* PATCH /admin/v1/orgs/{org}/groups/{group}; expects 200. */
+void fx_group_patch(fx_cluster *c, const char *org, const char *group, const char *body);
+/* PATCH /admin/v1/orgs/{org}; expects 200. */
+void fx_org_patch(fx_cluster *c, const char *org, const char *body);
+/* PUT /admin/v1/orgs/{org}/customers/{customer}; expects 200 or 201. */
+void fx_customer_put(fx_cluster *c, const char *org, const char *customer, const char *body);
+/* PATCH /admin/v1/keys/{id}; expects 200. */
+void fx_key_patch(fx_cluster *c, const char *id, const char *body);
+/* POST /admin/v1/keys/{id}/revoke; expects 200 or 204. */
+void fx_key_revoke(fx_cluster *c, const char *id);
+
+typedef struct fx_usage {
+    int64_t requests;
+    int64_t prompt_tokens;
+    int64_t completion_tokens;
+    int64_t cost; /* nano-USD */
+} fx_usage;
+/* GET /admin/v1/usage?<query> ("org=acme&key=k_..."); expects 200. */
+fx_usage fx_usage_totals(fx_cluster *c, const char *query);
+
+/* The admin path of a scope's record, whose GET shows its limits with state. */
+typedef enum fx_scope { FX_SCOPE_KEY, FX_SCOPE_GROUP, FX_SCOPE_CUSTOMER, FX_SCOPE_ORG } fx_scope;
+/* "key" / "group" / "customer" / "org" as in the `limit` object. */
+const char *fx_scope_name(fx_scope s);
+/* /admin/v1/keys/{id}, /admin/v1/orgs/{org}/groups/{id}, .../customers/{id},
+ * /admin/v1/orgs/{org} (id ignored). */
+void fx_scope_path(char out[256], fx_scope s, const char *org, const char *id);
+/* GET path, the limit with this metric and window ("cost", "month");
+ * fails the test if the GET fails or no such limit is listed. */
+fx_limit fx_scope_limit(fx_cluster *c, const char *path, const char *metric, const char *window);
+/* Poll (up to FX_SETTLE_TIMEOUT_MS) until used == `used` and reserved == 0. */
+fx_limit fx_scope_limit_settled(fx_cluster *c, const char *path, const char *metric,
+                                const char *window, int64_t used);
+
+/* ---- the test clock ---- */
+
+/* Move the clock of every process (and of the fixture's calendar helpers)
+ * forward by seconds: rewrite the clock file atomically, then wait long
+ * enough (~120 ms) for every process to re-read it. Main thread only. */
+void fx_clock_advance(int64_t seconds);
+/* Total offset so far, in seconds. */
+int64_t fx_clock_offset_s(void);
+/* The processes' wall clock: time(NULL) + offset. */
+int64_t fx_clock_now_s(void);
+
+/* RFC 3339 (UTC, seconds) of unix time t: "2026-12-01T00:00:00Z". */
+void fx_time_format(int64_t t, char out[32]);
+/* Parse an RFC 3339 UTC time "YYYY-MM-DDTHH:MM:SSZ"; fails the test otherwise. */
+int64_t fx_time_parse(const char *s);
+/* First instant of the next / current calendar period, in the processes'
+ * clock (fx_clock_now_s), UTC, RFC 3339. Weeks start on Monday; months on
+ * the 1st (billing anchor 1). */
 void fx_next_month(char out[32]);
 void fx_this_month(char out[32]);
+void fx_next_day(char out[32]);
+void fx_next_monday(char out[32]);
 
 /* Sleep ms milliseconds. Monotonic milliseconds. */
 void fx_sleep_ms(int64_t ms);

@@ -194,14 +194,45 @@ long fx_admin(fx_cluster *c, fx_resp *r, const char *method, const char *path, c
     return fx_http(r, method, url, headers, body, 0);
 }
 
-long fx_chat(fx_cluster *c, uint32_t gw, fx_resp *r, const char *key, const char *body)
+#define FX_EXTRA_HEADERS_MAX 8
+
+/* A request on gateway gw with the key's Authorization header (if any) and extra headers. */
+static long fx_gw_request(fx_cluster *c, uint32_t gw, fx_resp *r, const char *method,
+                          const char *key, const char *path, const char *const *extra,
+                          const char *body)
 {
     char auth[256];
-    const char *headers[] = {auth, NULL};
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key != NULL ? key : "");
-    char url[256];
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/v1/chat/completions", c->gw_port[gw]);
-    return fx_http(r, "POST", url, key != NULL ? headers : NULL, body, 0);
+    const char *headers[FX_EXTRA_HEADERS_MAX + 2];
+    size_t n = 0;
+    if (key != NULL) {
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+        headers[n++] = auth;
+    }
+    for (size_t i = 0; extra != NULL && extra[i] != NULL; i++) {
+        FX_CHECK(i < FX_EXTRA_HEADERS_MAX, "too many extra headers");
+        headers[n++] = extra[i];
+    }
+    headers[n] = NULL;
+    FX_CHECK(gw < c->opts.gateway_n, "no gateway %u", gw);
+    char url[512];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", c->gw_port[gw], path);
+    return fx_http(r, method, url, headers, body, 0);
+}
+
+long fx_chat(fx_cluster *c, uint32_t gw, fx_resp *r, const char *key, const char *body)
+{
+    return fx_gw_request(c, gw, r, "POST", key, "/v1/chat/completions", NULL, body);
+}
+
+long fx_post(fx_cluster *c, uint32_t gw, fx_resp *r, const char *key, const char *path,
+             const char *const *headers, const char *body)
+{
+    return fx_gw_request(c, gw, r, "POST", key, path, headers, body);
+}
+
+long fx_get(fx_cluster *c, uint32_t gw, fx_resp *r, const char *key, const char *path)
+{
+    return fx_gw_request(c, gw, r, "GET", key, path, NULL, NULL);
 }
 
 /* One SSE event's `data:` payload (lines joined by '\n' per the SSE rules). */
@@ -352,4 +383,208 @@ int64_t fx_demo_chat_requests(fx_cluster *c)
     int64_t v = (int64_t)n->valuedouble;
     fx_resp_free(&r);
     return v;
+}
+
+static int64_t fx_stat_field(const cJSON *j, const char *name, const char *body)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, name);
+    if (cJSON_IsNull(v)) {
+        return -1;
+    }
+    FX_CHECK(cJSON_IsNumber(v), "/demo/stats has no %s: %s", name, body);
+    return (int64_t)v->valuedouble;
+}
+
+fx_demo_stats fx_demo_stats_get(fx_cluster *c)
+{
+    fx_resp r;
+    char url[128];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/demo/stats", c->demo_port);
+    long st = fx_http(&r, "GET", url, NULL, NULL, 0);
+    FX_CHECK(st == 200 && cJSON_IsObject(r.json), "GET /demo/stats -> %ld %s", st, r.body);
+    fx_demo_stats s = {
+        .requests = fx_stat_field(r.json, "requests", r.body),
+        .api = fx_stat_field(r.json, "api_requests", r.body),
+        .chat = fx_stat_field(r.json, "chat_requests", r.body),
+        .completions = fx_stat_field(r.json, "completions_requests", r.body),
+        .embeddings = fx_stat_field(r.json, "embeddings_requests", r.body),
+        .responses = fx_stat_field(r.json, "responses_requests", r.body),
+        .last_max_tokens = fx_stat_field(r.json, "last_max_tokens", r.body),
+    };
+    fx_resp_free(&r);
+    return s;
+}
+
+int64_t fx_demo_api_requests(fx_cluster *c)
+{
+    return fx_demo_stats_get(c).api;
+}
+
+/* ---- issue 3 admin helpers ---- */
+
+cJSON *fx_admin_expect(fx_cluster *c, long want, const char *method, const char *path,
+                       const char *body)
+{
+    fx_resp r;
+    long st = fx_admin(c, &r, method, path, body);
+    FX_CHECK(st == want, "%s %s -> %ld (want %ld) %s %.500s", method, path, st, want, r.err,
+             r.body);
+    cJSON *j = r.json;
+    r.json = NULL;
+    fx_resp_free(&r);
+    return j;
+}
+
+/* An admin call accepting either of two statuses. */
+static void fx_admin_either(fx_cluster *c, long a, long b, const char *method, const char *path,
+                            const char *body)
+{
+    fx_resp r;
+    long st = fx_admin(c, &r, method, path, body);
+    FX_CHECK(st == a || st == b, "%s %s -> %ld (want %ld or %ld) %s %.500s", method, path, st, a, b,
+             r.err, r.body);
+    fx_resp_free(&r);
+}
+
+void fx_group_create(fx_cluster *c, const char *org, const char *body)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/admin/v1/orgs/%s/groups", org);
+    cJSON_Delete(fx_admin_expect(c, 201, "POST", path, body));
+}
+
+void fx_group_patch(fx_cluster *c, const char *org, const char *group, const char *body)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/admin/v1/orgs/%s/groups/%s", org, group);
+    cJSON_Delete(fx_admin_expect(c, 200, "PATCH", path, body));
+}
+
+void fx_org_patch(fx_cluster *c, const char *org, const char *body)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/admin/v1/orgs/%s", org);
+    cJSON_Delete(fx_admin_expect(c, 200, "PATCH", path, body));
+}
+
+void fx_customer_put(fx_cluster *c, const char *org, const char *customer, const char *body)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/admin/v1/orgs/%s/customers/%s", org, customer);
+    fx_admin_either(c, 200, 201, "PUT", path, body);
+}
+
+void fx_key_patch(fx_cluster *c, const char *id, const char *body)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/admin/v1/keys/%s", id);
+    cJSON_Delete(fx_admin_expect(c, 200, "PATCH", path, body));
+}
+
+void fx_key_revoke(fx_cluster *c, const char *id)
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/admin/v1/keys/%s/revoke", id);
+    fx_admin_either(c, 200, 204, "POST", path, NULL);
+}
+
+static int64_t fx_usage_field(const cJSON *j, const char *name, int money)
+{
+    const cJSON *v = cJSON_GetObjectItemCaseSensitive(j, name);
+    if (money && cJSON_IsString(v)) {
+        return fx_usd(v->valuestring);
+    }
+    FX_CHECK(cJSON_IsNumber(v), "usage totals: no %s", name);
+    return (int64_t)v->valuedouble;
+}
+
+fx_usage fx_usage_totals(fx_cluster *c, const char *query)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "/admin/v1/usage?%s", query);
+    cJSON *j = fx_admin_expect(c, 200, "GET", path, NULL);
+    FX_CHECK(cJSON_IsObject(j), "GET %s: not a JSON object", path);
+    fx_usage u = {
+        .requests = fx_usage_field(j, "requests", 0),
+        .prompt_tokens = fx_usage_field(j, "prompt_tokens", 0),
+        .completion_tokens = fx_usage_field(j, "completion_tokens", 0),
+        .cost = fx_usage_field(j, "cost", 1),
+    };
+    cJSON_Delete(j);
+    return u;
+}
+
+const char *fx_scope_name(fx_scope s)
+{
+    static const char *const names[] = {"key", "group", "customer", "org"};
+    return (unsigned)s < 4 ? names[s] : "?";
+}
+
+void fx_scope_path(char out[256], fx_scope s, const char *org, const char *id)
+{
+    switch (s) {
+    case FX_SCOPE_KEY:
+        snprintf(out, 256, "/admin/v1/keys/%s", id);
+        break;
+    case FX_SCOPE_GROUP:
+        snprintf(out, 256, "/admin/v1/orgs/%s/groups/%s", org, id);
+        break;
+    case FX_SCOPE_CUSTOMER:
+        snprintf(out, 256, "/admin/v1/orgs/%s/customers/%s", org, id);
+        break;
+    case FX_SCOPE_ORG:
+        snprintf(out, 256, "/admin/v1/orgs/%s", org);
+        break;
+    }
+}
+
+/* The limit of j's "limits" matching metric and window, parsed; 0 if none. */
+static int fx_limit_find(const cJSON *j, const char *metric, const char *window, fx_limit *out,
+                         const char *where)
+{
+    const cJSON *l;
+    cJSON_ArrayForEach(l, cJSON_GetObjectItemCaseSensitive(j, "limits"))
+    {
+        const cJSON *m = cJSON_GetObjectItemCaseSensitive(l, "metric");
+        const cJSON *w = cJSON_GetObjectItemCaseSensitive(l, "window");
+        if (!cJSON_IsString(m) || !cJSON_IsString(w) || strcmp(m->valuestring, metric) != 0 ||
+            strcmp(w->valuestring, window) != 0) {
+            continue;
+        }
+        memset(out, 0, sizeof(*out));
+        out->used = fx_amount(cJSON_GetObjectItemCaseSensitive(l, "used"), "used", where);
+        out->reserved =
+            fx_amount(cJSON_GetObjectItemCaseSensitive(l, "reserved"), "reserved", where);
+        out->max = fx_amount(cJSON_GetObjectItemCaseSensitive(l, "max"), "max", where);
+        const cJSON *ra = cJSON_GetObjectItemCaseSensitive(l, "resets_at");
+        if (cJSON_IsString(ra)) {
+            snprintf(out->resets_at, sizeof(out->resets_at), "%s", ra->valuestring);
+        }
+        return 1;
+    }
+    return 0;
+}
+
+fx_limit fx_scope_limit(fx_cluster *c, const char *path, const char *metric, const char *window)
+{
+    cJSON *j = fx_admin_expect(c, 200, "GET", path, NULL);
+    char *txt = cJSON_PrintUnformatted(j);
+    fx_limit out;
+    int found = fx_limit_find(j, metric, window, &out, txt != NULL ? txt : "?");
+    FX_CHECK(found, "GET %s: no %s/%s limit in %.600s", path, metric, window, txt ? txt : "?");
+    cJSON_free(txt);
+    cJSON_Delete(j);
+    return out;
+}
+
+fx_limit fx_scope_limit_settled(fx_cluster *c, const char *path, const char *metric,
+                                const char *window, int64_t used)
+{
+    int64_t deadline = fx_now_ms() + FX_SETTLE_TIMEOUT_MS;
+    fx_limit l = fx_scope_limit(c, path, metric, window);
+    while ((l.used != used || l.reserved != 0) && fx_now_ms() < deadline) {
+        fx_sleep_ms(20);
+        l = fx_scope_limit(c, path, metric, window);
+    }
+    return l;
 }
