@@ -10,29 +10,29 @@
 #ifndef CG_ERR_H
 #define CG_ERR_H
 
-#define CG_ERR_MAP(X)                                                    \
-    X(OK, 0, "ok")                                                       \
-    X(NOMEM, 1, "out of memory")                                         \
-    X(INVAL, 2, "invalid argument")                                      \
-    X(RANGE, 3, "value out of range")                                    \
-    X(OVERFLOW, 4, "arithmetic overflow")                                \
-    X(PARSE, 5, "parse error")                                           \
-    X(TOOBIG, 6, "too large")                                            \
-    X(IO, 7, "i/o error")                                                \
-    X(NOTFOUND, 8, "not found")                                          \
-    X(EXISTS, 9, "already exists")                                       \
-    X(CONFLICT, 10, "conflict")                                          \
-    X(WRONG_SHARD, 11, "routing key not owned by this shard")            \
-    X(BUDGET, 12, "budget exceeded")                                     \
-    X(UNAUTHORIZED, 13, "unauthorized")                                  \
-    X(TIMEOUT, 14, "timed out")                                          \
-    X(UNAVAILABLE, 15, "unavailable")                                    \
-    X(PROTO, 16, "malformed protocol message")                           \
-    X(VERSION, 17, "unsupported protocol version")                       \
-    X(DB, 18, "database error")                                          \
-    X(MAP_FULL, 19, "database map full")                                 \
-    X(INTERNAL, 20, "internal error")                                    \
-    X(SHUTDOWN, 21, "shutting down")                                     \
+#define CG_ERR_MAP(X)                                         \
+    X(OK, 0, "ok")                                            \
+    X(NOMEM, 1, "out of memory")                              \
+    X(INVAL, 2, "invalid argument")                           \
+    X(RANGE, 3, "value out of range")                         \
+    X(OVERFLOW, 4, "arithmetic overflow")                     \
+    X(PARSE, 5, "parse error")                                \
+    X(TOOBIG, 6, "too large")                                 \
+    X(IO, 7, "i/o error")                                     \
+    X(NOTFOUND, 8, "not found")                               \
+    X(EXISTS, 9, "already exists")                            \
+    X(CONFLICT, 10, "conflict")                               \
+    X(WRONG_SHARD, 11, "routing key not owned by this shard") \
+    X(BUDGET, 12, "budget exceeded")                          \
+    X(UNAUTHORIZED, 13, "unauthorized")                       \
+    X(TIMEOUT, 14, "timed out")                               \
+    X(UNAVAILABLE, 15, "unavailable")                         \
+    X(PROTO, 16, "malformed protocol message")                \
+    X(VERSION, 17, "unsupported protocol version")            \
+    X(DB, 18, "database error")                               \
+    X(MAP_FULL, 19, "database map full")                      \
+    X(INTERNAL, 20, "internal error")                         \
+    X(SHUTDOWN, 21, "shutting down")                          \
     X(RATE, 22, "rate limit exceeded")
 
 typedef enum cg_err {

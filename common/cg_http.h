@@ -28,20 +28,20 @@ typedef struct cg_http_server cg_http_server;
 typedef struct cg_http_conn cg_http_conn;
 
 typedef struct cg_http_header {
-    const char *name; /* NUL-terminated, as received */
+    const char *name;  /* NUL-terminated, as received */
     const char *value; /* NUL-terminated, leading/trailing blanks trimmed */
 } cg_http_header;
 
 typedef struct cg_http_req {
-    const char *method;   /* "GET", "POST", ... */
-    const char *path;     /* path without the query, NUL-terminated */
-    const char *query;    /* query string without '?', "" if none */
+    const char *method; /* "GET", "POST", ... */
+    const char *path;   /* path without the query, NUL-terminated */
+    const char *query;  /* query string without '?', "" if none */
     cg_http_header headers[CG_HTTP_HEADERS_MAX];
     uint32_t header_n;
-    const char *body;     /* NUL-terminated for convenience; body_len bytes */
+    const char *body; /* NUL-terminated for convenience; body_len bytes */
     size_t body_len;
-    char peer_ip[48];     /* textual socket peer address */
-    uint64_t conn_id;     /* unique per process */
+    char peer_ip[48]; /* textual socket peer address */
+    uint64_t conn_id; /* unique per process */
 } cg_http_req;
 
 /* Called once per complete request, on the server's loop. */
@@ -85,22 +85,23 @@ const char *cg_http_req_header(const cg_http_req *r, const char *name);
 /* Register abort/drain callbacks for the pending response of c. Without an
  * abort callback, a connection lost while its response is owed stays allocated
  * until the handler completes the response (which is then discarded). */
-void cg_http_conn_set_callbacks(cg_http_conn *c, cg_http_abort_cb on_abort, cg_http_drain_cb on_drain,
-                                void *ud);
+void cg_http_conn_set_callbacks(cg_http_conn *c, cg_http_abort_cb on_abort,
+                                cg_http_drain_cb on_drain, void *ud);
 
 /*
  * Send a complete response. extra_headers: zero or more "Name: value\r\n"
  * lines (may be NULL). content_type may be NULL (no Content-Type). Content-Length
  * and Connection are added here. Completes the request.
  */
-void cg_http_respond(cg_http_conn *c, int status, const char *extra_headers, const char *content_type,
-                     const void *body, size_t len);
+void cg_http_respond(cg_http_conn *c, int status, const char *extra_headers,
+                     const char *content_type, const void *body, size_t len);
 /* Convenience: error in OpenAI shape {"error":{"message","type","code","param":null}}. */
 void cg_http_respond_error(cg_http_conn *c, int status, const char *type, const char *code,
                            const char *message, const char *extra_headers);
 
 /* Streaming (chunked transfer encoding). */
-void cg_http_stream_begin(cg_http_conn *c, int status, const char *extra_headers, const char *content_type);
+void cg_http_stream_begin(cg_http_conn *c, int status, const char *extra_headers,
+                          const char *content_type);
 /* Queue n bytes as one chunk; returns the bytes queued and not yet written
  * (after this one), so the caller can apply back-pressure (see drain cb). */
 size_t cg_http_stream_write(cg_http_conn *c, const void *p, size_t n);

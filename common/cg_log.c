@@ -123,8 +123,12 @@ static size_t cg_log_escape_one_(cg_log_buf *b, const unsigned char *s, size_t n
         return 1;
     }
     if (c < 0x20 || c == 0x7f) {
-        const char *named = c == '\n' ? "\\n" : c == '\r' ? "\\r" : c == '\t' ? "\\t"
-                          : c == '\b' ? "\\b" : c == '\f' ? "\\f" : NULL;
+        const char *named = c == '\n'   ? "\\n"
+                            : c == '\r' ? "\\r"
+                            : c == '\t' ? "\\t"
+                            : c == '\b' ? "\\b"
+                            : c == '\f' ? "\\f"
+                                        : NULL;
         if (named != NULL) {
             cg_log_raw_(b, named, 2);
         } else {

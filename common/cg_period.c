@@ -128,9 +128,9 @@ int64_t cg_days_from_civil(int64_t y, unsigned m, unsigned d)
 {
     y -= m <= 2;
     const int64_t era = (y >= 0 ? y : y - 399) / 400;
-    const int64_t yoe = y - era * 400;                                       /* [0, 399] */
-    const int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1;      /* [0, 365] */
-    const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;               /* [0, 146096] */
+    const int64_t yoe = y - era * 400;                                   /* [0, 399] */
+    const int64_t doy = (153 * (m > 2 ? m - 3 : m + 9) + 2) / 5 + d - 1; /* [0, 365] */
+    const int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;           /* [0, 146096] */
     return era * 146097 + doe - 719468;
 }
 
@@ -138,10 +138,10 @@ void cg_civil_from_days(int64_t z, int64_t *y, unsigned *m, unsigned *d)
 {
     z += 719468;
     const int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    const int64_t doe = z - era * 146097;                                     /* [0, 146096] */
+    const int64_t doe = z - era * 146097;                                      /* [0, 146096] */
     const int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365; /* [0, 399] */
-    const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);              /* [0, 365] */
-    const int64_t mp = (5 * doy + 2) / 153;                                   /* [0, 11] */
+    const int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);               /* [0, 365] */
+    const int64_t mp = (5 * doy + 2) / 153;                                    /* [0, 11] */
     *d = (unsigned)(doy - (153 * mp + 2) / 5 + 1);
     *m = (unsigned)(mp < 10 ? mp + 3 : mp - 9);
     *y = yoe + era * 400 + (*m <= 2);
@@ -277,8 +277,8 @@ static cg_err cg_time_parse_tail_(const char *p, int64_t *ms, int64_t *off_ms)
     int sign = *p == '-' ? -1 : 1;
     int oh, om;
     p++;
-    if (!cg_time_digits_(&p, 2, &oh) || !cg_time_expect_(&p, ':') ||
-        !cg_time_digits_(&p, 2, &om) || *p != '\0' || oh > 23 || om > 59) {
+    if (!cg_time_digits_(&p, 2, &oh) || !cg_time_expect_(&p, ':') || !cg_time_digits_(&p, 2, &om) ||
+        *p != '\0' || oh > 23 || om > 59) {
         return CG_ERR_PARSE;
     }
     *off_ms = sign * ((int64_t)oh * 3600 + om * 60) * CG_MS_PER_S;
@@ -292,8 +292,8 @@ cg_err cg_time_parse(const char *s, int64_t *out_ms)
     }
     const char *p = s;
     int y, mo, d, h = 0, mi = 0, sec = 0;
-    if (!cg_time_digits_(&p, 4, &y) || !cg_time_expect_(&p, '-') ||
-        !cg_time_digits_(&p, 2, &mo) || !cg_time_expect_(&p, '-') || !cg_time_digits_(&p, 2, &d)) {
+    if (!cg_time_digits_(&p, 4, &y) || !cg_time_expect_(&p, '-') || !cg_time_digits_(&p, 2, &mo) ||
+        !cg_time_expect_(&p, '-') || !cg_time_digits_(&p, 2, &d)) {
         return CG_ERR_PARSE;
     }
     if (mo < 1 || mo > 12 || d < 1 || (unsigned)d > cg_days_in_month_(y, (unsigned)mo)) {
@@ -319,7 +319,7 @@ cg_err cg_time_parse(const char *s, int64_t *out_ms)
         }
     }
     int64_t days = cg_days_from_civil(y, (unsigned)mo, (unsigned)d);
-    *out_ms = days * CG_MS_PER_DAY + ((int64_t)h * 3600 + mi * 60 + sec) * CG_MS_PER_S + frac_ms -
-              off_ms;
+    *out_ms =
+        days * CG_MS_PER_DAY + ((int64_t)h * 3600 + mi * 60 + sec) * CG_MS_PER_S + frac_ms - off_ms;
     return CG_ERR_OK;
 }

@@ -29,7 +29,8 @@ typedef struct cg_window {
 } cg_window;
 
 typedef struct cg_period {
-    int64_t index;    /* lifetime: 0; day: days since epoch; week: Monday-weeks; month: months since 1970-01 */
+    int64_t
+        index; /* lifetime: 0; day: days since epoch; week: Monday-weeks; month: months since 1970-01 */
     int64_t start_ms; /* inclusive; lifetime: 0 */
     int64_t end_ms;   /* exclusive, the reset time; lifetime: INT64_MAX */
 } cg_period;

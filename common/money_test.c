@@ -53,8 +53,8 @@ CG_TEST(money_parse_rounds_up)
 CG_TEST(money_parse_rejects)
 {
     int64_t v = 77;
-    const char *bad[] = {"", "-", "+1", " 1", "1 ", "1.", ".5", "1e3", "1,5", "abc", "1.2.3",
-                         "--1", "0x10", "1.5-"};
+    const char *bad[] = {"",    "-",   "+1",  " 1",    "1 ",  "1.",   ".5",
+                         "1e3", "1,5", "abc", "1.2.3", "--1", "0x10", "1.5-"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         CG_CHECK_EQ_INT(parse(bad[i], 1, &v), CG_ERR_PARSE);
     }

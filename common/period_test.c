@@ -48,12 +48,18 @@ CG_TEST(period_window_parse_format)
         uint8_t kind;
         uint32_t s;
     } ok[] = {
-        {"lifetime", "lifetime", CG_WIN_LIFETIME, 0}, {"day", "day", CG_WIN_DAY, 0},
-        {"week", "week", CG_WIN_WEEK, 0},             {"month", "month", CG_WIN_MONTH, 0},
-        {"1m", "1m", CG_WIN_SLIDING, 60},             {"90s", "90s", CG_WIN_SLIDING, 90},
-        {"3600s", "1h", CG_WIN_SLIDING, 3600},        {"5h", "5h", CG_WIN_SLIDING, 18000},
-        {"24h", "1d", CG_WIN_SLIDING, 86400},         {"7d", "7d", CG_WIN_SLIDING, 604800},
-        {"120m", "2h", CG_WIN_SLIDING, 7200},         {"366d", "366d", CG_WIN_SLIDING, 31622400},
+        {"lifetime", "lifetime", CG_WIN_LIFETIME, 0},
+        {"day", "day", CG_WIN_DAY, 0},
+        {"week", "week", CG_WIN_WEEK, 0},
+        {"month", "month", CG_WIN_MONTH, 0},
+        {"1m", "1m", CG_WIN_SLIDING, 60},
+        {"90s", "90s", CG_WIN_SLIDING, 90},
+        {"3600s", "1h", CG_WIN_SLIDING, 3600},
+        {"5h", "5h", CG_WIN_SLIDING, 18000},
+        {"24h", "1d", CG_WIN_SLIDING, 86400},
+        {"7d", "7d", CG_WIN_SLIDING, 604800},
+        {"120m", "2h", CG_WIN_SLIDING, 7200},
+        {"366d", "366d", CG_WIN_SLIDING, 31622400},
     };
     for (size_t i = 0; i < sizeof(ok) / sizeof(ok[0]); i++) {
         cg_window w = {0};
@@ -64,8 +70,9 @@ CG_TEST(period_window_parse_format)
         CG_CHECK(cg_window_format(w, b, sizeof(b)) == strlen(ok[i].out));
         CG_CHECK_EQ_STR(b, ok[i].out);
     }
-    const char *bad[] = {"", "0s", "0m", "m", "1", "1x", "1mm", "-1m", " 1m", "1m ", "367d",
-                         "99999999999999999999s", "Day", "months"};
+    const char *bad[] = {"",    "0s",    "0m",  "m",   "1",    "1x",
+                         "1mm", "-1m",   " 1m", "1m ", "367d", "99999999999999999999s",
+                         "Day", "months"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         cg_window w;
         CG_CHECK(cg_window_parse(bad[i], &w) != CG_ERR_OK);
@@ -193,11 +200,22 @@ CG_TEST(period_time_parse)
     CG_CHECK_EQ_INT(ms_of("2026-11-21T05:34:05-04:30"), 1795255445000LL);
     CG_CHECK_EQ_INT(ms_of("2026-11-21t10:04:05z"), 1795255445000LL);
     CG_CHECK_EQ_INT(ms_of("2024-02-29"), 1709164800000LL);
-    const char *bad[] = {"", "2026", "2026-13-01", "2026-02-29", "2026-11-31", "2026-00-10",
-                         "2026-11-21T24:00:00Z", "2026-11-21T10:04:05", "2026-11-21T10:04Z",
-                         "2026-11-21T10:04:05.Z", "2026-11-21T10:04:05+0200",
-                         "2026-11-21T10:04:05+02:00x", "2026-11-21 10:04:05Z", "26-11-21",
-                         "2026-11-21Z", "2026-11-21T10:04:05+24:00"};
+    const char *bad[] = {"",
+                         "2026",
+                         "2026-13-01",
+                         "2026-02-29",
+                         "2026-11-31",
+                         "2026-00-10",
+                         "2026-11-21T24:00:00Z",
+                         "2026-11-21T10:04:05",
+                         "2026-11-21T10:04Z",
+                         "2026-11-21T10:04:05.Z",
+                         "2026-11-21T10:04:05+0200",
+                         "2026-11-21T10:04:05+02:00x",
+                         "2026-11-21 10:04:05Z",
+                         "26-11-21",
+                         "2026-11-21Z",
+                         "2026-11-21T10:04:05+24:00"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         int64_t t = 42;
         CG_CHECK(cg_time_parse(bad[i], &t) != CG_ERR_OK);
