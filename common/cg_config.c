@@ -125,6 +125,7 @@ static const cg_cfg_dir cg_cfg_dirs_[] = {
      NULL},
     {"prompt_part_tokens", CG_CFG_U32, 0, CG_F(prompt_part_tokens), 0, "2000", 0, 1000000, NULL},
     {"allow_unpriced_models", CG_CFG_BOOL, 0, CG_F(allow_unpriced_models), 0, "off", 0, 0, NULL},
+    {"enforcement", CG_CFG_BOOL, 0, CG_F(enforcement), 0, "on", 0, 0, NULL},
     {"alert_retry_s", CG_CFG_RETRY, 0, CG_F(alert_retry_s), 0,
      "5 30 120 600 1800 3600 7200 14400 28800 43200", 1, CG_ALERT_RETRY_S_MAX, NULL},
     {"alert_allow_http", CG_CFG_BOOL, 0, CG_F(alert_allow_http), 0, "off", 0, 0, NULL},

@@ -55,6 +55,8 @@
  *                                                 test moves time in running processes)
  *   trusted_proxies        list of CIDRs ""      (peers whose X-Forwarded-For is believed)
  *   clamp_min_tokens       int        16         1..1000000 (on_low_budget clamp floor)
+ *   enforcement            bool       on         (off: auth + static rules only; no
+ *                                                 reserve/settle/release, no usage record)
  *   demo_listen            host:port  127.0.0.1:9090 (demo upstream)
  */
 #ifndef CG_CONFIG_H
@@ -145,6 +147,7 @@ typedef struct cg_config {
     cg_cidr trusted_proxies[CG_TRUSTED_PROXIES_MAX];
     uint32_t trusted_proxy_n;
     uint32_t clamp_min_tokens;
+    uint8_t enforcement; /* 0 = off: no reserve / settle / release (benchmarks) */
 } cg_config;
 
 /* Fill c with every default (no shards, no providers, no models). */

@@ -380,6 +380,21 @@ CG_TEST(config_issue3_directives)
     CG_CHECK_EQ_STR(cfg.clock_file, "/tmp/other-clock");
 }
 
+CG_TEST(config_enforcement)
+{
+    char err[ERR_MAX];
+    CG_CHECK(load_text("workers 1\n", err) == CG_ERR_OK);
+    CG_CHECK_EQ_INT(cfg.enforcement, 1);
+    CG_CHECK(load_text("enforcement off\n", err) == CG_ERR_OK);
+    CG_CHECK_EQ_INT(cfg.enforcement, 0);
+    setenv("CAPGATE_ENFORCEMENT", "on", 1);
+    cg_err e = load_text("enforcement off\n", err);
+    unsetenv("CAPGATE_ENFORCEMENT");
+    CG_CHECK(e == CG_ERR_OK);
+    CG_CHECK_EQ_INT(cfg.enforcement, 1);
+    CG_CHECK(fails_at("workers 2\nenforcement sometimes\n", 2, "enforcement"));
+}
+
 /* Load a trusted_proxies line of n networks; 1 if it loads. */
 static int proxies_load(int n)
 {
@@ -464,5 +479,5 @@ int main(void)
                        config_model_unknown_provider, config_unknown_directive,
                        config_missing_file, config_env_overrides, config_env_repeatable,
                        config_secrets, config_lease, config_issue3_directives,
-                       config_issue3_bad_values, config_addr_split);
+                       config_issue3_bad_values, config_addr_split, config_enforcement);
 }

@@ -4,11 +4,22 @@
  * Structure. Each shard has one NNG REQ socket, dialled without blocking
  * (NNG reconnects by itself). An operation travels in a "flight": one
  * nng_ctx + nng_aio carrying one NNG message, i.e. one encoded batch of
- * 1..GW_LEDGER_FLIGHT_OPS operations for one shard. Today a flight carries one
- * operation and leaves at once; DESIGN.md's batching (ops for a shard
- * accumulate during a loop iteration and a uv_check_t flushes each shard's
- * batch) only has to fill ops[] before gw_flight_launch — delivery already
- * handles n operations per reply.
+ * 1..GW_LEDGER_BATCH_OPS operations for one shard.
+ *
+ * Batching without added delay (DESIGN.md). A submit encodes its operation at
+ * once (proto_req_encode_op) into its shard's open batch (s->fill, s->body);
+ * a uv_check_t — which runs right after the loop's I/O callbacks, where
+ * submits happen — frames each open batch (proto_req_batch_prefix) and sends
+ * it as one message. At low load a batch holds one operation and leaves in
+ * the iteration that submitted it; under load batches grow by themselves.
+ * While a batch is open a uv_idle_t is active too, so a submit made after the
+ * check phase (a close or check callback) never lets the loop block in poll
+ * before it is sent. A batch also leaves at once when it reaches
+ * GW_LEDGER_BATCH_OPS operations or GW_LEDGER_BATCH_BYTES encoded bytes, and
+ * EVENTS_SINCE (large replies) always travels alone, so a reply stays far
+ * below PROTO_MSG_MAX_BYTES. The batch's deadline is its first (earliest)
+ * operation's; on any transport failure every operation of the batch gets the
+ * same error, and the reply's results go to the callbacks in submission order.
  *
  * Threads. A flight is owned by the loop thread until gw_flight_launch calls
  * nng_ctx_send; from then on only NNG's callback (gw_flight_cb, on an NNG
@@ -40,15 +51,17 @@
 #include "cg_clock.h"
 #include "cg_log.h"
 
-#define GW_LEDGER_FLIGHT_OPS 1       /* operations per NNG message (batching raises it) */
-#define GW_LEDGER_POOL_MAX 256       /* idle flights (ctx + aio) kept per shard for reuse */
+#define GW_LEDGER_FLIGHT_OPS GW_LEDGER_BATCH_OPS
+#define GW_LEDGER_BATCH_BYTES (256u << 10) /* an open batch leaves once it encodes this much */
+#define GW_LEDGER_BODY_KEEP (64u << 10)    /* keep a shard's encode buffer up to this size */
+#define GW_LEDGER_POOL_MAX 128       /* idle flights (ctx + aio) kept per shard for reuse */
 #define GW_LEDGER_RECONN_MIN_MS 50   /* first redial delay after a lost connection */
 #define GW_LEDGER_RECONN_MAX_MS 1000 /* redial back-off ceiling */
 
 _Static_assert(GW_LEDGER_FLIGHT_OPS <= PROTO_BATCH_MAX, "flight larger than a proto batch");
 
 typedef enum gw_flight_state {
-    GW_FLIGHT_IDLE = 0, /* in a pool or being filled on the loop thread */
+    GW_FLIGHT_IDLE = 0, /* in a pool, or the open batch of its shard (loop thread) */
     GW_FLIGHT_SEND,     /* nng_ctx_send pending (waits for a connected pipe) */
     GW_FLIGHT_RECV,     /* nng_ctx_recv pending (waits for the reply) */
     GW_FLIGHT_DONE,     /* on the done queue or being delivered */
@@ -70,7 +83,7 @@ typedef struct gw_flight {
     struct gw_flight *next;                /* pool or done queue link */
     struct gw_flight *act_prev, *act_next; /* active list, loop thread only */
     gw_flight_state state;
-    int64_t deadline_ms; /* cg_mono_ms() time the flight gives up */
+    int64_t deadline_ms; /* cg_mono_ms() time the flight gives up (its first op's) */
     cg_err err;          /* transport outcome, set by the NNG callback */
     int nng_rv;          /* original NNG code, for the log */
     proto_rep *reps;     /* decoded reply (heap), rep_n entries */
@@ -85,6 +98,8 @@ struct gw_ledger_shard {
     nng_socket sock;
     gw_flight *pool; /* idle flights, loop thread only */
     uint32_t pool_n;
+    gw_flight *fill;      /* the open batch (NULL: none), on the active list */
+    msgpack_sbuffer body; /* fill's operations, encoded back to back */
 };
 
 struct gw_ledger {
@@ -92,6 +107,11 @@ struct gw_ledger {
     const cg_config *cfg;
     const cg_ring *ring;
     uv_async_t async;
+    uv_check_t check;   /* flushes the open batches after the I/O callbacks */
+    uv_idle_t idle;     /* active while a batch is open: poll does not block */
+    int handles_open;   /* of async, check, idle; the last close frees the client */
+    uint32_t fill_n;    /* shards with an open batch */
+    msgpack_sbuffer hdr; /* batch prefix scratch */
     uv_mutex_t mu; /* guards done_head / done_tail */
     gw_flight *done_head;
     gw_flight *done_tail;
@@ -235,6 +255,7 @@ static cg_err gw_flight_get(gw_ledger *l, gw_ledger_shard *s, gw_flight **out)
     if (f != NULL) {
         s->pool = f->next;
         s->pool_n--;
+        gw_active_insert(l, f);
         *out = f;
         return CG_ERR_OK;
     }
@@ -251,6 +272,7 @@ static cg_err gw_flight_get(gw_ledger *l, gw_ledger_shard *s, gw_flight **out)
         nng_aio_free(f->aio);
         goto fail;
     }
+    gw_active_insert(l, f);
     *out = f;
     return CG_ERR_OK;
 fail:
@@ -356,52 +378,92 @@ static void gw_ledger_async_cb(uv_async_t *h)
     }
 }
 
-/* Put f (filled: ops, op_n) on the wire with msg. Ownership of msg passes to NNG. */
-static void gw_flight_launch(gw_ledger *l, gw_flight *f, nng_msg *msg)
+/* Put f (filled: ops, op_n, deadline_ms) on the wire with msg, which passes to NNG. */
+static void gw_flight_launch(gw_flight *f, nng_msg *msg, int64_t left_ms)
 {
-    nng_duration timeout = (nng_duration)l->cfg->ledger_timeout_ms;
-
-    f->err = CG_ERR_OK;
-    f->nng_rv = 0;
-    f->reps = NULL;
-    f->rep_n = 0;
-    f->deadline_ms = cg_mono_ms() + timeout;
     f->state = GW_FLIGHT_SEND;
-    gw_active_insert(l, f);
-    l->inflight += f->op_n;
     nng_aio_set_msg(f->aio, msg);
-    nng_aio_set_timeout(f->aio, timeout);
+    nng_aio_set_timeout(f->aio, (nng_duration)left_ms);
     nng_ctx_send(f->ctx, f->aio);
 }
 
-static cg_err gw_ledger_encode(const proto_req *req, nng_msg **out)
+/* Close s's open batch and send it as one message. A failure before the send
+ * completes the batch through the done queue, so no user callback runs here. */
+static void gw_ledger_flush_shard(gw_ledger *l, gw_ledger_shard *s)
 {
-    msgpack_sbuffer sb;
+    gw_flight *f = s->fill;
     nng_msg *msg = NULL;
+    int64_t left_ms;
     cg_err e;
     int rv;
 
-    msgpack_sbuffer_init(&sb);
-    if ((e = proto_req_encode(req, 1, &sb)) != CG_ERR_OK) {
-        goto done;
+    assert(f != NULL && f->op_n >= 1);
+    s->fill = NULL;
+    l->fill_n--;
+    f->err = CG_ERR_OK;
+    f->nng_rv = 0;
+    msgpack_sbuffer_clear(&l->hdr);
+    if ((e = proto_req_batch_prefix(f->op_n, &l->hdr)) != CG_ERR_OK) {
+        goto fail;
     }
-    if ((rv = nng_msg_alloc(&msg, sb.size)) != 0) {
+    if ((rv = nng_msg_alloc(&msg, l->hdr.size + s->body.size)) != 0) {
         e = cg_err_from_nng(rv);
-        goto done;
+        goto fail;
     }
-    memcpy(nng_msg_body(msg), sb.data, sb.size);
-    *out = msg;
-done:
-    msgpack_sbuffer_destroy(&sb);
-    return e;
+    memcpy(nng_msg_body(msg), l->hdr.data, l->hdr.size);
+    memcpy((char *)nng_msg_body(msg) + l->hdr.size, s->body.data, s->body.size);
+    left_ms = f->deadline_ms - cg_mono_ms();
+    if (left_ms <= 0) {
+        nng_msg_free(msg);
+        e = CG_ERR_TIMEOUT;
+        goto fail;
+    }
+    gw_flight_launch(f, msg, left_ms);
+    goto reset;
+fail:
+    f->err = e == CG_ERR_TIMEOUT ? CG_ERR_TIMEOUT : CG_ERR_UNAVAILABLE;
+    gw_flight_finish(f);
+reset:
+    if (s->body.alloc > GW_LEDGER_BODY_KEEP) {
+        msgpack_sbuffer_destroy(&s->body);
+        msgpack_sbuffer_init(&s->body);
+    } else {
+        msgpack_sbuffer_clear(&s->body);
+    }
+}
+
+static void gw_ledger_flush_all(gw_ledger *l)
+{
+    for (uint16_t i = 0; i < l->shard_n && l->fill_n > 0; i++) {
+        if (l->shards[i].fill != NULL) {
+            gw_ledger_flush_shard(l, &l->shards[i]);
+        }
+    }
+    uv_check_stop(&l->check);
+    uv_idle_stop(&l->idle);
+}
+
+static void gw_ledger_check_cb(uv_check_t *h)
+{
+    gw_ledger *l = h->data;
+
+    if (!l->closing) {
+        gw_ledger_flush_all(l);
+    }
+}
+
+static void gw_ledger_idle_cb(uv_idle_t *h)
+{
+    (void)h; /* only keeps poll from blocking; the check callback sends */
 }
 
 cg_err gw_ledger_submit_to(gw_ledger *l, uint16_t shard, const proto_req *req, gw_ledger_cb cb,
                            void *ud)
 {
     gw_ledger_shard *s;
-    gw_flight *f = NULL;
-    nng_msg *msg = NULL;
+    gw_flight *f;
+    size_t mark;
+    int solo;
     cg_err e;
 
     assert(l != NULL && req != NULL && cb != NULL);
@@ -413,16 +475,32 @@ cg_err gw_ledger_submit_to(gw_ledger *l, uint16_t shard, const proto_req *req, g
         return CG_ERR_UNAVAILABLE;
     }
     s = &l->shards[shard];
-    if ((e = gw_ledger_encode(req, &msg)) != CG_ERR_OK) {
-        return e;
+    solo = req->op == PROTO_OP_EVENTS_SINCE;
+    if (solo && s->fill != NULL) {
+        gw_ledger_flush_shard(l, s);
     }
-    if ((e = gw_flight_get(l, s, &f)) != CG_ERR_OK) {
-        nng_msg_free(msg);
-        return e;
+    mark = s->body.size;
+    if ((e = proto_req_encode_op(req, &s->body)) != CG_ERR_OK) {
+        return e; /* the encoder appended nothing */
     }
-    f->op_n = 1;
-    f->ops[0] = (gw_ledger_op){.op = req->op, .cb = cb, .ud = ud};
-    gw_flight_launch(l, f, msg);
+    if ((f = s->fill) == NULL) {
+        if ((e = gw_flight_get(l, s, &f)) != CG_ERR_OK) {
+            s->body.size = mark;
+            return e;
+        }
+        f->op_n = 0;
+        f->deadline_ms = cg_mono_ms() + (int64_t)l->cfg->ledger_timeout_ms;
+        s->fill = f;
+        if (l->fill_n++ == 0) {
+            uv_check_start(&l->check, gw_ledger_check_cb);
+            uv_idle_start(&l->idle, gw_ledger_idle_cb);
+        }
+    }
+    f->ops[f->op_n++] = (gw_ledger_op){.op = req->op, .cb = cb, .ud = ud};
+    l->inflight++;
+    if (solo || f->op_n >= GW_LEDGER_FLIGHT_OPS || s->body.size >= GW_LEDGER_BATCH_BYTES) {
+        gw_ledger_flush_shard(l, s);
+    }
     return CG_ERR_OK;
 }
 
@@ -470,6 +548,9 @@ static void gw_ledger_close_cb(uv_handle_t *h)
     gw_ledger *l = h->data;
     gw_flight *f;
 
+    if (--l->handles_open > 0) {
+        return;
+    }
     for (gw_flight *next; l->active != NULL; l->active = next) {
         next = l->active->act_next;
         gw_flight_destroy(l->active);
@@ -479,7 +560,9 @@ static void gw_ledger_close_cb(uv_handle_t *h)
             l->shards[i].pool = f->next;
             gw_flight_destroy(f);
         }
+        msgpack_sbuffer_destroy(&l->shards[i].body);
     }
+    msgpack_sbuffer_destroy(&l->hdr);
     uv_mutex_destroy(&l->mu);
     free(l);
 }
@@ -501,6 +584,10 @@ cg_err gw_ledger_new(uv_loop_t *loop, const cg_config *cfg, const cg_ring *ring,
     l->cfg = cfg;
     l->ring = ring;
     l->shard_n = (uint16_t)cfg->shard_n;
+    msgpack_sbuffer_init(&l->hdr);
+    for (uint16_t i = 0; i < l->shard_n; i++) {
+        msgpack_sbuffer_init(&l->shards[i].body);
+    }
     if (uv_mutex_init(&l->mu) != 0) {
         e = CG_ERR_INTERNAL;
         goto fail;
@@ -517,6 +604,12 @@ cg_err gw_ledger_new(uv_loop_t *loop, const cg_config *cfg, const cg_ring *ring,
         goto fail;
     }
     l->async.data = l;
+    /* Cannot fail on an initialised loop. */
+    uv_check_init(loop, &l->check);
+    l->check.data = l;
+    uv_idle_init(loop, &l->idle);
+    l->idle.data = l;
+    l->handles_open = 3;
     *out = l;
     return CG_ERR_OK;
 fail:
@@ -528,6 +621,10 @@ fail:
     if (mu_ok) {
         uv_mutex_destroy(&l->mu);
     }
+    for (uint16_t i = 0; i < l->shard_n; i++) {
+        msgpack_sbuffer_destroy(&l->shards[i].body);
+    }
+    msgpack_sbuffer_destroy(&l->hdr);
     free(l);
     return e;
 }
@@ -563,5 +660,11 @@ void gw_ledger_free(gw_ledger *l)
             }
         }
     }
+    for (uint16_t i = 0; i < l->shard_n; i++) {
+        l->shards[i].fill = NULL; /* its flight is on the active list */
+    }
+    l->fill_n = 0;
+    uv_close((uv_handle_t *)&l->check, gw_ledger_close_cb);
+    uv_close((uv_handle_t *)&l->idle, gw_ledger_close_cb);
     uv_close((uv_handle_t *)&l->async, gw_ledger_close_cb);
 }

@@ -11,7 +11,8 @@
  *   4. model: 400 model_not_found / model_not_priced, 403 model_not_allowed;
  *   5. customer: 400 invalid_request, 403 customer_not_allowed;
  *   6. max_tokens over the key's per-request cap: 400 max_tokens_exceeds_limit;
- *   7. reservation (402 / 429 / 503).
+ *   7. reservation (402 / 429 / 503); skipped with `enforcement off`, which
+ *      keeps 1-6 but never reserves, settles or records usage.
  * A malformed key is refused before any ledger lookup. A ledger that cannot
  * be reached for the key or its definitions gives 503 whatever the fail mode:
  * fail-open covers budgets, never permissions.
@@ -356,6 +357,11 @@ static void gw_proxy_admit(gw_proxy *p, const cJSON *j)
     }
     if (gw_proxy_build_body(p, j) != CG_ERR_OK) {
         gw_proxy_fail(p, 500, "server_error", "internal_error", "Out of memory.");
+        return;
+    }
+    if (!cfg->enforcement) {
+        /* Enforcement off (benchmarks): no scopes, so no reserve, settle or usage record. */
+        gw_proxy_upstream_start(p);
         return;
     }
     gw_proxy_scopes_build(p);

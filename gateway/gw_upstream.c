@@ -24,6 +24,10 @@
 /* Connect phase bound; the whole transfer is bounded by the caller's timeout. */
 #define GW_UPSTREAM_CONNECT_TIMEOUT_MS 10000u
 #define GW_UPSTREAM_AUTH_MAX 512
+/* Per worker: finished easy handles kept for reuse (curl_easy_reset is far cheaper than
+ * curl_easy_init + cleanup), and request header lists built once per bearer. */
+#define GW_UP_EASY_POOL 64
+#define GW_UP_HDR_CACHE 8
 
 typedef struct gw_sock {
     uv_poll_t poll;
@@ -35,7 +39,8 @@ typedef struct gw_sock {
 struct gw_xfer {
     gw_upstream *u;
     CURL *easy;
-    struct curl_slist *headers;
+    struct curl_slist *headers; /* owned unless headers_cached */
+    uint8_t headers_cached;     /* headers belong to u->hdrs */
     gw_xfer_data_cb data_cb;
     gw_xfer_done_cb done_cb;
     void *ud;
@@ -64,6 +69,14 @@ struct gw_upstream {
     gw_xfer *deferred;
     int in_curl; /* depth of curl calls in progress (their callbacks may run user code) */
     int handles_open;
+    uint8_t closing;
+    uint32_t easy_n;
+    CURL *easy_pool[GW_UP_EASY_POOL];
+    uint32_t hdr_n;
+    struct {
+        char bearer[GW_UPSTREAM_AUTH_MAX];
+        struct curl_slist *list;
+    } hdrs[GW_UP_HDR_CACHE];
 };
 
 static void gw_up_check_done(gw_upstream *u);
@@ -199,8 +212,15 @@ static void gw_xfer_free(gw_xfer *x)
         curl_multi_remove_handle(u->multi, x->easy);
         u->in_curl--;
     }
-    curl_easy_cleanup(x->easy);
-    curl_slist_free_all(x->headers);
+    if (!u->closing && u->easy_n < GW_UP_EASY_POOL) {
+        curl_easy_reset(x->easy);
+        u->easy_pool[u->easy_n++] = x->easy;
+    } else {
+        curl_easy_cleanup(x->easy);
+    }
+    if (!x->headers_cached) {
+        curl_slist_free_all(x->headers);
+    }
     if (x->prev) {
         x->prev->next = x->next;
     } else {
@@ -328,7 +348,10 @@ static void gw_up_idle_cb(uv_idle_t *h)
     gw_up_check_done(u);
 }
 
-static cg_err gw_xfer_setup(gw_xfer *x, const gw_xfer_opts *o)
+/* The header list for bearer: cached per upstream (borrowed), else built for x (owned). */
+static cg_err gw_xfer_headers(gw_xfer *x, const gw_xfer_opts *o);
+
+static cg_err gw_xfer_headers_build(gw_xfer *x, const gw_xfer_opts *o)
 {
     char auth[GW_UPSTREAM_AUTH_MAX];
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
@@ -347,6 +370,42 @@ static cg_err gw_xfer_setup(gw_xfer *x, const gw_xfer_opts *o)
         return CG_ERR_NOMEM;
     }
     x->headers = h;
+    return CG_ERR_OK;
+}
+
+static cg_err gw_xfer_headers(gw_xfer *x, const gw_xfer_opts *o)
+{
+    gw_upstream *u = x->u;
+    const char *bearer = o->bearer != NULL ? o->bearer : "";
+    size_t blen = strlen(bearer);
+    cg_err err;
+
+    if (blen >= GW_UPSTREAM_AUTH_MAX) {
+        return gw_xfer_headers_build(x, o); /* refused there (too long) */
+    }
+    for (uint32_t i = 0; i < u->hdr_n; i++) {
+        if (strcmp(u->hdrs[i].bearer, bearer) == 0) {
+            x->headers = u->hdrs[i].list;
+            x->headers_cached = 1;
+            return CG_ERR_OK;
+        }
+    }
+    if ((err = gw_xfer_headers_build(x, o)) != CG_ERR_OK || u->hdr_n >= GW_UP_HDR_CACHE) {
+        return err;
+    }
+    memcpy(u->hdrs[u->hdr_n].bearer, bearer, blen + 1);
+    u->hdrs[u->hdr_n].list = x->headers;
+    u->hdr_n++;
+    x->headers_cached = 1;
+    return CG_ERR_OK;
+}
+
+static cg_err gw_xfer_setup(gw_xfer *x, const gw_xfer_opts *o)
+{
+    cg_err herr = gw_xfer_headers(x, o);
+    if (herr != CG_ERR_OK) {
+        return herr;
+    }
     uint32_t connect_ms = o->timeout_ms < GW_UPSTREAM_CONNECT_TIMEOUT_MS
                               ? o->timeout_ms
                               : GW_UPSTREAM_CONNECT_TIMEOUT_MS;
@@ -384,7 +443,7 @@ cg_err gw_xfer_start(gw_upstream *u, const gw_xfer_opts *o, gw_xfer_data_cb data
     x->done_cb = done_cb;
     x->ud = ud;
     x->removed = 1;
-    x->easy = curl_easy_init();
+    x->easy = u->easy_n > 0 ? u->easy_pool[--u->easy_n] : curl_easy_init();
     cg_err err = x->easy ? gw_xfer_setup(x, o) : CG_ERR_NOMEM;
     if (err != CG_ERR_OK) {
         goto fail;
@@ -409,7 +468,9 @@ fail:
     if (x->easy) {
         curl_easy_cleanup(x->easy);
     }
-    curl_slist_free_all(x->headers);
+    if (!x->headers_cached) {
+        curl_slist_free_all(x->headers);
+    }
     free(x);
     return err;
 }
@@ -478,6 +539,7 @@ static void gw_up_handle_closed_cb(uv_handle_t *h)
 void gw_upstream_close(gw_upstream *u)
 {
     assert(u->in_curl == 0);
+    u->closing = 1;
     for (gw_xfer *x = u->deferred; x != NULL; x = x->dnext) {
         x->deferred = 0;
     }
@@ -490,6 +552,14 @@ void gw_upstream_close(gw_upstream *u)
         x = next;
     }
     assert(u->xfers == NULL && u->xfer_n == 0);
+    while (u->easy_n > 0) {
+        curl_easy_cleanup(u->easy_pool[--u->easy_n]);
+    }
+    for (uint32_t i = 0; i < u->hdr_n; i++) {
+        explicit_bzero(u->hdrs[i].bearer, sizeof(u->hdrs[i].bearer));
+        curl_slist_free_all(u->hdrs[i].list);
+    }
+    u->hdr_n = 0;
     curl_multi_cleanup(u->multi);
     u->multi = NULL;
     while (u->socks != NULL) {

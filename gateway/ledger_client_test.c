@@ -3,11 +3,15 @@
  *
  * The server is an NNG rep0 socket on 127.0.0.1 (port chosen by the kernel)
  * served by one thread; it answers every operation with status OK (PING
- * carries shard "s0", last_seq 7), optionally after a delay or with a wrong
- * op code. Checks: callbacks run on the loop thread, many operations complete,
+ * carries shard "s0", last_seq 7; a route containing "refuse" gets BUDGET,
+ * "missing" NOTFOUND), optionally after a delay or with a wrong op code, and
+ * counts messages and operations. Checks: callbacks run on the loop thread, many operations complete,
  * no server → CG_ERR_TIMEOUT within bounds, a slow reply → CG_ERR_TIMEOUT and
  * the client still works afterwards, a bad reply → CG_ERR_PROTO, and
- * gw_ledger_free completes pending operations with CG_ERR_SHUTDOWN.
+ * gw_ledger_free completes pending operations with CG_ERR_SHUTDOWN. Batching:
+ * operations submitted in one loop turn arrive as one message and their
+ * callbacks run in order with their own results; a chain of one-at-a-time
+ * operations sends one-operation messages; a batch that times out fails whole.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -37,7 +41,9 @@ typedef struct test_srv {
     int port;
     atomic_int delay_ms;
     atomic_int wrong_op;
-    atomic_int served;
+    atomic_int served;  /* messages answered */
+    atomic_int ops;     /* operations answered */
+    atomic_int max_ops; /* largest batch seen */
 } test_srv;
 
 static void test_srv_answer(test_srv *s, nng_msg *m)
@@ -54,6 +60,11 @@ static void test_srv_answer(test_srv *s, nng_msg *m)
     for (uint32_t i = 0; i < n; i++) {
         reps[i].op = atomic_load(&s->wrong_op) ? PROTO_OP_GET_ORG : reqs[i].op;
         reps[i].status = CG_ERR_OK;
+        if (strstr(reqs[i].route, "refuse") != NULL) {
+            reps[i].status = CG_ERR_BUDGET;
+        } else if (strstr(reqs[i].route, "missing") != NULL) {
+            reps[i].status = CG_ERR_NOTFOUND;
+        }
         if (reps[i].op == PROTO_OP_PING) {
             strcpy(reps[i].u.ping.shard, "s0");
             reps[i].u.ping.last_seq = 7;
@@ -73,6 +84,10 @@ static void test_srv_answer(test_srv *s, nng_msg *m)
             nng_msg_free(out);
         }
         atomic_fetch_add(&s->served, 1);
+        atomic_fetch_add(&s->ops, (int)n);
+        if ((int)n > atomic_load(&s->max_ops)) {
+            atomic_store(&s->max_ops, (int)n);
+        }
     }
     msgpack_sbuffer_destroy(&sb);
     free(reps);
@@ -270,7 +285,139 @@ CG_TEST(ledger_many_by_route)
     CG_CHECK_EQ_INT(env.wrong_thread, 0);
     CG_CHECK_EQ_INT(env.last_err, CG_ERR_OK);
     CG_CHECK_EQ_INT(env.last_op, PROTO_OP_GET_ORG);
-    CG_CHECK_EQ_INT(atomic_load(&srv.served), TEST_OPS_MANY);
+    CG_CHECK_EQ_INT(atomic_load(&srv.ops), TEST_OPS_MANY);
+    /* Submitted in one loop turn: full batches plus the rest. */
+    CG_CHECK_EQ_INT(atomic_load(&srv.served),
+                    (TEST_OPS_MANY + GW_LEDGER_BATCH_OPS - 1) / GW_LEDGER_BATCH_OPS);
+    CG_CHECK_EQ_INT(atomic_load(&srv.max_ops), GW_LEDGER_BATCH_OPS);
+}
+
+/* Several operations in one loop turn: one message; callbacks in order, own results. */
+#define TEST_MIX_N 5
+typedef struct test_mix {
+    test_env env;
+    int order[TEST_MIX_N];
+    uint8_t op[TEST_MIX_N];
+    uint16_t status[TEST_MIX_N];
+    cg_err err[TEST_MIX_N];
+    int n;
+} test_mix;
+
+typedef struct test_mix_slot {
+    test_mix *m;
+    int idx;
+} test_mix_slot;
+
+static void test_mix_cb(cg_err err, const proto_rep *rep, void *ud)
+{
+    test_mix_slot *sl = ud;
+    test_mix *m = sl->m;
+
+    if (m->n < TEST_MIX_N) {
+        m->order[m->n] = sl->idx;
+        m->err[m->n] = err;
+        m->op[m->n] = rep != NULL ? rep->op : 0;
+        m->status[m->n] = rep != NULL ? rep->status : 0;
+    }
+    m->n++;
+    test_record_cb(err, rep, &m->env);
+}
+
+CG_TEST(ledger_batch_one_message_in_order)
+{
+    test_srv srv;
+    test_mix m;
+    test_mix_slot slots[TEST_MIX_N];
+    proto_req r[TEST_MIX_N];
+    static const uint8_t ops[TEST_MIX_N] = {PROTO_OP_GET_ORG, PROTO_OP_RESERVE, PROTO_OP_PING,
+                                            PROTO_OP_RELEASE, PROTO_OP_SETTLE};
+    static const char *const routes[TEST_MIX_N] = {"org:acme", "key:refuse1", "org:acme",
+                                                   "key:missing2", "key:k3"};
+    static const uint16_t want[TEST_MIX_N] = {CG_ERR_OK, CG_ERR_BUDGET, CG_ERR_OK, CG_ERR_NOTFOUND,
+                                              CG_ERR_OK};
+
+    CG_CHECK(test_srv_start(&srv) == 0);
+    memset(&m, 0, sizeof(m));
+    CG_CHECK(test_env_init(&m.env, srv.port, 2000) == 0);
+    m.env.want = TEST_MIX_N;
+    for (int i = 0; i < TEST_MIX_N; i++) {
+        memset(&r[i], 0, sizeof(r[i]));
+        r[i].op = ops[i];
+        strcpy(r[i].route, routes[i]);
+        if (ops[i] == PROTO_OP_RESERVE) {
+            strcpy(r[i].u.reserve.request_id, "req_1");
+            r[i].u.reserve.lease_ms = 1000;
+        } else if (ops[i] == PROTO_OP_RELEASE) {
+            strcpy(r[i].u.release.request_id, "req_1");
+        } else if (ops[i] == PROTO_OP_SETTLE) {
+            strcpy(r[i].u.settle.request_id, "req_1");
+        }
+        slots[i] = (test_mix_slot){.m = &m, .idx = i};
+        CG_CHECK_EQ_INT(gw_ledger_submit(m.env.l, &r[i], test_mix_cb, &slots[i]), CG_ERR_OK);
+    }
+    test_env_run(&m.env);
+    test_srv_stop(&srv);
+    CG_CHECK_EQ_INT(m.n, TEST_MIX_N);
+    CG_CHECK_EQ_INT(m.env.wrong_thread, 0);
+    CG_CHECK_EQ_INT(atomic_load(&srv.served), 1);
+    CG_CHECK_EQ_INT(atomic_load(&srv.max_ops), TEST_MIX_N);
+    for (int i = 0; i < TEST_MIX_N; i++) {
+        CG_CHECK_EQ_INT(m.order[i], i);
+        CG_CHECK_EQ_INT(m.err[i], CG_ERR_OK);
+        CG_CHECK_EQ_INT(m.op[i], ops[i]);
+        CG_CHECK_EQ_INT(m.status[i], want[i]);
+    }
+}
+
+/* One operation at a time (each submitted from the previous callback): one-operation
+ * messages, each sent in the loop turn that submitted it. */
+#define TEST_CHAIN_N 50
+static void test_chain_cb(cg_err err, const proto_rep *rep, void *ud)
+{
+    test_env *env = ud;
+    proto_req r = test_ping();
+
+    test_record_cb(err, rep, env);
+    if (env->done < env->want && err == CG_ERR_OK &&
+        gw_ledger_submit_to(env->l, 0, &r, test_chain_cb, env) != CG_ERR_OK) {
+        test_finish(env);
+    }
+}
+
+CG_TEST(ledger_chain_sends_at_once)
+{
+    test_srv srv;
+    test_env env;
+    proto_req r = test_ping();
+
+    CG_CHECK(test_srv_start(&srv) == 0);
+    CG_CHECK(test_env_init(&env, srv.port, 2000) == 0);
+    env.want = TEST_CHAIN_N;
+    CG_CHECK_EQ_INT(gw_ledger_submit_to(env.l, 0, &r, test_chain_cb, &env), CG_ERR_OK);
+    test_env_run(&env);
+    test_srv_stop(&srv);
+    CG_CHECK_EQ_INT(env.done, TEST_CHAIN_N);
+    CG_CHECK_EQ_INT(env.last_err, CG_ERR_OK);
+    CG_CHECK_EQ_INT(atomic_load(&srv.served), TEST_CHAIN_N);
+    CG_CHECK_EQ_INT(atomic_load(&srv.max_ops), 1);
+    CG_CHECK(env.elapsed_ms < 2000); /* no per-operation wait (loopback round trips) */
+}
+
+/* A batch past its deadline: every operation gets TIMEOUT, once. */
+CG_TEST(ledger_batch_times_out_whole)
+{
+    test_env env;
+    proto_req r = test_ping();
+
+    CG_CHECK(test_env_init(&env, test_free_port(), 300) == 0);
+    env.want = 3;
+    for (int i = 0; i < 3; i++) {
+        CG_CHECK_EQ_INT(gw_ledger_submit_to(env.l, 0, &r, test_record_cb, &env), CG_ERR_OK);
+    }
+    test_env_run(&env);
+    CG_CHECK_EQ_INT(env.done, 3);
+    CG_CHECK_EQ_INT(env.last_err, CG_ERR_TIMEOUT);
+    CG_CHECK(env.elapsed_ms >= 250 && env.elapsed_ms <= 2000);
 }
 
 CG_TEST(ledger_empty_route_refused)
@@ -414,5 +561,7 @@ int main(void)
 {
     return CG_TEST_RUN(ledger_ping_on_loop_thread, ledger_many_by_route, ledger_empty_route_refused,
                        ledger_no_server_times_out, ledger_slow_reply_times_out,
-                       ledger_wrong_op_is_proto_error, ledger_free_completes_pending);
+                       ledger_wrong_op_is_proto_error, ledger_free_completes_pending,
+                       ledger_batch_one_message_in_order, ledger_chain_sends_at_once,
+                       ledger_batch_times_out_whole);
 }

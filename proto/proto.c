@@ -341,6 +341,26 @@ cg_err proto_req_encode(const proto_req *reqs, uint32_t n, msgpack_sbuffer *out)
     return wr_finish_msg(&w);
 }
 
+cg_err proto_req_encode_op(const proto_req *req, msgpack_sbuffer *out)
+{
+    assert(req != NULL);
+    proto_wr w;
+    proto_wr_init(&w, out);
+    wr_req(&w, req);
+    return proto_wr_finish(&w);
+}
+
+cg_err proto_req_batch_prefix(uint32_t n, msgpack_sbuffer *out)
+{
+    assert(n >= 1 && n <= PROTO_BATCH_MAX);
+    proto_wr w;
+    proto_wr_init(&w, out);
+    proto_wr_array(&w, MSG_ARITY);
+    proto_wr_u64(&w, PROTO_VERSION);
+    proto_wr_array(&w, n);
+    return proto_wr_finish(&w);
+}
+
 /* The batch header shared by requests and replies: its op count, 1..PROTO_BATCH_MAX. */
 static cg_err rd_batch_header(proto_rd *rd, const void *buf, size_t len, uint32_t *n)
 {

@@ -384,6 +384,12 @@ typedef struct proto_rep {
 
 /* Encode a batch (1..PROTO_BATCH_MAX) into out (appended). Asserts on programmer errors. */
 cg_err proto_req_encode(const proto_req *reqs, uint32_t n, msgpack_sbuffer *out);
+/* Incremental encoding of a batch (the gateway's per-loop-iteration batching): append
+ * ops one at a time with proto_req_encode_op (each appends all or nothing), then the
+ * message is proto_req_batch_prefix(n) followed by those n encodings — byte for byte
+ * what proto_req_encode gives for the same n ops. */
+cg_err proto_req_encode_op(const proto_req *req, msgpack_sbuffer *out);
+cg_err proto_req_batch_prefix(uint32_t n, msgpack_sbuffer *out);
 /* Decode; on success *out is a calloc'ed array of *n entries (free with proto_req_free). */
 cg_err proto_req_decode(const void *buf, size_t len, proto_req **out, uint32_t *n);
 void proto_req_free(proto_req *reqs, uint32_t n);
