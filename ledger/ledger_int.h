@@ -31,6 +31,18 @@
 #define LS_KEY_MAX (8 + PROTO_REQID_MAX + 1 + PROTO_ROUTE_MAX)
 /* Events buffered for one batch before the array grows (it grows by doubling). */
 #define LS_EVENTS_INITIAL 256
+/* Slots of the scope cache (direct-mapped by a hash of the route; a power of two). */
+#define LS_SCOPE_CACHE_SLOTS 1024
+
+/*
+ * A decoded key / group / org scope, reused by later operations on the same
+ * route instead of reading and decoding its record again. An entry is valid
+ * while its gen equals the store's def_gen, which moves on every write to a
+ * definition database (ls_put / ls_del) and whenever a transaction attempt is
+ * abandoned (so nothing read from uncommitted state survives an abort).
+ * Customer scopes are not cached (they merge the request's inline defaults).
+ */
+typedef struct ls_scope_slot ls_scope_slot;
 
 struct ledger_store {
     MDB_env *env;
@@ -55,7 +67,12 @@ struct ledger_store {
     size_t event_cap;
     msgpack_sbuffer sbuf; /* scratch for record encoding (writer thread only) */
     ledger_store_stats stats;
+    ls_scope_slot *scope_cache; /* LS_SCOPE_CACHE_SLOTS entries */
+    uint64_t def_gen;           /* starts at 1; an entry with another gen is stale */
 };
+
+/* Invalidate every scope cache entry. */
+void ls_scope_cache_drop(ledger_store *s);
 
 /* Counts that become true only when the transaction commits. */
 typedef struct ls_pending {
@@ -73,6 +90,7 @@ typedef struct ls_txn {
     int64_t now_ms; /* one clock reading for the whole batch */
     int dirty;      /* the current operation has written */
     int broken;     /* an LMDB call failed: this txn can only be aborted */
+    int no_cache;   /* isolated mode: scopes are neither taken from nor put in the cache */
     cg_err broken_err;
     ls_pending p;
 } ls_txn;
@@ -186,6 +204,12 @@ typedef struct ls_scope {
     uint8_t limit_n;
     proto_limit limits[PROTO_LIMITS_MAX];
 } ls_scope;
+
+struct ls_scope_slot {
+    uint64_t gen; /* 0: empty */
+    char route[PROTO_ROUTE_MAX + 1];
+    ls_scope sc;
+};
 
 /* A customer's defaults as a request carries them inline (the org's customer_defaults). */
 typedef struct ls_defaults {

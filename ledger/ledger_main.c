@@ -132,6 +132,7 @@ int main(int argc, char **argv)
     const char *shard = NULL;
     cg_ring ring;
 
+    ledger_malloc_tune();
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);

@@ -570,6 +570,20 @@ static const struct ls_scope_type {
     {.prefix = "org:", .id_max = PROTO_ID_MAX, .load = ls_scope_load_org},
 };
 
+void ls_scope_cache_drop(ledger_store *s)
+{
+    s->def_gen++;
+}
+
+static ls_scope_slot *ls_scope_slot_of(ledger_store *s, const char *route, size_t n)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (size_t i = 0; i < n; i++) {
+        h = (h ^ (uint8_t)route[i]) * 16777619u;
+    }
+    return &s->scope_cache[h & (LS_SCOPE_CACHE_SLOTS - 1)];
+}
+
 cg_err ls_scope_load(ls_txn *t, const char *route, const ls_defaults *cd, ls_scope *out)
 {
     for (size_t i = 0; i < sizeof(ls_scope_types) / sizeof(ls_scope_types[0]); i++) {
@@ -577,11 +591,26 @@ cg_err ls_scope_load(ls_txn *t, const char *route, const ls_defaults *cd, ls_sco
         size_t pn = strlen(ty->prefix);
         if (strncmp(route, ty->prefix, pn) == 0) {
             const char *id = route + pn;
-            if (id[0] == '\0' || strnlen(id, ty->id_max + 1) > ty->id_max) {
+            size_t idn = strnlen(id, ty->id_max + 1);
+            if (id[0] == '\0' || idn > ty->id_max) {
                 return CG_ERR_NOTFOUND;
             }
+            ls_scope_slot *slot = NULL;
+            if (!t->no_cache && ty->load != ls_scope_load_customer) {
+                slot = ls_scope_slot_of(t->s, route, pn + idn);
+                if (slot->gen == t->s->def_gen && strcmp(slot->route, route) == 0) {
+                    *out = slot->sc;
+                    return CG_ERR_OK;
+                }
+            }
             memset(out, 0, sizeof(*out));
-            return ty->load(t, id, cd, out);
+            cg_err err = ty->load(t, id, cd, out);
+            if (slot != NULL && err == CG_ERR_OK && !t->broken) {
+                slot->gen = t->s->def_gen;
+                memcpy(slot->route, route, pn + idn + 1);
+                slot->sc = *out;
+            }
+            return err;
         }
     }
     return CG_ERR_NOTFOUND;

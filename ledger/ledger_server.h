@@ -72,4 +72,12 @@ void ledger_server_stop(ledger_server *srv);
 /* A snapshot of the counters (thread-safe). */
 void ledger_server_stats_get(ledger_server *srv, ledger_server_stats *out);
 
+/*
+ * Process-wide glibc malloc tuning for a shard process (call once, early in
+ * main): fixed mmap / trim thresholds, so the large per-message request arrays
+ * are reused from the heap instead of being mapped and faulted in afresh each
+ * time. Costs up to the trim threshold of retained heap.
+ */
+void ledger_malloc_tune(void);
+
 #endif

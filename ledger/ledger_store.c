@@ -58,11 +58,21 @@ cg_err ls_get(ls_txn *t, MDB_dbi dbi, const void *k, size_t kn, MDB_val *val)
     return CG_ERR_OK;
 }
 
+/* A write to a definition database makes every cached scope stale. */
+static void ls_def_written(ls_txn *t, MDB_dbi dbi)
+{
+    ledger_store *s = t->s;
+    if (dbi == s->db_orgs || dbi == s->db_keys || dbi == s->db_groups || dbi == s->db_customers) {
+        ls_scope_cache_drop(s);
+    }
+}
+
 cg_err ls_put(ls_txn *t, MDB_dbi dbi, const void *k, size_t kn, const void *v, size_t vn)
 {
     MDB_val key = {.mv_size = kn, .mv_data = (void *)k};
     MDB_val val = {.mv_size = vn, .mv_data = (void *)v};
     t->dirty = 1;
+    ls_def_written(t, dbi);
     int rc = mdb_put(t->txn, dbi, &key, &val, 0);
     if (rc != MDB_SUCCESS) {
         return ls_lmdb_fail(t, rc, "put");
@@ -74,6 +84,7 @@ cg_err ls_del(ls_txn *t, MDB_dbi dbi, const void *k, size_t kn)
 {
     MDB_val key = {.mv_size = kn, .mv_data = (void *)k};
     t->dirty = 1;
+    ls_def_written(t, dbi);
     int rc = mdb_del(t->txn, dbi, &key, NULL);
     if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
         return ls_lmdb_fail(t, rc, "del");
@@ -227,6 +238,12 @@ cg_err ledger_store_open(const ledger_store_cfg *cfg, ledger_store **out)
         return CG_ERR_NOMEM;
     }
     msgpack_sbuffer_init(&s->sbuf);
+    s->def_gen = 1;
+    s->scope_cache = calloc(LS_SCOPE_CACHE_SLOTS, sizeof(*s->scope_cache));
+    if (s->scope_cache == NULL) {
+        free(s);
+        return CG_ERR_NOMEM;
+    }
     s->ring = cfg->ring;
     s->shard_index = cfg->shard_index;
     memcpy(s->shard, cfg->shard_name, strlen(cfg->shard_name) + 1);
@@ -268,6 +285,7 @@ void ledger_store_close(ledger_store *s)
         mdb_env_close(s->env);
     }
     msgpack_sbuffer_destroy(&s->sbuf);
+    free(s->scope_cache);
     free(s->events);
     free(s);
 }
@@ -362,15 +380,24 @@ static cg_err ls_batch_finish(ls_txn *t, int wrote, uint32_t n)
     int rc;
     if (t->p.next_seq != s->last_seq + 1 && ls_meta_put_last_seq(t) != CG_ERR_OK) {
         mdb_txn_abort(t->txn);
+        ls_scope_cache_drop(s);
         return t->broken_err;
     }
     if (!wrote) {
         mdb_txn_abort(t->txn);
     } else if ((rc = mdb_txn_commit(t->txn)) != MDB_SUCCESS) {
         cg_log(CG_LOG_ERROR, "batch commit failed", "lmdb", mdb_strerror(rc), NULL);
+        ls_scope_cache_drop(s);
         return cg_err_from_lmdb(rc);
     } else {
         s->stats.batches++;
+        if (n > 0) {
+            unsigned b = 0;
+            while (b + 1 < LEDGER_BATCH_HIST && (n >> (b + 1)) != 0) {
+                b++;
+            }
+            s->stats.batch_hist[b]++;
+        }
     }
     s->last_seq = t->p.next_seq - 1;
     s->event_n = t->p.event_n;
@@ -388,7 +415,7 @@ static cg_err ls_batch_finish(ls_txn *t, int wrote, uint32_t n)
 static int ls_batch_run(ledger_store *s, const ledger_op *ops, uint32_t n, int64_t now_ms,
                         int isolated, cg_err *out)
 {
-    ls_txn t = {.s = s, .now_ms = now_ms};
+    ls_txn t = {.s = s, .now_ms = now_ms, .no_cache = isolated};
     int wrote = 0;
     t.p.next_seq = s->last_seq + 1;
     s->event_n = 0;
@@ -419,6 +446,7 @@ static int ls_batch_run(ledger_store *s, const ledger_op *ops, uint32_t n, int64
     return 0;
 retry:
     mdb_txn_abort(t.txn);
+    ls_scope_cache_drop(s); /* entries read in this attempt may hold its uncommitted writes */
     return 1;
 }
 
@@ -433,6 +461,7 @@ cg_err ledger_store_apply(ledger_store *s, const ledger_op *ops, uint32_t n)
             ledger_rep_clear(ops[i].rep);
         }
         (void)ls_batch_run(s, ops, n, now_ms, 1, &err);
+        ls_scope_cache_drop(s); /* nested aborts undid writes the cache may have seen */
     }
     if (err != CG_ERR_OK) {
         s->stats.commit_errors++;

@@ -62,9 +62,14 @@ typedef struct ledger_store_cfg {
 /* One operation of a batch: the request (borrowed) and where its reply goes. */
 typedef struct ledger_op {
     const proto_req *req;
-    proto_rep *rep; /* zeroed (or filled by an earlier apply) before apply; an EVENTS_SINCE
-                       reply owns a heap array that proto_rep_free / ledger_rep_clear release */
+    proto_rep *rep; /* zeroed, filled by an earlier apply, or with op 0 and any body (apply
+                       clears what the op's reply uses); an EVENTS_SINCE reply owns a heap
+                       array that proto_rep_free / ledger_rep_clear release */
 } ledger_op;
+
+/* Buckets of ledger_store_stats.batch_hist: bucket i counts committed transactions of
+ * 2^i .. 2^(i+1)-1 operations (the last bucket: LEDGER_BATCH_OPS_MAX). */
+#define LEDGER_BATCH_HIST 11
 
 /* Counters since open, for logs and metrics. */
 typedef struct ledger_store_stats {
@@ -75,6 +80,8 @@ typedef struct ledger_store_stats {
     uint64_t gc_deleted;     /* finished reservations deleted after the dedup window */
     uint64_t isolated_runs;  /* batches re-run with one nested transaction per op */
     uint64_t commit_errors;  /* batches whose commit failed */
+    uint64_t batch_hist[LEDGER_BATCH_HIST]; /* committed batches by op count (log2 buckets;
+                                               sweep-only commits are not counted) */
 } ledger_store_stats;
 
 /*
