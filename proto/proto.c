@@ -111,7 +111,7 @@
 
 static const uint8_t req_arity[OP_LAST + 1] = {
     [PROTO_OP_PING] = 2,         [PROTO_OP_AUTH] = 3,          [PROTO_OP_RESERVE] = 7,
-    [PROTO_OP_SETTLE] = 5,       [PROTO_OP_RELEASE] = 3,       [PROTO_OP_PUT_ORG] = 4,
+    [PROTO_OP_SETTLE] = 8,       [PROTO_OP_RELEASE] = 3,       [PROTO_OP_PUT_ORG] = 4,
     [PROTO_OP_GET_ORG] = 2,      [PROTO_OP_PUT_KEY] = 4,       [PROTO_OP_GET_KEY] = 2,
     [PROTO_OP_EVENTS_SINCE] = 4, [PROTO_OP_PUT_GROUP] = 4,     [PROTO_OP_GET_GROUP] = 2,
     [PROTO_OP_PUT_CUSTOMER] = 3, [PROTO_OP_GET_CUSTOMER] = 4,  [PROTO_OP_DELETE] = 2,
@@ -234,6 +234,9 @@ static void wr_req(proto_wr *w, const proto_req *r)
         } else {
             proto_wr_nil(w);
         }
+        proto_wr_bool(w, r->u.settle.partial != 0);
+        proto_wr_u64(w, r->u.settle.charge_seq);
+        proto_wr_i64(w, r->u.settle.lease_ms);
         break;
     case PROTO_OP_RELEASE:
         proto_wr_str(w, r->u.release.request_id, PROTO_REQID_MAX);
@@ -287,11 +290,13 @@ static cg_err rd_req_body(proto_rd *rd, proto_req *r)
     case PROTO_OP_SETTLE:
         PROTO_TRY(proto_rd_str(rd, r->u.settle.request_id, PROTO_REQID_MAX));
         PROTO_TRY(proto_rd_amounts(rd, &r->u.settle.actual));
-        if (proto_rd_nil(rd)) {
-            return CG_ERR_OK;
+        if (!proto_rd_nil(rd)) {
+            r->u.settle.has_usage = 1;
+            PROTO_TRY(proto_rd_usage(rd, &r->u.settle.usage));
         }
-        r->u.settle.has_usage = 1;
-        return proto_rd_usage(rd, &r->u.settle.usage);
+        PROTO_TRY(proto_rd_bool(rd, &r->u.settle.partial));
+        PROTO_TRY(proto_rd_u32(rd, UINT32_MAX, &r->u.settle.charge_seq));
+        return proto_rd_i64(rd, &r->u.settle.lease_ms);
     case PROTO_OP_RELEASE:
         return proto_rd_str(rd, r->u.release.request_id, PROTO_REQID_MAX);
     case PROTO_OP_EVENTS_SINCE:
@@ -303,10 +308,50 @@ static cg_err rd_req_body(proto_rd *rd, proto_req *r)
     }
 }
 
-/* One op into *r, which the caller zeroed. */
+/*
+ * Bytes of the union member an op's body decodes into (0: the op has none).
+ * The batch array is malloc'ed, not calloc'ed (a whole proto_req is ~7 KB, most
+ * of it put_org's webhooks), so each op zeroes its header and exactly this member
+ * before decoding: every byte a consumer of that op may read is then defined,
+ * whatever the decoder writes or skips. The rest of the union is never read.
+ */
+#define REQ_MEMBER(m) sizeof(((proto_req *)0)->u.m)
+static size_t req_body_bytes(uint8_t op)
+{
+    switch (op) {
+    case PROTO_OP_AUTH:
+        return REQ_MEMBER(auth);
+    case PROTO_OP_RESERVE:
+        return REQ_MEMBER(reserve);
+    case PROTO_OP_SETTLE:
+        return REQ_MEMBER(settle);
+    case PROTO_OP_RELEASE:
+        return REQ_MEMBER(release);
+    case PROTO_OP_PUT_ORG:
+        return REQ_MEMBER(put_org);
+    case PROTO_OP_PUT_KEY:
+        return REQ_MEMBER(put_key);
+    case PROTO_OP_EVENTS_SINCE:
+        return REQ_MEMBER(events_since);
+    case PROTO_OP_PUT_GROUP:
+        return REQ_MEMBER(put_group);
+    case PROTO_OP_PUT_CUSTOMER:
+        return REQ_MEMBER(put_customer);
+    case PROTO_OP_GET_CUSTOMER:
+        return REQ_MEMBER(get_customer);
+    case PROTO_OP_USAGE_QUERY:
+        return REQ_MEMBER(usage_query);
+    default: /* PING, GET_ORG, GET_KEY, GET_GROUP, DELETE, GET_ORG_STATE: route only */
+        return 0;
+    }
+}
+#undef REQ_MEMBER
+
+/* One op into *r (uninitialised memory): zeroes the header and the op's member. */
 static cg_err rd_req(proto_rd *rd, proto_req *r)
 {
     uint32_t n;
+    memset(r, 0, offsetof(proto_req, u));
     PROTO_TRY(proto_rd_array(rd, REQ_ARITY_MAX, &n));
     if (n < OP_ARITY_BARE) {
         return CG_ERR_PROTO;
@@ -315,6 +360,7 @@ static cg_err rd_req(proto_rd *rd, proto_req *r)
     if (!op_ok(r->op) || n != req_arity[r->op]) {
         return CG_ERR_PROTO;
     }
+    memset(&r->u, 0, req_body_bytes(r->op));
     PROTO_TRY(proto_rd_str(rd, r->route, PROTO_ROUTE_MAX));
     return rd_req_body(rd, r);
 }
@@ -379,7 +425,7 @@ cg_err proto_req_decode(const void *buf, size_t len, proto_req **out, uint32_t *
     uint32_t n;
     assert(out != NULL && n_out != NULL);
     PROTO_TRY(rd_batch_header(&rd, buf, len, &n));
-    proto_req *reqs = calloc(n, sizeof(*reqs));
+    proto_req *reqs = malloc((size_t)n * sizeof(*reqs)); /* rd_req zeroes what it uses */
     if (reqs == NULL) {
         return CG_ERR_NOMEM;
     }
@@ -565,18 +611,59 @@ static cg_err rd_rep_body(proto_rd *rd, proto_rep *r)
     }
 }
 
-/* One result into *r, which the caller zeroed; on failure *r may own an events array. */
+/* Bytes of the union member an op's reply decodes into (0: none); as req_body_bytes. */
+#define REP_MEMBER(m) sizeof(((proto_rep *)0)->u.m)
+static size_t rep_body_bytes(uint8_t op)
+{
+    switch (op) {
+    case PROTO_OP_PING:
+        return REP_MEMBER(ping);
+    case PROTO_OP_AUTH:
+        return REP_MEMBER(auth);
+    case PROTO_OP_RESERVE:
+        return REP_MEMBER(reserve);
+    case PROTO_OP_SETTLE:
+        return REP_MEMBER(settle);
+    case PROTO_OP_GET_ORG:
+        return REP_MEMBER(get_org);
+    case PROTO_OP_GET_KEY:
+        return REP_MEMBER(get_key);
+    case PROTO_OP_EVENTS_SINCE:
+        return REP_MEMBER(events);
+    case PROTO_OP_GET_GROUP:
+        return REP_MEMBER(get_group);
+    case PROTO_OP_GET_CUSTOMER:
+        return REP_MEMBER(get_customer);
+    case PROTO_OP_GET_ORG_STATE:
+        return REP_MEMBER(get_org_state);
+    case PROTO_OP_USAGE_QUERY:
+        return REP_MEMBER(usage);
+    default: /* RELEASE, PUT_*, DELETE: status only */
+        return 0;
+    }
+}
+#undef REP_MEMBER
+
+/*
+ * One result into *r (uninitialised memory): zeroes the header and, once the op
+ * is known to be valid, the op's member — before anything else can fail, so on
+ * failure *r is safe for proto_rep_free (it may own an events array).
+ */
 static cg_err rd_rep(proto_rd *rd, proto_rep *r)
 {
     uint32_t n;
+    memset(r, 0, offsetof(proto_rep, u));
     PROTO_TRY(proto_rd_array(rd, REP_ARITY_MAX, &n));
     if (n < OP_ARITY_BARE) {
         return CG_ERR_PROTO;
     }
-    PROTO_TRY(proto_rd_u8(rd, OP_LAST, &r->op));
-    if (!op_ok(r->op)) {
+    uint8_t op;
+    PROTO_TRY(proto_rd_u8(rd, OP_LAST, &op));
+    if (!op_ok(op)) {
         return CG_ERR_PROTO;
     }
+    memset(&r->u, 0, rep_body_bytes(op));
+    r->op = op;
     PROTO_TRY(proto_rd_u16(rd, UINT16_MAX, &r->status));
     if (n != rep_arity(r->op, r->status)) {
         return CG_ERR_PROTO;
@@ -604,13 +691,14 @@ cg_err proto_rep_decode(const void *buf, size_t len, proto_rep **out, uint32_t *
     uint32_t n;
     assert(out != NULL && n_out != NULL);
     PROTO_TRY(rd_batch_header(&rd, buf, len, &n));
-    proto_rep *reps = calloc(n, sizeof(*reps));
+    proto_rep *reps = malloc((size_t)n * sizeof(*reps)); /* rd_rep zeroes what it uses */
     if (reps == NULL) {
         return CG_ERR_NOMEM;
     }
     cg_err err = CG_ERR_OK;
-    for (uint32_t i = 0; i < n && err == CG_ERR_OK; i++) {
-        err = rd_rep(&rd, &reps[i]);
+    uint32_t reached = 0; /* entries rd_rep has initialised (the failed one included) */
+    while (reached < n && err == CG_ERR_OK) {
+        err = rd_rep(&rd, &reps[reached++]);
     }
     if (err == CG_ERR_OK) {
         err = proto_rd_end(&rd);
@@ -622,7 +710,7 @@ cg_err proto_rep_decode(const void *buf, size_t len, proto_rep **out, uint32_t *
     *n_out = n;
     return CG_ERR_OK;
 fail:
-    proto_rep_free(reps, n); /* entries not reached are zeroed: op 0 owns nothing */
+    proto_rep_free(reps, reached); /* entries past it are uninitialised */
     return err;
 }
 

@@ -287,6 +287,14 @@ typedef struct proto_req {
             proto_amounts actual;
             uint8_t has_usage; /* write a usage record (key scope) */
             proto_usage usage;
+            /* Budget leases (docs/leasing.md): partial = charge `actual` against the
+             * reservation and keep it ACTIVE (reserved -= actual, at least 0), its lease
+             * extended to now + lease_ms (1..LEDGER_LEASE_MAX_MS). Idempotent per
+             * charge_seq (>= 1): a seq not above the last applied one is a no-op OK.
+             * partial = 0: the ordinary final settle (charge_seq and lease_ms ignored). */
+            uint8_t partial;
+            uint32_t charge_seq;
+            int64_t lease_ms;
         } settle;
         struct {
             char request_id[PROTO_REQID_MAX + 1];
@@ -390,7 +398,8 @@ cg_err proto_req_encode(const proto_req *reqs, uint32_t n, msgpack_sbuffer *out)
  * what proto_req_encode gives for the same n ops. */
 cg_err proto_req_encode_op(const proto_req *req, msgpack_sbuffer *out);
 cg_err proto_req_batch_prefix(uint32_t n, msgpack_sbuffer *out);
-/* Decode; on success *out is a calloc'ed array of *n entries (free with proto_req_free). */
+/* Decode; on success *out is a heap array of *n entries (free with proto_req_free); each
+ * entry's header and its op's union member are fully initialised, the rest is not. */
 cg_err proto_req_decode(const void *buf, size_t len, proto_req **out, uint32_t *n);
 void proto_req_free(proto_req *reqs, uint32_t n);
 

@@ -32,6 +32,75 @@ static bool mem_eq(const void *a, const void *b, size_t n)
     return memcmp(a, b, n) == 0;
 }
 
+/*
+ * Decoded batch entries are defined only in their header and their op's union
+ * member (the decoders zero exactly those, then decode into them): compare those
+ * bytes. The sizes are listed here independently of proto.c's.
+ */
+#define REQ_M(m) sizeof(((proto_req *)0)->u.m)
+#define REP_M(m) sizeof(((proto_rep *)0)->u.m)
+static size_t req_member_bytes(uint8_t op)
+{
+    static const size_t sz[] = {
+        [PROTO_OP_AUTH] = REQ_M(auth),
+        [PROTO_OP_RESERVE] = REQ_M(reserve),
+        [PROTO_OP_SETTLE] = REQ_M(settle),
+        [PROTO_OP_RELEASE] = REQ_M(release),
+        [PROTO_OP_PUT_ORG] = REQ_M(put_org),
+        [PROTO_OP_PUT_KEY] = REQ_M(put_key),
+        [PROTO_OP_EVENTS_SINCE] = REQ_M(events_since),
+        [PROTO_OP_PUT_GROUP] = REQ_M(put_group),
+        [PROTO_OP_PUT_CUSTOMER] = REQ_M(put_customer),
+        [PROTO_OP_GET_CUSTOMER] = REQ_M(get_customer),
+        [PROTO_OP_USAGE_QUERY] = REQ_M(usage_query),
+        [PROTO_OP_GET_ORG_STATE] = 0,
+    };
+    return op < sizeof(sz) / sizeof(sz[0]) ? sz[op] : 0;
+}
+
+static size_t rep_member_bytes(uint8_t op)
+{
+    static const size_t sz[] = {
+        [PROTO_OP_PING] = REP_M(ping),
+        [PROTO_OP_AUTH] = REP_M(auth),
+        [PROTO_OP_RESERVE] = REP_M(reserve),
+        [PROTO_OP_SETTLE] = REP_M(settle),
+        [PROTO_OP_GET_ORG] = REP_M(get_org),
+        [PROTO_OP_GET_KEY] = REP_M(get_key),
+        [PROTO_OP_EVENTS_SINCE] = REP_M(events),
+        [PROTO_OP_GET_GROUP] = REP_M(get_group),
+        [PROTO_OP_GET_CUSTOMER] = REP_M(get_customer),
+        [PROTO_OP_USAGE_QUERY] = REP_M(usage),
+        [PROTO_OP_GET_ORG_STATE] = REP_M(get_org_state),
+    };
+    return op < sizeof(sz) / sizeof(sz[0]) ? sz[op] : 0;
+}
+#undef REQ_M
+#undef REP_M
+
+/* Entries a..a+n and b..b+n equal in every defined byte (see above). */
+static bool reqs_eq(const proto_req *a, const proto_req *b, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (!mem_eq(&a[i], &b[i], offsetof(proto_req, u)) ||
+            !mem_eq(&a[i].u, &b[i].u, req_member_bytes(a[i].op))) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool reps_eq(const proto_rep *a, const proto_rep *b, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (!mem_eq(&a[i], &b[i], offsetof(proto_rep, u)) ||
+            !mem_eq(&a[i].u, &b[i].u, rep_member_bytes(a[i].op))) {
+            return false;
+        }
+    }
+    return true;
+}
+
 /* ---- fixtures: fully populated records at their bounds ---- */
 
 static void fill_str(char *dst, size_t max, char c)
@@ -441,7 +510,7 @@ CG_TEST(req_round_trip_every_op)
     CG_CHECK_EQ_INT(n, REQS_N);
     for (uint32_t i = 0; i < n; i++) {
         CG_CHECK_EQ_INT(out[i].op, in[i].op);
-        CG_CHECK(mem_eq(&out[i], &in[i], sizeof(in[i])));
+        CG_CHECK(reqs_eq(&out[i], &in[i], 1));
     }
     const proto_org *o = &out[PROTO_OP_PUT_ORG - 1].u.put_org.org;
     CG_CHECK_EQ_STR(o->webhooks[PROTO_WEBHOOKS_MAX - 1].secret,
@@ -468,7 +537,7 @@ CG_TEST(req_round_trip_max_batch)
     uint32_t n = 0;
     CG_CHECK_EQ_INT(proto_req_decode(sb.data, sb.size, &out, &n), CG_ERR_OK);
     CG_CHECK_EQ_INT(n, PROTO_BATCH_MAX);
-    CG_CHECK(mem_eq(out, in, sizeof(*in) * PROTO_BATCH_MAX));
+    CG_CHECK(reqs_eq(out, in, PROTO_BATCH_MAX));
     proto_req_free(out, n);
     msgpack_sbuffer_destroy(&sb);
     free(in);
@@ -487,7 +556,7 @@ CG_TEST(rep_round_trip_every_op)
     CG_CHECK_EQ_INT(proto_rep_decode(sb.data, sb.size, &out, &n), CG_ERR_OK);
     CG_CHECK_EQ_INT(n, REPS_N);
     for (uint32_t i = 0; i < REPS_N - 1; i++) {
-        CG_CHECK(mem_eq(&out[i], &in[i], sizeof(in[i])));
+        CG_CHECK(reps_eq(&out[i], &in[i], 1));
     }
     const proto_rep *e = &out[REPS_N - 1];
     CG_CHECK_EQ_INT(e->op, PROTO_OP_EVENTS_SINCE);
@@ -1295,7 +1364,7 @@ CG_TEST(rep_round_trip_max_org_states)
     uint32_t n = 0;
     CG_CHECK_EQ_INT(proto_rep_decode(sb.data, sb.size, &out, &n), CG_ERR_OK);
     CG_CHECK_EQ_INT(n, PROTO_BATCH_MAX);
-    CG_CHECK(mem_eq(out, in, sizeof(*in) * PROTO_BATCH_MAX));
+    CG_CHECK(reps_eq(out, in, PROTO_BATCH_MAX));
     proto_rep_free(out, n);
     msgpack_sbuffer_destroy(&sb);
     free(in);
