@@ -55,6 +55,9 @@
  *                                                 test moves time in running processes)
  *   trusted_proxies        list of CIDRs ""      (peers whose X-Forwarded-For is believed)
  *   clamp_min_tokens       int        16         1..1000000 (on_low_budget clamp floor)
+ *   lease_scopes           none|org   none       (budget leases for hot scopes, docs/leasing.md)
+ *   lease_slice_pct        int        10         1..100 (a lease asks for this % of the
+ *                                                 remaining budget, at least the worst case)
  *   enforcement            bool       on         (off: auth + static rules only; no
  *                                                 reserve/settle/release, no usage record)
  *   demo_listen            host:port  127.0.0.1:9090 (demo upstream)
@@ -147,6 +150,8 @@ typedef struct cg_config {
     cg_cidr trusted_proxies[CG_TRUSTED_PROXIES_MAX];
     uint32_t trusted_proxy_n;
     uint32_t clamp_min_tokens;
+    uint8_t lease_org;        /* lease_scopes org: org scopes are leased (docs/leasing.md) */
+    uint32_t lease_slice_pct; /* 1..100 */
     uint8_t enforcement; /* 0 = off: no reserve / settle / release (benchmarks) */
 } cg_config;
 

@@ -173,6 +173,8 @@ CG_TEST(config_defaults)
     CG_CHECK_EQ_STR(cfg.clock_file, "");
     CG_CHECK_EQ_INT(cfg.trusted_proxy_n, 0);
     CG_CHECK_EQ_INT(cfg.clamp_min_tokens, 16);
+    CG_CHECK_EQ_INT(cfg.lease_org, 0);
+    CG_CHECK_EQ_INT(cfg.lease_slice_pct, 10);
     cg_config d;
     cg_config_defaults(&d);
     CG_CHECK_EQ_INT(d.workers, 2);
@@ -354,10 +356,13 @@ CG_TEST(config_issue3_directives)
     char err[ERR_MAX], net[64];
     CG_CHECK(load_text("clock_file /tmp/capgate-clock\n"
                        "trusted_proxies 10.0.0.0/8  ::1 \t192.168.1.7 ::ffff:172.16.0.0/108\n"
-                       "clamp_min_tokens 1000000\n",
+                       "clamp_min_tokens 1000000\n"
+                       "lease_scopes org\nlease_slice_pct 100\n",
                        err) == CG_ERR_OK);
     CG_CHECK_EQ_STR(cfg.clock_file, "/tmp/capgate-clock");
     CG_CHECK_EQ_INT(cfg.clamp_min_tokens, 1000000);
+    CG_CHECK_EQ_INT(cfg.lease_org, 1);
+    CG_CHECK_EQ_INT(cfg.lease_slice_pct, 100);
     CG_CHECK_EQ_INT(cfg.trusted_proxy_n, 4);
     const char *want[] = {"10.0.0.0/8", "::1/128", "192.168.1.7/32", "172.16.0.0/12"};
     for (uint32_t i = 0; i < 4; i++) {

@@ -43,6 +43,7 @@
 
 #include <assert.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <nng/nng.h>
@@ -119,6 +120,11 @@ struct gw_ledger {
     uint32_t inflight; /* operations submitted and not yet delivered */
     int closing;
     uint16_t shard_n;
+    /* Money operations (RESERVE, SETTLE, RELEASE) submitted, by the route's scope kind
+     * (key, group, customer, org), and every other operation: logged as "ledger ops" at
+     * gw_ledger_free (docs/leasing.md). */
+    uint64_t money_ops[4];
+    uint64_t other_ops;
     gw_ledger_shard shards[CG_SHARDS_MAX];
 };
 
@@ -457,6 +463,21 @@ static void gw_ledger_idle_cb(uv_idle_t *h)
     (void)h; /* only keeps poll from blocking; the check callback sends */
 }
 
+static void gw_ledger_count(gw_ledger *l, const proto_req *req)
+{
+    static const char *const pre[4] = {"key:", "group:", "customer:", "org:"};
+    if (req->op == PROTO_OP_RESERVE || req->op == PROTO_OP_SETTLE ||
+        req->op == PROTO_OP_RELEASE) {
+        for (int i = 0; i < 4; i++) {
+            if (strncmp(req->route, pre[i], strlen(pre[i])) == 0) {
+                l->money_ops[i]++;
+                return;
+            }
+        }
+    }
+    l->other_ops++;
+}
+
 cg_err gw_ledger_submit_to(gw_ledger *l, uint16_t shard, const proto_req *req, gw_ledger_cb cb,
                            void *ud)
 {
@@ -498,6 +519,7 @@ cg_err gw_ledger_submit_to(gw_ledger *l, uint16_t shard, const proto_req *req, g
     }
     f->ops[f->op_n++] = (gw_ledger_op){.op = req->op, .cb = cb, .ud = ud};
     l->inflight++;
+    gw_ledger_count(l, req);
     if (solo || f->op_n >= GW_LEDGER_FLIGHT_OPS || s->body.size >= GW_LEDGER_BATCH_BYTES) {
         gw_ledger_flush_shard(l, s);
     }
@@ -637,6 +659,15 @@ void gw_ledger_free(gw_ledger *l)
         return;
     }
     l->closing = 1;
+    {
+        char v[5][24];
+        for (int i = 0; i < 4; i++) {
+            snprintf(v[i], sizeof(v[i]), "%llu", (unsigned long long)l->money_ops[i]);
+        }
+        snprintf(v[4], sizeof(v[4]), "%llu", (unsigned long long)l->other_ops);
+        cg_log(CG_LOG_INFO, "ledger ops", "key", v[0], "group", v[1], "customer", v[2], "org",
+               v[3], "other", v[4], NULL);
+    }
     /* After nng_aio_stop no NNG callback runs for that flight any more. */
     for (f = l->active; f != NULL; f = f->act_next) {
         nng_aio_stop(f->aio);

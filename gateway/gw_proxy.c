@@ -54,6 +54,7 @@ cg_err gw_proxy_env_init(gw_proxy_env *env, uv_loop_t *loop, const cg_config *cf
 
 void gw_proxy_env_fini(gw_proxy_env *env)
 {
+    gw_lease_fini(env);
     gw_keycache_fini(&env->keys);
     gw_cache_fini(&env->defs);
 }
@@ -86,6 +87,12 @@ static void gw_proxy_free(gw_proxy *p)
     }
     if (p->next) {
         p->next->prev = p->prev;
+    }
+    for (uint8_t i = 0; i < GW_SCOPES_MAX; i++) {
+        if (p->lease[i] != NULL) {
+            gw_lease_return(p->lease[i], &p->lease_worst[i]);
+            p->lease[i] = NULL;
+        }
     }
     gw_sse_fini(&p->sse);
     free(p->up_body);

@@ -32,6 +32,7 @@
 #include "gw_cache.h"
 #include "gw_keycache.h"
 #include "gw_ledger.h"
+#include "gw_lease.h"
 #include "gw_upstream.h"
 
 /* "req_" + 24 lowercase hex digits. */
@@ -61,6 +62,7 @@ typedef struct gw_proxy_env {
     uint8_t closing;           /* shutdown forced: new requests get 503 */
     void (*on_idle)(void *ud); /* called when active_n drops to 0 */
     void *on_idle_ud;
+    gw_lease_tab leases; /* budget leases of hot scopes (gw_lease.h); ops count in active_n */
 } gw_proxy_env;
 
 /* Initialise env (caches, request-id seed). ledger/upstream are set by the caller. */

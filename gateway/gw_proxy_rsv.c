@@ -187,6 +187,11 @@ static uint8_t gw_proxy_release_held(gw_proxy *p, gw_ledger_cb cb)
     uint8_t n = 0;
     for (uint8_t i = 0; i < p->scope_n; i++) {
         gw_scope *s = &p->scopes[i];
+        if (p->lease[i] != NULL) {
+            gw_lease_return(p->lease[i], &p->lease_worst[i]);
+            p->lease[i] = NULL;
+            continue;
+        }
         if (!s->reserved) {
             continue;
         }
@@ -380,6 +385,10 @@ static void gw_proxy_reserve_cb(cg_err err, const proto_rep *rep, void *ud)
         memcpy(s->states, rep->u.reserve.states, sizeof(s->states[0]) * s->state_n);
         if (s->st == CG_ERR_BUDGET) {
             s->refusal = rep->u.reserve.refusal;
+            if (gw_lease_enabled(p->env, s->kind)) {
+                gw_lease_note_refusal(p->env, s->route, &p->lease_worst[sl->idx], &s->refusal,
+                                      s->states, s->state_n);
+            }
         }
     }
     assert(p->waiting > 0);
@@ -408,6 +417,43 @@ static void gw_proxy_reserve_req(const gw_proxy *p, const gw_scope *s, proto_req
     }
 }
 
+/* Scope idx is admitted on lease L (no shard operation). */
+static void gw_proxy_lease_take(gw_proxy *p, uint8_t idx, gw_lease *L)
+{
+    gw_scope *s = &p->scopes[idx];
+    p->lease[idx] = L;
+    s->done = 1;
+    s->transport = 0;
+    s->reserved = 0;
+    s->st = CG_ERR_OK;
+    s->state_n = gw_lease_states(L, s->states);
+}
+
+void gw_proxy_lease_ready(gw_proxy *p, uint8_t idx, gw_lease *L)
+{
+    gw_scope *s = &p->scopes[idx];
+    if (L != NULL) {
+        gw_proxy_lease_take(p, idx, L);
+    } else {
+        /* No lease: this request reserves for itself, exactly as without leasing. */
+        proto_req rq;
+        gw_proxy_reserve_req(p, s, &rq);
+        cg_err err = gw_proxy_submit(p, &rq, gw_proxy_reserve_cb, &p->slots[idx]);
+        if (err == CG_ERR_OK) {
+            gw_proxy_unref(p); /* the wait's reference; the operation holds its own */
+            return;
+        }
+        s->done = 1;
+        s->transport = 1;
+        s->st = (uint16_t)(err == CG_ERR_SHUTDOWN ? CG_ERR_UNAVAILABLE : err);
+    }
+    assert(p->waiting > 0);
+    if (--p->waiting == 0) {
+        gw_proxy_reserved_all(p);
+    }
+    gw_proxy_unref(p);
+}
+
 void gw_proxy_reserve_all(gw_proxy *p)
 {
     p->phase = GW_PH_RESERVE;
@@ -417,6 +463,33 @@ void gw_proxy_reserve_all(gw_proxy *p)
         gw_scope *s = &p->scopes[i];
         if (s->skip) {
             continue;
+        }
+        if (gw_lease_enabled(p->env, s->kind)) {
+            proto_amounts worst = {.cost_nusd = p->est.cost_nusd,
+                                   .tokens = gw_estimate_tokens(&p->est),
+                                   .requests = 1};
+            gw_lease *L = NULL;
+            p->lease_worst[i] = worst;
+            const gw_lease_refusal *no = gw_lease_refused(p->env, s->route, &worst);
+            if (no != NULL) {
+                /* Definitively refused moments ago (used alone leaves no room). */
+                s->done = 1;
+                s->transport = 0;
+                s->st = CG_ERR_BUDGET;
+                s->refusal = no->refusal;
+                s->state_n = no->state_n;
+                memcpy(s->states, no->states, sizeof(s->states[0]) * no->state_n);
+                continue;
+            }
+            gw_lease_verdict v = gw_lease_admit(p->env, p, i, s->route, &worst, &L);
+            if (v == GW_LEASE_ADMITTED) {
+                gw_proxy_lease_take(p, i, L);
+                continue;
+            }
+            if (v == GW_LEASE_WAIT) {
+                p->waiting++; /* gw_proxy_lease_ready ends it */
+                continue;
+            }
         }
         proto_req rq;
         gw_proxy_reserve_req(p, s, &rq);

@@ -225,6 +225,9 @@ static void gw_worker_finish(gw_worker *w)
     w->phase = GW_W_FINISHED;
     w->env.closing = 1;
     w->env.on_idle = NULL;
+    if (w->kind != GW_WORKER_ADMIN && w->env_ready) {
+        gw_lease_close(&w->env);
+    }
     if (w->server != NULL) {
         cg_http_server_close(w->server);
         w->server = NULL;
@@ -285,6 +288,9 @@ static void gw_worker_stop_cb(uv_async_t *a)
     if (w->server != NULL) {
         cg_http_server_close(w->server);
         w->server = NULL;
+    }
+    if (w->kind != GW_WORKER_ADMIN && w->env_ready) {
+        gw_lease_shutdown(&w->env); /* final settles count in active_n */
     }
     if (w->kind == GW_WORKER_ADMIN || w->env.active_n == 0) {
         gw_worker_finish(w);

@@ -406,6 +406,89 @@ static cg_err ls_settle_write(ls_txn *t, const proto_req *req, const ls_scope *s
     return CG_ERR_OK;
 }
 
+/*
+ * Partial settle (budget leases, docs/leasing.md): charge `actual` against an ACTIVE
+ * reservation without finishing it. Per item: reserved -= min(amount, actual), the item's
+ * amount shrinks by the same, used += actual, thresholds fire as used grows. The lease is
+ * extended to now + lease_ms. Idempotent per charge_seq: the last applied seq is kept in
+ * the (otherwise unused while ACTIVE / EXPIRED) `settled.requests` field, and a seq not
+ * above it is answered OK without counting. On an EXPIRED reservation (or an unknown id)
+ * the charge still counts as spend (late), as a late final settle would.
+ */
+#define LS_RESV_CHARGE_SEQ(r) ((r)->settled.requests)
+static cg_err ls_op_settle_partial(ls_txn *t, const proto_req *req, const ls_scope *sc,
+                                   proto_rep *rep)
+{
+    const char *rid = req->u.settle.request_id;
+    const proto_amounts *actual = &req->u.settle.actual;
+    ls_resv r;
+    ls_meter m;
+    ls_key k;
+    proto_limit snap;
+    cg_err err = ls_resv_get(t, rid, req->route, &r);
+    uint8_t was_state = err == CG_ERR_OK ? r.state : 0;
+    if (err == CG_ERR_NOTFOUND) {
+        if (sc == NULL) {
+            return CG_ERR_NOTFOUND;
+        }
+        if ((err = ls_settle_unknown(t, req->route, sc, &r)) != CG_ERR_OK) {
+            return err;
+        }
+    } else if (err != CG_ERR_OK) {
+        return err;
+    } else if (r.state == LS_RESV_SETTLED || r.state == LS_RESV_RELEASED) {
+        return CG_ERR_CONFLICT;
+    }
+    if (was_state != 0 && (int64_t)req->u.settle.charge_seq <= LS_RESV_CHARGE_SEQ(&r)) {
+        rep->u.settle.late = was_state != LS_RESV_ACTIVE;
+        return CG_ERR_OK; /* already applied */
+    }
+    int holds = was_state == LS_RESV_ACTIVE;
+    for (uint8_t i = 0; i < r.item_n; i++) {
+        ls_item *it = &r.items[i];
+        if ((err = ls_meter_load_item(t, req->route, it, &m)) != CG_ERR_OK) {
+            return err;
+        }
+        int64_t a = ls_amount_of(actual, it->metric);
+        if (holds) {
+            int64_t back = a < it->amount ? a : it->amount;
+            m.c.reserved = ls_sub_floor0(m.c.reserved, back);
+            it->amount -= back;
+        }
+        ls_meter_add_used(&m, a, r.created_ms, t->now_ms);
+        if (sc != NULL && !m.sliding &&
+            (err = ls_thresholds(t, req->route, sc, ls_settle_limit(sc, it, &snap), it, &m.c)) !=
+                CG_ERR_OK) {
+            return err;
+        }
+        if ((err = ls_meter_store(t, req->route, it->limit_id, &m)) != CG_ERR_OK) {
+            return err;
+        }
+    }
+    LS_RESV_CHARGE_SEQ(&r) = (int64_t)req->u.settle.charge_seq;
+    if (holds) {
+        ls_key_index(&k, r.expires_ms, rid, req->route);
+        if ((err = ls_del(t, t->s->db_leases, k.b, k.n)) != CG_ERR_OK) {
+            return err;
+        }
+        r.expires_ms = t->now_ms + req->u.settle.lease_ms;
+        if ((err = ls_resv_put(t, rid, req->route, &r)) != CG_ERR_OK) {
+            return err;
+        }
+        ls_key_index(&k, r.expires_ms, rid, req->route);
+        return ls_put(t, t->s->db_leases, k.b, k.n, "", 0);
+    }
+    /* Late: counted as spend; an unknown id becomes an EXPIRED record (dedup of later seqs). */
+    t->p.late_settles++;
+    cg_log(CG_LOG_WARN, "late partial settle recorded as spend", "request_id", rid, "route",
+           req->route, NULL);
+    rep->u.settle.late = 1;
+    if (was_state == 0) {
+        return ls_resv_finish(t, rid, req->route, &r, 0, LS_RESV_EXPIRED);
+    }
+    return ls_resv_put(t, rid, req->route, &r);
+}
+
 static cg_err ls_op_settle(ls_txn *t, const proto_req *req, proto_rep *rep)
 {
     const char *rid = req->u.settle.request_id;
@@ -417,6 +500,13 @@ static cg_err ls_op_settle(ls_txn *t, const proto_req *req, proto_rep *rep)
     cg_err scope_err = ls_scope_load(t, req->route, NULL, &sc);
     if (scope_err != CG_ERR_OK && scope_err != CG_ERR_NOTFOUND) {
         return scope_err;
+    }
+    if (req->u.settle.partial) {
+        if (req->u.settle.charge_seq == 0 || req->u.settle.lease_ms <= 0 ||
+            req->u.settle.lease_ms > LEDGER_LEASE_MAX_MS) {
+            return CG_ERR_INVAL;
+        }
+        return ls_op_settle_partial(t, req, scope_err == CG_ERR_OK ? &sc : NULL, rep);
     }
     cg_err err = ls_resv_get(t, rid, req->route, &r);
     uint8_t was_state = err == CG_ERR_OK ? r.state : 0;

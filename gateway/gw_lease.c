@@ -1,0 +1,637 @@
+/*
+ * gw_lease.c — budget leases for hot scopes; see gw_lease.h and docs/leasing.md.
+ *
+ * Lease life: ACQUIRING (RESERVE of the slice in flight; requests wait on it)
+ * → ACTIVE (admits locally; partial SETTLEs every tick carry the charges and
+ * renew the shard lease) → RETIRED (admits nothing; once no request runs on it
+ * and no partial settle is unconfirmed, the final SETTLE of the unflushed rest
+ * goes out) → FINAL (final settle in flight) → DONE (freed once no operation
+ * of it is in flight). Every operation of a lease counts in env->active_n, so
+ * a draining worker finishes only after its leases were returned.
+ */
+#include <assert.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "cg_clock.h"
+#include "cg_log.h"
+#include "gw_lease.h"
+#include "gw_proxy_int.h"
+
+enum { GL_ACQUIRING = 1, GL_ACTIVE, GL_RETIRED, GL_FINAL, GL_DONE };
+
+#define GL_FLUSH_TRIES_MAX 10
+#define GL_FINAL_TRIES_MAX 5
+
+typedef struct gl_waiter {
+    gw_proxy *p;
+    uint8_t idx;
+    proto_amounts worst;
+} gl_waiter;
+
+struct gw_lease {
+    gw_proxy_env *env;
+    gw_lease *next;
+    char route[PROTO_ROUTE_MAX + 1];
+    char rid[PROTO_REQID_MAX + 1];
+    uint8_t state;
+    uint8_t retried;     /* the acquire was retried once with a smaller slice */
+    uint8_t flush_busy;  /* a partial settle in flight */
+    uint8_t flush_retry; /* the last partial settle failed: resend it (same seq) */
+    uint8_t flush_tries;
+    uint8_t final_tries;
+    uint32_t ops;   /* operations in flight */
+    uint32_t users; /* requests admitted and not finished */
+    uint32_t seq;   /* charge_seq of the last partial settle sent */
+    int64_t lease_len_ms;
+    proto_amounts slice;    /* asked for */
+    proto_amounts granted;  /* held on the shard (0 until ACTIVE) */
+    proto_amounts charged;  /* actual usage of finished requests */
+    proto_amounts held;     /* worst cases of requests in flight */
+    proto_amounts flushed;  /* confirmed by partial settles */
+    proto_amounts flushing; /* in the partial settle in flight / to resend */
+    int64_t expires_ms;     /* wall clock: the shard lease ends no earlier */
+    int64_t sent_ms;        /* wall clock at the last acquire / partial settle sent */
+    int64_t last_use_mono;
+    uint8_t state_n;
+    proto_limit_state states[PROTO_LIMITS_MAX];
+    gl_waiter *w;
+    uint32_t wn, wcap;
+};
+
+/* ---- helpers ---- */
+
+static int64_t gl_amt(const proto_amounts *a, int m)
+{
+    return m == PROTO_METRIC_COST ? a->cost_nusd : m == PROTO_METRIC_TOKENS ? a->tokens : a->requests;
+}
+
+static void gl_add(proto_amounts *a, const proto_amounts *b, int sign)
+{
+    a->cost_nusd += sign * b->cost_nusd;
+    a->tokens += sign * b->tokens;
+    a->requests += sign * b->requests;
+}
+
+static int gl_zero(const proto_amounts *a)
+{
+    return a->cost_nusd == 0 && a->tokens == 0 && a->requests == 0;
+}
+
+static int gl_fits(const gw_lease *L, const proto_amounts *worst)
+{
+    for (int m = 0; m < PROTO_METRIC_COUNT_; m++) {
+        __int128 need = (__int128)gl_amt(&L->charged, m) + gl_amt(&L->held, m) + gl_amt(worst, m);
+        if (need > gl_amt(&L->granted, m)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void gl_active_inc(gw_proxy_env *env)
+{
+    env->active_n++;
+}
+
+static void gl_active_dec(gw_proxy_env *env)
+{
+    if (--env->active_n == 0 && env->on_idle != NULL) {
+        env->on_idle(env->on_idle_ud);
+    }
+}
+
+static cg_err gl_submit(gw_lease *L, const proto_req *rq, gw_ledger_cb cb)
+{
+    if (L->env->ledger == NULL) {
+        return CG_ERR_SHUTDOWN;
+    }
+    cg_err err = gw_ledger_submit(L->env->ledger, rq, cb, L);
+    if (err == CG_ERR_OK) {
+        L->ops++;
+        gl_active_inc(L->env);
+    }
+    return err;
+}
+
+static void gl_unlink_free(gw_lease *L)
+{
+    gw_lease **pp = &L->env->leases.head;
+    while (*pp != NULL && *pp != L) {
+        pp = &(*pp)->next;
+    }
+    if (*pp == L) {
+        *pp = L->next;
+    }
+    free(L->w);
+    free(L);
+}
+
+/* Free a DONE lease once nothing of it is in flight. */
+static void gl_maybe_free(gw_lease *L)
+{
+    if (L->state == GL_DONE && L->ops == 0 && L->users == 0 && L->wn == 0) {
+        gl_unlink_free(L);
+    }
+}
+
+static int gl_is_retriable(cg_err st)
+{
+    return st == CG_ERR_TIMEOUT || st == CG_ERR_UNAVAILABLE;
+}
+
+static int gl_route_nolease(gw_lease_tab *tab, const char *route)
+{
+    int64_t now = cg_mono_ms();
+    for (uint32_t i = 0; i < GW_LEASE_NOLEASE_MAX; i++) {
+        if (tab->nolease[i].until_ms > now && strcmp(tab->nolease[i].route, route) == 0) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static void gl_route_nolease_add(gw_lease_tab *tab, const char *route, int64_t for_ms)
+{
+    gw_lease_nolease *n = &tab->nolease[tab->nolease_next++ % GW_LEASE_NOLEASE_MAX];
+    snprintf(n->route, sizeof(n->route), "%s", route);
+    n->until_ms = cg_mono_ms() + for_ms;
+}
+
+void gw_lease_note_refusal(gw_proxy_env *env, const char *route, const proto_amounts *worst,
+                           const proto_refusal *rf, const proto_limit_state *states, uint8_t n)
+{
+    int64_t w = gl_amt(worst, rf->metric);
+    if (rf->window.kind == CG_WIN_SLIDING || rf->max <= 0 || rf->used + w <= rf->max) {
+        return; /* not definitive: reservations may come back */
+    }
+    int64_t until = cg_now_ms() + GW_LEASE_IDLE_MS;
+    if (rf->resets_at_ms > 0 && rf->resets_at_ms < until) {
+        until = rf->resets_at_ms;
+    }
+    gw_lease_refusal *r = &env->leases.refusals[env->leases.refusal_next++ % GW_LEASE_REFUSALS_MAX];
+    snprintf(r->route, sizeof(r->route), "%s", route);
+    r->until_ms = until;
+    r->worst = w;
+    r->refusal = *rf;
+    r->state_n = n <= PROTO_LIMITS_MAX ? n : 0;
+    memcpy(r->states, states, sizeof(r->states[0]) * r->state_n);
+}
+
+const gw_lease_refusal *gw_lease_refused(gw_proxy_env *env, const char *route,
+                                         const proto_amounts *worst)
+{
+    int64_t now = cg_now_ms();
+    for (uint32_t i = 0; i < GW_LEASE_REFUSALS_MAX; i++) {
+        const gw_lease_refusal *r = &env->leases.refusals[i];
+        if (r->until_ms > now && gl_amt(worst, r->refusal.metric) >= r->worst &&
+            strcmp(r->route, route) == 0) {
+            return r;
+        }
+    }
+    return NULL;
+}
+
+/* ---- final settle ---- */
+
+static void gl_maybe_final(gw_lease *L);
+
+static void gl_final_cb(cg_err err, const proto_rep *rep, void *ud)
+{
+    gw_lease *L = ud;
+    cg_err st = err == CG_ERR_OK ? (cg_err)rep->status : err;
+    L->ops--;
+    if (st == CG_ERR_OK) {
+        L->state = GL_DONE;
+    } else if (gl_is_retriable(st) && ++L->final_tries < GL_FINAL_TRIES_MAX &&
+               L->env->ledger != NULL) {
+        L->state = GL_RETIRED; /* the next tick sends it again (same contents: idempotent) */
+    } else {
+        cg_log(CG_LOG_ERROR, "lease return failed; the shard returns the slice at lease expiry",
+               "lease", L->rid, "route", L->route, "error", cg_err_name(st), NULL);
+        L->state = GL_DONE;
+    }
+    gw_proxy_env *env = L->env;
+    gl_maybe_free(L);
+    gl_active_dec(env);
+}
+
+static void gl_maybe_final(gw_lease *L)
+{
+    if (L->state != GL_RETIRED || L->users != 0 || L->flush_busy || L->flush_retry) {
+        return;
+    }
+    proto_req rq;
+    memset(&rq, 0, sizeof(rq));
+    rq.op = PROTO_OP_SETTLE;
+    snprintf(rq.route, sizeof(rq.route), "%s", L->route);
+    snprintf(rq.u.settle.request_id, sizeof(rq.u.settle.request_id), "%s", L->rid);
+    rq.u.settle.actual = L->charged;
+    gl_add(&rq.u.settle.actual, &L->flushed, -1);
+    L->state = GL_FINAL;
+    cg_err err = gl_submit(L, &rq, gl_final_cb);
+    if (err != CG_ERR_OK) {
+        cg_log(CG_LOG_ERROR, "lease return not sent; the shard returns the slice at lease expiry",
+               "lease", L->rid, "route", L->route, "error", cg_err_name(err), NULL);
+        L->state = GL_DONE;
+        gl_maybe_free(L);
+    }
+}
+
+static void gl_retire(gw_lease *L)
+{
+    if (L->state == GL_ACTIVE) {
+        L->state = GL_RETIRED;
+        gl_maybe_final(L);
+    }
+}
+
+/* ---- partial settles ---- */
+
+static void gl_flush_cb(cg_err err, const proto_rep *rep, void *ud)
+{
+    gw_lease *L = ud;
+    cg_err st = err == CG_ERR_OK ? (cg_err)rep->status : err;
+    L->ops--;
+    L->flush_busy = 0;
+    if (st == CG_ERR_OK) {
+        gl_add(&L->flushed, &L->flushing, 1);
+        memset(&L->flushing, 0, sizeof(L->flushing));
+        L->flush_retry = 0;
+        L->flush_tries = 0;
+        if (!rep->u.settle.late) {
+            L->expires_ms = L->sent_ms + L->lease_len_ms;
+        } else {
+            L->expires_ms = 0; /* the shard lease had ended: admit nothing more */
+        }
+    } else if (gl_is_retriable(st) && ++L->flush_tries < GL_FLUSH_TRIES_MAX &&
+               L->env->ledger != NULL) {
+        L->flush_retry = 1;
+    } else {
+        /* Not applied (refused) or given up: keep it out of the final settle only if
+         * refused for good; an unknown outcome is left to the final settle (which may
+         * count it once more: never less than was used). */
+        cg_log(CG_LOG_ERROR, "lease charge failed", "lease", L->rid, "route", L->route, "error",
+               cg_err_name(st), NULL);
+        L->flush_retry = 0;
+        memset(&L->flushing, 0, sizeof(L->flushing));
+        if (L->state == GL_ACTIVE) {
+            L->state = GL_RETIRED;
+        }
+    }
+    if (L->state == GL_ACTIVE && L->expires_ms < cg_now_ms() + (int64_t)L->env->cfg->lease_ms) {
+        L->state = GL_RETIRED;
+    }
+    gw_proxy_env *env = L->env;
+    gl_maybe_final(L);
+    gl_maybe_free(L);
+    gl_active_dec(env);
+}
+
+static void gl_flush(gw_lease *L, int renew)
+{
+    if (L->flush_busy || (L->state != GL_ACTIVE && L->state != GL_RETIRED)) {
+        return;
+    }
+    if (!L->flush_retry) {
+        proto_amounts un = L->charged;
+        gl_add(&un, &L->flushed, -1);
+        if (gl_zero(&un) && !renew) {
+            return;
+        }
+        L->flushing = un;
+        L->seq++;
+    }
+    proto_req rq;
+    memset(&rq, 0, sizeof(rq));
+    rq.op = PROTO_OP_SETTLE;
+    snprintf(rq.route, sizeof(rq.route), "%s", L->route);
+    snprintf(rq.u.settle.request_id, sizeof(rq.u.settle.request_id), "%s", L->rid);
+    rq.u.settle.actual = L->flushing;
+    rq.u.settle.partial = 1;
+    rq.u.settle.charge_seq = L->seq;
+    rq.u.settle.lease_ms = L->lease_len_ms;
+    L->sent_ms = cg_now_ms();
+    if (gl_submit(L, &rq, gl_flush_cb) == CG_ERR_OK) {
+        L->flush_busy = 1;
+    } else {
+        L->flush_retry = 1;
+    }
+}
+
+static void gl_tick_cb(uv_timer_t *t)
+{
+    gw_proxy_env *env = t->data;
+    int64_t mono = cg_mono_ms(), now = cg_now_ms();
+    gw_lease *next;
+    for (gw_lease *L = env->leases.head; L != NULL; L = next) {
+        next = L->next;
+        if (L->state == GL_ACTIVE && L->users == 0 && mono - L->last_use_mono >= GW_LEASE_IDLE_MS) {
+            gl_retire(L);
+            continue;
+        }
+        if (L->state == GL_ACTIVE) {
+            /* Renew well before requests stop fitting (admission needs lease_ms = len / 2
+             * left), so a steady stream never finds its lease about to lapse. */
+            gl_flush(L, now >= L->expires_ms - L->lease_len_ms * 3 / 4);
+        } else if (L->state == GL_RETIRED && L->flush_retry) {
+            gl_flush(L, 0);
+        }
+        if (L->state == GL_RETIRED) {
+            gl_maybe_final(L); /* may free L */
+        }
+    }
+}
+
+/* ---- acquire ---- */
+
+/* Slice multiplier from the states of the route's limits: pct% of the tightest remaining. */
+static int64_t gl_k(const gw_proxy_env *env, const proto_limit_state *st, uint8_t n,
+                    const proto_amounts *worst, int pct, int64_t floor_k)
+{
+    int64_t k = INT64_MAX;
+    for (uint8_t i = 0; i < n; i++) {
+        if (st[i].action != PROTO_ACTION_BLOCK || st[i].max <= 0) {
+            continue;
+        }
+        int64_t w = gl_amt(worst, st[i].metric);
+        if (w <= 0) {
+            continue;
+        }
+        int64_t rem = st[i].max - st[i].used - st[i].reserved;
+        if (rem < 0) {
+            rem = 0;
+        }
+        int64_t kk = (int64_t)((__int128)rem * pct / 100 / w);
+        if (kk < k) {
+            k = kk;
+        }
+    }
+    (void)env;
+    if (k == INT64_MAX) {
+        k = GW_LEASE_MAX_K;
+    }
+    if (k < floor_k) {
+        k = floor_k;
+    }
+    return k > GW_LEASE_MAX_K ? GW_LEASE_MAX_K : k;
+}
+
+static void gl_set_slice(gw_lease *L, const proto_amounts *worst, int64_t k)
+{
+    L->slice.cost_nusd = (int64_t)((__int128)worst->cost_nusd * k > INT64_MAX / 4
+                                       ? INT64_MAX / 4
+                                       : worst->cost_nusd * k);
+    L->slice.tokens = (int64_t)((__int128)worst->tokens * k > INT64_MAX / 4 ? INT64_MAX / 4
+                                                                             : worst->tokens * k);
+    L->slice.requests = worst->requests * k;
+}
+
+static void gl_acquire_cb(cg_err err, const proto_rep *rep, void *ud);
+
+static cg_err gl_acquire_send(gw_lease *L)
+{
+    proto_req rq;
+    memset(&rq, 0, sizeof(rq));
+    rq.op = PROTO_OP_RESERVE;
+    snprintf(rq.route, sizeof(rq.route), "%s", L->route);
+    snprintf(rq.u.reserve.request_id, sizeof(rq.u.reserve.request_id), "%s", L->rid);
+    rq.u.reserve.lease_ms = L->lease_len_ms;
+    rq.u.reserve.worst = L->slice;
+    L->sent_ms = cg_now_ms();
+    return gl_submit(L, &rq, gl_acquire_cb);
+}
+
+/* Hand the waiters over: admitted on L when they fit, else per request. */
+static void gl_wake(gw_lease *L, int usable)
+{
+    gl_waiter *w = L->w;
+    uint32_t n = L->wn;
+    L->w = NULL;
+    L->wn = L->wcap = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        gw_lease *got = NULL;
+        if (usable && L->state == GL_ACTIVE && gl_fits(L, &w[i].worst)) {
+            gl_add(&L->held, &w[i].worst, 1);
+            L->users++;
+            L->last_use_mono = cg_mono_ms();
+            got = L;
+        }
+        gw_proxy_lease_ready(w[i].p, w[i].idx, got);
+    }
+    free(w);
+}
+
+static void gl_acquire_cb(cg_err err, const proto_rep *rep, void *ud)
+{
+    gw_lease *L = ud;
+    gw_proxy_env *env = L->env;
+    cg_err st = err == CG_ERR_OK ? (cg_err)rep->status : err;
+    L->ops--;
+    if (err == CG_ERR_OK && (st == CG_ERR_OK || st == CG_ERR_BUDGET)) {
+        L->state_n = rep->u.reserve.state_n <= PROTO_LIMITS_MAX ? rep->u.reserve.state_n : 0;
+        memcpy(L->states, rep->u.reserve.states, sizeof(L->states[0]) * L->state_n);
+    }
+    int sliding = 0;
+    for (uint8_t i = 0; i < L->state_n; i++) {
+        sliding |= L->states[i].window.kind == CG_WIN_SLIDING;
+    }
+    if (st == CG_ERR_OK && sliding) {
+        /* Leases only for calendar / lifetime limits: give it back, reserve per request. */
+        gl_route_nolease_add(&env->leases, L->route, 5000);
+        L->state = GL_RETIRED;
+        gl_wake(L, 0);
+        gl_maybe_final(L);
+    } else if (st == CG_ERR_OK) {
+        L->state = GL_ACTIVE;
+        L->granted = L->slice;
+        L->expires_ms = L->sent_ms + L->lease_len_ms;
+        L->last_use_mono = cg_mono_ms();
+        gl_wake(L, 1);
+        if (env->leases.shutdown || L->users == 0) {
+            gl_retire(L);
+        }
+    } else if (st == CG_ERR_BUDGET && !L->retried && L->wn > 0 && !sliding) {
+        /* Ask once more for what is left (if that is at least two requests' worth). */
+        int64_t k = gl_k(env, L->states, L->state_n, &L->w[0].worst, 100, 0);
+        L->retried = 1;
+        if (k >= 2) {
+            gl_set_slice(L, &L->w[0].worst, k);
+            if (gl_acquire_send(L) == CG_ERR_OK) {
+                gl_active_dec(env);
+                return;
+            }
+        }
+        L->state = GL_DONE;
+        gl_route_nolease_add(&env->leases, L->route, GW_LEASE_TICK_MS);
+        gl_wake(L, 0);
+    } else {
+        if (st != CG_ERR_BUDGET) {
+            cg_log(CG_LOG_WARN, "lease acquire failed; reserving per request", "route", L->route,
+                   "error", cg_err_name(st), NULL);
+        }
+        /* Near the cap: per request for a while instead of an acquire per request. */
+        gl_route_nolease_add(&env->leases, L->route, GW_LEASE_TICK_MS);
+        L->state = GL_DONE;
+        gl_wake(L, 0);
+    }
+    gl_maybe_free(L);
+    gl_active_dec(env);
+}
+
+/* ---- public ---- */
+
+int gw_lease_enabled(const gw_proxy_env *env, uint8_t kind)
+{
+    return env->cfg->lease_org && kind == PROTO_SCOPE_ORG && env->cfg->enforcement;
+}
+
+static int gl_wait(gw_lease *L, gw_proxy *p, uint8_t idx, const proto_amounts *worst)
+{
+    if (L->wn == L->wcap) {
+        uint32_t cap = L->wcap ? L->wcap * 2 : 8;
+        gl_waiter *nw = realloc(L->w, cap * sizeof(*nw));
+        if (nw == NULL) {
+            return 0;
+        }
+        L->w = nw;
+        L->wcap = cap;
+    }
+    L->w[L->wn++] = (gl_waiter){.p = p, .idx = idx, .worst = *worst};
+    gw_proxy_ref(p);
+    return 1;
+}
+
+gw_lease_verdict gw_lease_admit(gw_proxy_env *env, gw_proxy *p, uint8_t idx, const char *route,
+                                const proto_amounts *worst, gw_lease **out)
+{
+    gw_lease_tab *tab = &env->leases;
+    const cg_config *cfg = env->cfg;
+    if (tab->shutdown || env->closing || env->ledger == NULL || gl_route_nolease(tab, route)) {
+        return GW_LEASE_NO;
+    }
+    int64_t len = 2 * (int64_t)cfg->lease_ms;
+    if (len > 24LL * 3600 * 1000) {
+        len = 24LL * 3600 * 1000;
+    }
+    if (len < 2 * (int64_t)cfg->lease_ms) {
+        return GW_LEASE_NO; /* no room for a lease longer than a request's */
+    }
+    const proto_limit_state *hint = NULL;
+    uint8_t hint_n = 0;
+    gw_lease *next;
+    for (gw_lease *L = tab->head; L != NULL; L = next) {
+        next = L->next;
+        if (strcmp(L->route, route) != 0) {
+            continue;
+        }
+        if (L->state_n > 0) {
+            hint = L->states;
+            hint_n = L->state_n;
+        }
+        if (L->state == GL_ACQUIRING) {
+            return gl_wait(L, p, idx, worst) ? GW_LEASE_WAIT : GW_LEASE_NO;
+        }
+        if (L->state != GL_ACTIVE) {
+            continue;
+        }
+        if (gl_fits(L, worst) && cg_now_ms() + (int64_t)cfg->lease_ms <= L->expires_ms) {
+            gl_add(&L->held, worst, 1);
+            L->users++;
+            L->last_use_mono = cg_mono_ms();
+            *out = L;
+            return GW_LEASE_ADMITTED;
+        }
+        gl_retire(L); /* spent (or about to lapse): a fresh one below */
+    }
+    gw_lease *L = calloc(1, sizeof(*L));
+    if (L == NULL) {
+        return GW_LEASE_NO;
+    }
+    L->env = env;
+    L->state = GL_ACQUIRING;
+    L->lease_len_ms = len;
+    snprintf(L->route, sizeof(L->route), "%s", route);
+    snprintf(L->rid, sizeof(L->rid), "lease:%016llx:%u", (unsigned long long)env->rid_prefix,
+             ++tab->counter);
+    gl_set_slice(L, worst,
+                 hint_n > 0 ? gl_k(env, hint, hint_n, worst, (int)cfg->lease_slice_pct,
+                                   GW_LEASE_MIN_K)
+                            : GW_LEASE_FIRST_K);
+    if (!gl_wait(L, p, idx, worst)) {
+        free(L);
+        return GW_LEASE_NO;
+    }
+    if (gl_acquire_send(L) != CG_ERR_OK) {
+        gw_proxy_unref(p);
+        free(L->w);
+        free(L);
+        return GW_LEASE_NO;
+    }
+    L->next = tab->head;
+    tab->head = L;
+    if (!tab->timer_open) {
+        uv_timer_init(env->loop, &tab->timer);
+        tab->timer.data = env;
+        tab->timer_open = 1;
+        uv_timer_start(&tab->timer, gl_tick_cb, GW_LEASE_TICK_MS, GW_LEASE_TICK_MS);
+    }
+    return GW_LEASE_WAIT;
+}
+
+void gw_lease_return(gw_lease *L, const proto_amounts *worst)
+{
+    gl_add(&L->held, worst, -1);
+    assert(L->users > 0);
+    L->users--;
+    L->last_use_mono = cg_mono_ms();
+    gl_maybe_final(L);
+    gl_maybe_free(L);
+}
+
+void gw_lease_charge(gw_lease *L, const proto_amounts *worst, const proto_amounts *actual)
+{
+    gl_add(&L->charged, actual, 1);
+    gw_lease_return(L, worst);
+}
+
+uint8_t gw_lease_states(const gw_lease *L, proto_limit_state *out)
+{
+    memcpy(out, L->states, sizeof(L->states[0]) * L->state_n);
+    return L->state_n;
+}
+
+void gw_lease_shutdown(gw_proxy_env *env)
+{
+    env->leases.shutdown = 1;
+    gw_lease *next;
+    for (gw_lease *L = env->leases.head; L != NULL; L = next) {
+        next = L->next;
+        gl_retire(L);
+    }
+}
+
+static void gl_timer_closed_cb(uv_handle_t *h)
+{
+    (void)h;
+}
+
+void gw_lease_close(gw_proxy_env *env)
+{
+    env->leases.shutdown = 1;
+    if (env->leases.timer_open) {
+        env->leases.timer_open = 0;
+        uv_close((uv_handle_t *)&env->leases.timer, gl_timer_closed_cb);
+    }
+}
+
+void gw_lease_fini(gw_proxy_env *env)
+{
+    gw_lease *next;
+    for (gw_lease *L = env->leases.head; L != NULL; L = next) {
+        next = L->next;
+        free(L->w);
+        free(L);
+    }
+    env->leases.head = NULL;
+}
