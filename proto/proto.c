@@ -746,125 +746,37 @@ static cg_err rd_msg_begin(proto_rd *rd, const void *buf, size_t len, uint32_t a
     return proto_rd_header(rd, arity);
 }
 
-cg_err proto_org_encode(const proto_org *o, msgpack_sbuffer *out)
-{
-    proto_wr w;
-    wr_msg_begin(&w, out, MSG_ARITY);
-    proto_wr_org(&w, o);
-    return wr_finish_msg(&w);
-}
+/*
+ * Standalone records ([1, record]: LMDB values) share one shape: encode wraps
+ * the record's writer in a message; decode reads into a zeroed temporary and
+ * copies out only on success (outputs are written only on success).
+ */
+#define PROTO_RECORD_CODEC(name, type)                                                   \
+    cg_err proto_##name##_encode(const type *rec, msgpack_sbuffer *out)                  \
+    {                                                                                    \
+        proto_wr w;                                                                      \
+        wr_msg_begin(&w, out, MSG_ARITY);                                                \
+        proto_wr_##name(&w, rec);                                                        \
+        return wr_finish_msg(&w);                                                        \
+    }                                                                                    \
+    cg_err proto_##name##_decode(const void *buf, size_t len, type *out)                 \
+    {                                                                                    \
+        proto_rd rd;                                                                     \
+        type tmp;                                                                        \
+        memset(&tmp, 0, sizeof(tmp));                                                    \
+        PROTO_TRY(rd_msg_begin(&rd, buf, len, MSG_ARITY));                               \
+        PROTO_TRY(proto_rd_##name(&rd, &tmp));                                           \
+        PROTO_TRY(proto_rd_end(&rd));                                                    \
+        *out = tmp;                                                                      \
+        return CG_ERR_OK;                                                                \
+    }
 
-cg_err proto_org_decode(const void *buf, size_t len, proto_org *out)
-{
-    proto_rd rd;
-    proto_org tmp;
-    memset(&tmp, 0, sizeof(tmp));
-    PROTO_TRY(rd_msg_begin(&rd, buf, len, MSG_ARITY));
-    PROTO_TRY(proto_rd_org(&rd, &tmp));
-    PROTO_TRY(proto_rd_end(&rd));
-    *out = tmp;
-    return CG_ERR_OK;
-}
-
-cg_err proto_key_encode(const proto_key *k, msgpack_sbuffer *out)
-{
-    proto_wr w;
-    wr_msg_begin(&w, out, MSG_ARITY);
-    proto_wr_key(&w, k);
-    return wr_finish_msg(&w);
-}
-
-cg_err proto_key_decode(const void *buf, size_t len, proto_key *out)
-{
-    proto_rd rd;
-    proto_key tmp;
-    memset(&tmp, 0, sizeof(tmp));
-    PROTO_TRY(rd_msg_begin(&rd, buf, len, MSG_ARITY));
-    PROTO_TRY(proto_rd_key(&rd, &tmp));
-    PROTO_TRY(proto_rd_end(&rd));
-    *out = tmp;
-    return CG_ERR_OK;
-}
-
-cg_err proto_group_encode(const proto_group *g, msgpack_sbuffer *out)
-{
-    proto_wr w;
-    wr_msg_begin(&w, out, MSG_ARITY);
-    proto_wr_group(&w, g);
-    return wr_finish_msg(&w);
-}
-
-cg_err proto_group_decode(const void *buf, size_t len, proto_group *out)
-{
-    proto_rd rd;
-    proto_group tmp;
-    memset(&tmp, 0, sizeof(tmp));
-    PROTO_TRY(rd_msg_begin(&rd, buf, len, MSG_ARITY));
-    PROTO_TRY(proto_rd_group(&rd, &tmp));
-    PROTO_TRY(proto_rd_end(&rd));
-    *out = tmp;
-    return CG_ERR_OK;
-}
-
-cg_err proto_customer_encode(const proto_customer *c, msgpack_sbuffer *out)
-{
-    proto_wr w;
-    wr_msg_begin(&w, out, MSG_ARITY);
-    proto_wr_customer(&w, c);
-    return wr_finish_msg(&w);
-}
-
-cg_err proto_customer_decode(const void *buf, size_t len, proto_customer *out)
-{
-    proto_rd rd;
-    proto_customer tmp;
-    memset(&tmp, 0, sizeof(tmp));
-    PROTO_TRY(rd_msg_begin(&rd, buf, len, MSG_ARITY));
-    PROTO_TRY(proto_rd_customer(&rd, &tmp));
-    PROTO_TRY(proto_rd_end(&rd));
-    *out = tmp;
-    return CG_ERR_OK;
-}
-
-cg_err proto_event_encode(const proto_event *e, msgpack_sbuffer *out)
-{
-    proto_wr w;
-    wr_msg_begin(&w, out, MSG_ARITY);
-    proto_wr_event(&w, e);
-    return wr_finish_msg(&w);
-}
-
-cg_err proto_event_decode(const void *buf, size_t len, proto_event *out)
-{
-    proto_rd rd;
-    proto_event tmp;
-    memset(&tmp, 0, sizeof(tmp));
-    PROTO_TRY(rd_msg_begin(&rd, buf, len, MSG_ARITY));
-    PROTO_TRY(proto_rd_event(&rd, &tmp));
-    PROTO_TRY(proto_rd_end(&rd));
-    *out = tmp;
-    return CG_ERR_OK;
-}
-
-cg_err proto_usage_encode(const proto_usage *u, msgpack_sbuffer *out)
-{
-    proto_wr w;
-    wr_msg_begin(&w, out, MSG_ARITY);
-    proto_wr_usage(&w, u);
-    return wr_finish_msg(&w);
-}
-
-cg_err proto_usage_decode(const void *buf, size_t len, proto_usage *out)
-{
-    proto_rd rd;
-    proto_usage tmp;
-    memset(&tmp, 0, sizeof(tmp));
-    PROTO_TRY(rd_msg_begin(&rd, buf, len, MSG_ARITY));
-    PROTO_TRY(proto_rd_usage(&rd, &tmp));
-    PROTO_TRY(proto_rd_end(&rd));
-    *out = tmp;
-    return CG_ERR_OK;
-}
+PROTO_RECORD_CODEC(org, proto_org)
+PROTO_RECORD_CODEC(key, proto_key)
+PROTO_RECORD_CODEC(group, proto_group)
+PROTO_RECORD_CODEC(customer, proto_customer)
+PROTO_RECORD_CODEC(event, proto_event)
+PROTO_RECORD_CODEC(usage, proto_usage)
 
 cg_err proto_pub_encode(const char *shard, const proto_event *e, msgpack_sbuffer *out)
 {
