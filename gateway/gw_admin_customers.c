@@ -95,12 +95,7 @@ static int gw_admin_customer_ask(gw_admin_ctx *x)
 /* Keep the org of rep in x->org; 0 after answering 404/503. */
 static int gw_admin_customer_org(gw_admin_ctx *x, const proto_rep *rep)
 {
-    if (rep->status == CG_ERR_NOTFOUND) {
-        gw_admin_not_found(x, "org_not_found", "No organization with this id");
-        return 0;
-    }
-    if (rep->status != CG_ERR_OK) {
-        gw_admin_ledger_fail(x, CG_ERR_OK, rep->status);
+    if (!gw_admin_rep_ok(x, rep, "org_not_found", "No organization with this id")) {
         return 0;
     }
     x->org = rep->u.get_org.org;
@@ -192,12 +187,7 @@ int gw_admin_customer_get(gw_admin_ctx *x, const cg_http_req *req)
 
 static int gw_admin_customer_deleted(gw_admin_ctx *x, const proto_rep *rep)
 {
-    if (rep->status == CG_ERR_NOTFOUND) {
-        gw_admin_not_found(x, "customer_not_found", "No override for this customer");
-        return 0;
-    }
-    if (rep->status != CG_ERR_OK) {
-        gw_admin_ledger_fail(x, CG_ERR_OK, rep->status);
+    if (!gw_admin_rep_ok(x, rep, "customer_not_found", "No override for this customer")) {
         return 0;
     }
     cg_log(CG_LOG_INFO, "admin: customer override deleted", "org", x->id, "customer", x->sub, NULL);

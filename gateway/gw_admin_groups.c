@@ -104,12 +104,7 @@ static cJSON *gw_admin_group_json(const proto_group *g, const proto_limit_state 
 /* NOTFOUND → 404 group_not_found, another failure → 503/500; 1 if rep is OK. */
 static int gw_admin_group_found(gw_admin_ctx *x, const proto_rep *rep)
 {
-    if (rep->status == CG_ERR_NOTFOUND) {
-        gw_admin_not_found(x, "group_not_found", "No group with this id in this organization");
-        return 0;
-    }
-    if (rep->status != CG_ERR_OK) {
-        gw_admin_ledger_fail(x, CG_ERR_OK, rep->status);
+    if (!gw_admin_rep_ok(x, rep, "group_not_found", "No group with this id in this organization")) {
         return 0;
     }
     return 1;
@@ -135,12 +130,7 @@ static int gw_admin_group_created(gw_admin_ctx *x, const proto_rep *rep)
 
 static int gw_admin_group_org_got(gw_admin_ctx *x, const proto_rep *rep)
 {
-    if (rep->status == CG_ERR_NOTFOUND) {
-        gw_admin_not_found(x, "org_not_found", "No organization with this id");
-        return 0;
-    }
-    if (rep->status != CG_ERR_OK) {
-        gw_admin_ledger_fail(x, CG_ERR_OK, rep->status);
+    if (!gw_admin_rep_ok(x, rep, "org_not_found", "No organization with this id")) {
         return 0;
     }
     x->group.billing_anchor_day = rep->u.get_org.org.billing_anchor_day;

@@ -128,6 +128,13 @@ void gw_admin_send_deleted(gw_admin_ctx *x, const char *org, const char *id);
  * SHUTDOWN are 503 ledger_unavailable; the rest 500.
  */
 void gw_admin_ledger_fail(gw_admin_ctx *x, cg_err transport, int status);
+/*
+ * The common check of a lookup's reply: NOTFOUND answers 404 with nf_code and
+ * nf_message, any other non-OK status goes to gw_admin_ledger_fail. Returns 1
+ * if rep->status is OK (nothing answered), else 0 (the request was answered).
+ */
+int gw_admin_rep_ok(gw_admin_ctx *x, const proto_rep *rep, const char *nf_code,
+                    const char *nf_message);
 
 /* ---- gw_admin_io.c: ledger round trips ---- */
 

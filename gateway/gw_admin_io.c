@@ -116,6 +116,20 @@ void gw_admin_ledger_fail(gw_admin_ctx *x, cg_err transport, int status)
     gw_admin_error(x, 500, "server_error", "internal_error", cg_err_msg(e), NULL);
 }
 
+int gw_admin_rep_ok(gw_admin_ctx *x, const proto_rep *rep, const char *nf_code,
+                    const char *nf_message)
+{
+    if (rep->status == CG_ERR_NOTFOUND) {
+        gw_admin_not_found(x, nf_code, nf_message);
+        return 0;
+    }
+    if (rep->status != CG_ERR_OK) {
+        gw_admin_ledger_fail(x, CG_ERR_OK, rep->status);
+        return 0;
+    }
+    return 1;
+}
+
 /* ---- ledger round trips ---- */
 
 void gw_admin_req(gw_admin_ctx *x, proto_op op, const char *kind, const char *id)

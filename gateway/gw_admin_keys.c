@@ -251,12 +251,7 @@ static cJSON *gw_admin_key_json(const proto_key *k, const char *key_str,
 /* NOTFOUND → 404 key_not_found, another failure → 503/500; 1 if rep is OK. */
 static int gw_admin_key_found(gw_admin_ctx *x, const proto_rep *rep)
 {
-    if (rep->status == CG_ERR_NOTFOUND) {
-        gw_admin_not_found(x, "key_not_found", "No API key with this id");
-        return 0;
-    }
-    if (rep->status != CG_ERR_OK) {
-        gw_admin_ledger_fail(x, CG_ERR_OK, rep->status);
+    if (!gw_admin_rep_ok(x, rep, "key_not_found", "No API key with this id")) {
         return 0;
     }
     return 1;
@@ -265,12 +260,8 @@ static int gw_admin_key_found(gw_admin_ctx *x, const proto_rep *rep)
 /* NOTFOUND → 404 group_not_found; 1 if rep is OK. */
 static int gw_admin_key_group_found(gw_admin_ctx *x, const proto_rep *rep)
 {
-    if (rep->status == CG_ERR_NOTFOUND) {
-        gw_admin_not_found(x, "group_not_found", "No group with this id in the key's organization");
-        return 0;
-    }
-    if (rep->status != CG_ERR_OK) {
-        gw_admin_ledger_fail(x, CG_ERR_OK, rep->status);
+    if (!gw_admin_rep_ok(x, rep, "group_not_found",
+                         "No group with this id in the key's organization")) {
         return 0;
     }
     return 1;
@@ -340,12 +331,7 @@ static int gw_admin_key_new_group_got(gw_admin_ctx *x, const proto_rep *rep)
 
 static int gw_admin_key_org_got(gw_admin_ctx *x, const proto_rep *rep)
 {
-    if (rep->status == CG_ERR_NOTFOUND) {
-        gw_admin_not_found(x, "org_not_found", "No organization with this id");
-        return 0;
-    }
-    if (rep->status != CG_ERR_OK) {
-        gw_admin_ledger_fail(x, CG_ERR_OK, rep->status);
+    if (!gw_admin_rep_ok(x, rep, "org_not_found", "No organization with this id")) {
         return 0;
     }
     x->key.billing_anchor_day = rep->u.get_org.org.billing_anchor_day;

@@ -360,12 +360,7 @@ int gw_admin_org_create(gw_admin_ctx *x, const cg_http_req *req)
 
 static int gw_admin_org_got(gw_admin_ctx *x, const proto_rep *rep)
 {
-    if (rep->status == CG_ERR_NOTFOUND) {
-        gw_admin_not_found(x, "org_not_found", "No organization with this id");
-        return 0;
-    }
-    if (rep->status != CG_ERR_OK) {
-        gw_admin_ledger_fail(x, CG_ERR_OK, rep->status);
+    if (!gw_admin_rep_ok(x, rep, "org_not_found", "No organization with this id")) {
         return 0;
     }
     gw_admin_send_json(x, 200,
@@ -441,12 +436,7 @@ static int gw_admin_org_patch_got(gw_admin_ctx *x, const proto_rep *rep)
 {
     proto_org cur;
 
-    if (rep->status == CG_ERR_NOTFOUND) {
-        gw_admin_not_found(x, "org_not_found", "No organization with this id");
-        return 0;
-    }
-    if (rep->status != CG_ERR_OK) {
-        gw_admin_ledger_fail(x, CG_ERR_OK, rep->status);
+    if (!gw_admin_rep_ok(x, rep, "org_not_found", "No organization with this id")) {
         return 0;
     }
     cur = rep->u.get_org_state.org;
