@@ -502,7 +502,7 @@ uint32_t gw_upstream_active(const gw_upstream *u)
     return u->xfer_n;
 }
 
-cg_err gw_upstream_new(uv_loop_t *loop, gw_upstream **out)
+cg_err gw_upstream_new(uv_loop_t *loop, uint32_t conns_max, gw_upstream **out)
 {
     gw_upstream *u = calloc(1, sizeof(*u));
     if (u == NULL) {
@@ -518,7 +518,8 @@ cg_err gw_upstream_new(uv_loop_t *loop, gw_upstream **out)
     curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
     curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, gw_up_timer_fn);
     curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
-    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, (long)GW_UPSTREAM_CONNS_CACHE);
+    uint32_t cache = conns_max > GW_UPSTREAM_CONNS_CACHE ? conns_max : GW_UPSTREAM_CONNS_CACHE;
+    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, (long)cache);
     uv_timer_init(loop, &u->timer);
     u->timer.data = u;
     uv_idle_init(loop, &u->idle);

@@ -22,7 +22,15 @@
 #include <uv.h>
 #include "cg_err.h"
 
-/* Upper bound of cached upstream connections per worker. */
+/*
+ * Least size of the multi's connection cache (CURLMOPT_MAXCONNECTS) per worker;
+ * gw_upstream_new raises it to the worker's conns_max. libcurl 7.x counts the
+ * connections in use in that cache too, and while more exist than MAXCONNECTS
+ * every finished transfer scans all of them for the oldest idle one (O(n) per
+ * transfer, O(n^2) per wave of streams) and closes it, so the next request
+ * dials again. At or above conns_max (one upstream transfer per client
+ * connection at most) the cache never overflows.
+ */
 #define GW_UPSTREAM_CONNS_CACHE 256
 /* Longest content-type kept from the upstream response. */
 #define GW_UPSTREAM_CTYPE_MAX 127
@@ -63,8 +71,12 @@ typedef struct gw_xfer_opts {
     uint32_t timeout_ms; /* whole transfer */
 } gw_xfer_opts;
 
-/* Create for loop. Call on the loop thread. */
-cg_err gw_upstream_new(uv_loop_t *loop, gw_upstream **out);
+/*
+ * Create for loop. Call on the loop thread. conns_max: the worker's client
+ * connection bound (cfg conns_max); the connection cache holds
+ * max(GW_UPSTREAM_CONNS_CACHE, conns_max).
+ */
+cg_err gw_upstream_new(uv_loop_t *loop, uint32_t conns_max, gw_upstream **out);
 
 /*
  * Cancel every transfer (no callbacks), clean up the multi handle and close the
