@@ -100,8 +100,10 @@ stopping=0
 stop_all() {
     stopping=1
     trap '' INT TERM
-    echo
-    echo "run-local: stopping..."
+    # Output may go to a pipe that Ctrl-C already closed (run-local.sh | tee):
+    # a failed echo must not end the script before every process is stopped.
+    echo 2>/dev/null || true
+    echo "run-local: stopping..." 2>/dev/null || true
     for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
         local pid=${pids[$i]} name=${names[$i]}
         kill -0 "$pid" 2>/dev/null || continue
@@ -111,7 +113,7 @@ stop_all() {
             sleep 0.1
         done
         if kill -0 "$pid" 2>/dev/null; then
-            echo "run-local: $name (pid $pid) did not stop; SIGKILL"
+            echo "run-local: $name (pid $pid) did not stop; SIGKILL" 2>/dev/null || true
             kill -KILL "$pid" 2>/dev/null || true
         fi
         wait "$pid" 2>/dev/null || true
@@ -120,8 +122,10 @@ stop_all() {
         kill "$tail_pid" 2>/dev/null || true
         wait "$tail_pid" 2>/dev/null || true
     fi
-    echo "run-local: stopped"
+    echo "run-local: stopped" 2>/dev/null || true
 }
+# A closed stdout must not kill the script with SIGPIPE (see stop_all).
+trap '' PIPE
 trap 'stop_all; exit 0' INT TERM
 trap '[ "$stopping" = 1 ] || stop_all' EXIT
 
