@@ -88,17 +88,18 @@ typedef struct cg_shard_cfg {
 
 typedef struct cg_provider_cfg {
     char name[32];
-    char base_url[CG_URL_MAX + 1]; /* e.g. https://api.openai.com/v1 (no trailing slash) */
+    char base_url[CG_URL_MAX + 1];   /* e.g. https://api.openai.com/v1 (no trailing slash) */
     char api_key[CG_SECRET_MAX + 1]; /* resolved secret; empty = send no Authorization */
 } cg_provider_cfg;
 
 typedef struct cg_model_cfg {
     char name[CG_MODEL_NAME_MAX + 1];
-    uint16_t provider;                /* index into providers */
-    int64_t prompt_nusd_per_mtok;     /* nano-USD per 1M prompt tokens */
-    int64_t completion_nusd_per_mtok; /* nano-USD per 1M completion tokens */
+    uint16_t provider;                   /* index into providers */
+    int64_t prompt_nusd_per_mtok;        /* nano-USD per 1M prompt tokens */
+    int64_t completion_nusd_per_mtok;    /* nano-USD per 1M completion tokens */
     int64_t cached_prompt_nusd_per_mtok; /* -1 = same as prompt */
-    int64_t max_output_tokens;        /* worst-case completion when the request names none; default 16384 */
+    int64_t
+        max_output_tokens; /* worst-case completion when the request names none; default 16384 */
 } cg_model_cfg;
 
 typedef struct cg_config {
@@ -152,7 +153,7 @@ typedef struct cg_config {
     uint32_t clamp_min_tokens;
     uint8_t lease_org;        /* lease_scopes org: org scopes are leased (docs/leasing.md) */
     uint32_t lease_slice_pct; /* 1..100 */
-    uint8_t enforcement; /* 0 = off: no reserve / settle / release (benchmarks) */
+    uint8_t enforcement;      /* 0 = off: no reserve / settle / release (benchmarks) */
 } cg_config;
 
 /* Fill c with every default (no shards, no providers, no models). */

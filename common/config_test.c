@@ -204,14 +204,14 @@ CG_TEST(config_bad_values)
     CG_CHECK(fails_at("alert_retry_s 5 0 10\n", 1, "alert_retry_s"));
     CG_CHECK(fails_at("alert_retry_s 86401\n", 1, "alert_retry_s"));
     CG_CHECK(fails_at("alert_retry_s 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22 23 "
-                      "24 25 26 27 28 29 30 31 32 33\n", 1, "alert_retry_s"));
+                      "24 25 26 27 28 29 30 31 32 33\n",
+                      1, "alert_retry_s"));
     CG_CHECK(fails_at("log_level loud\n", 1, "log_level"));
     CG_CHECK(fails_at("lmdb_map_bytes 1024\n", 1, "lmdb_map_bytes"));
     CG_CHECK(fails_at("upstream_timeout_ms 99999999999999999999\n", 1, "upstream_timeout_ms"));
     CG_CHECK(fails_at("shard s0 tcp://a:1\n", 1, "shard"));
     CG_CHECK(fails_at("shard s0 tcp://a:1 tcp://a:2\nshard s0 tcp://b:1 tcp://b:2\n", 2, "shard"));
-    CG_CHECK(fails_at("shard a-shard-name-longer-than-31-chars tcp://a:1 tcp://a:2\n", 1,
-                      "shard"));
+    CG_CHECK(fails_at("shard a-shard-name-longer-than-31-chars tcp://a:1 tcp://a:2\n", 1, "shard"));
     CG_CHECK(fails_at("shard s0 127.0.0.1:1 tcp://a:2\n", 1, "shard"));
     CG_CHECK(fails_at("shard ../s0 tcp://a:1 tcp://a:2\n", 1, "shard"));
     CG_CHECK(fails_at("shard .. tcp://a:1 tcp://a:2\n", 1, "shard"));
@@ -224,10 +224,11 @@ CG_TEST(config_bad_values)
     CG_CHECK(fails_at("provider p http://x\nmodel m p prompt=1 completion=-1\n", 2, "model"));
     CG_CHECK(fails_at("provider p http://x\nmodel m p prompt=1 completion=1 max_output=0\n", 2,
                       "model"));
-    CG_CHECK(fails_at("provider p http://x\nmodel m p prompt=1 completion=1 colour=red\n", 2,
-                      "model"));
+    CG_CHECK(
+        fails_at("provider p http://x\nmodel m p prompt=1 completion=1 colour=red\n", 2, "model"));
     CG_CHECK(fails_at("provider p http://x\nmodel m p prompt=1 completion=1\n"
-                      "model m p prompt=1 completion=1\n", 3, "model"));
+                      "model m p prompt=1 completion=1\n",
+                      3, "model"));
     CG_CHECK(fails_at("key_pepper file:/nonexistent/cg-pepper\n", 1, "key_pepper"));
 }
 
@@ -252,8 +253,7 @@ CG_TEST(config_unknown_directive)
 CG_TEST(config_missing_file)
 {
     char err[ERR_MAX];
-    CG_CHECK_EQ_INT(cg_config_load(&cfg, "/nonexistent/capgate.conf", err, sizeof(err)),
-                    CG_ERR_IO);
+    CG_CHECK_EQ_INT(cg_config_load(&cfg, "/nonexistent/capgate.conf", err, sizeof(err)), CG_ERR_IO);
     CG_CHECK(strstr(err, "/nonexistent/capgate.conf") != NULL);
 }
 
@@ -325,7 +325,8 @@ CG_TEST(config_secrets)
     char text[256];
     snprintf(text, sizeof(text),
              "admin_token env:CG_CONFIG_TEST_TOKEN\nkey_pepper file:%s\n"
-             "provider p http://x/ env:CG_CONFIG_TEST_TOKEN\n", spath);
+             "provider p http://x/ env:CG_CONFIG_TEST_TOKEN\n",
+             spath);
     cg_err e = load_text(text, err);
     unlink(spath);
     unsetenv("CG_CONFIG_TEST_TOKEN");
@@ -450,8 +451,8 @@ CG_TEST(config_addr_split)
     CG_CHECK_EQ_INT(port, 0);
     CG_CHECK(cg_addr_split("localhost:65535", host, sizeof(host), &port) == CG_ERR_OK);
     CG_CHECK_EQ_STR(host, "localhost");
-    const char *bad[] = {"", "host", "host:", ":80", "host:-1", "host:65536", "host:8x",
-                         "::1:80", "[::1]80", "[::1]", "[]:80", "h:+80"};
+    const char *bad[] = {"",        "host",   "host:",   ":80",   "host:-1", "host:65536",
+                         "host:8x", "::1:80", "[::1]80", "[::1]", "[]:80",   "h:+80"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         CG_CHECK(cg_addr_split(bad[i], host, sizeof(host), &port) != CG_ERR_OK);
     }
@@ -481,8 +482,8 @@ int main(void)
 {
     clear_capgate_env();
     return CG_TEST_RUN(config_good_file, config_defaults, config_bad_values,
-                       config_model_unknown_provider, config_unknown_directive,
-                       config_missing_file, config_env_overrides, config_env_repeatable,
-                       config_secrets, config_lease, config_issue3_directives,
-                       config_issue3_bad_values, config_addr_split, config_enforcement);
+                       config_model_unknown_provider, config_unknown_directive, config_missing_file,
+                       config_env_overrides, config_env_repeatable, config_secrets, config_lease,
+                       config_issue3_directives, config_issue3_bad_values, config_addr_split,
+                       config_enforcement);
 }

@@ -63,7 +63,9 @@ struct gw_lease {
 
 static int64_t gl_amt(const proto_amounts *a, int m)
 {
-    return m == PROTO_METRIC_COST ? a->cost_nusd : m == PROTO_METRIC_TOKENS ? a->tokens : a->requests;
+    return m == PROTO_METRIC_COST     ? a->cost_nusd
+           : m == PROTO_METRIC_TOKENS ? a->tokens
+                                      : a->requests;
 }
 
 static void gl_add(proto_amounts *a, const proto_amounts *b, int sign)
@@ -379,11 +381,11 @@ static int64_t gl_k(const gw_proxy_env *env, const proto_limit_state *st, uint8_
 
 static void gl_set_slice(gw_lease *L, const proto_amounts *worst, int64_t k)
 {
-    L->slice.cost_nusd = (int64_t)((__int128)worst->cost_nusd * k > INT64_MAX / 4
-                                       ? INT64_MAX / 4
-                                       : worst->cost_nusd * k);
-    L->slice.tokens = (int64_t)((__int128)worst->tokens * k > INT64_MAX / 4 ? INT64_MAX / 4
-                                                                             : worst->tokens * k);
+    L->slice.cost_nusd =
+        (int64_t)((__int128)worst->cost_nusd * k > INT64_MAX / 4 ? INT64_MAX / 4
+                                                                 : worst->cost_nusd * k);
+    L->slice.tokens =
+        (int64_t)((__int128)worst->tokens * k > INT64_MAX / 4 ? INT64_MAX / 4 : worst->tokens * k);
     L->slice.requests = worst->requests * k;
 }
 
@@ -555,9 +557,9 @@ gw_lease_verdict gw_lease_admit(gw_proxy_env *env, gw_proxy *p, uint8_t idx, con
     snprintf(L->rid, sizeof(L->rid), "lease:%016llx:%u", (unsigned long long)env->rid_prefix,
              ++tab->counter);
     gl_set_slice(L, worst,
-                 hint_n > 0 ? gl_k(env, hint, hint_n, worst, (int)cfg->lease_slice_pct,
-                                   GW_LEASE_MIN_K)
-                            : GW_LEASE_FIRST_K);
+                 hint_n > 0
+                     ? gl_k(env, hint, hint_n, worst, (int)cfg->lease_slice_pct, GW_LEASE_MIN_K)
+                     : GW_LEASE_FIRST_K);
     if (!gl_wait(L, p, idx, worst)) {
         free(L);
         return GW_LEASE_NO;

@@ -22,10 +22,10 @@
 #include <uv.h>
 #include "proto.h"
 
-#define GW_LEASE_TICK_MS 200   /* flush / renew / idle check period */
-#define GW_LEASE_IDLE_MS 1000  /* an unused lease is returned after this */
-#define GW_LEASE_FIRST_K 16    /* first slice: the request's worst case × this */
-#define GW_LEASE_MIN_K 16      /* slices are at least worst × this (if that fits) */
+#define GW_LEASE_TICK_MS 200  /* flush / renew / idle check period */
+#define GW_LEASE_IDLE_MS 1000 /* an unused lease is returned after this */
+#define GW_LEASE_FIRST_K 16   /* first slice: the request's worst case × this */
+#define GW_LEASE_MIN_K 16     /* slices are at least worst × this (if that fits) */
 #define GW_LEASE_MAX_K 100000
 #define GW_LEASE_NOLEASE_MAX 16
 

@@ -55,9 +55,9 @@
 #define GW_LEDGER_FLIGHT_OPS GW_LEDGER_BATCH_OPS
 #define GW_LEDGER_BATCH_BYTES (256u << 10) /* an open batch leaves once it encodes this much */
 #define GW_LEDGER_BODY_KEEP (64u << 10)    /* keep a shard's encode buffer up to this size */
-#define GW_LEDGER_POOL_MAX 128       /* idle flights (ctx + aio) kept per shard for reuse */
-#define GW_LEDGER_RECONN_MIN_MS 50   /* first redial delay after a lost connection */
-#define GW_LEDGER_RECONN_MAX_MS 1000 /* redial back-off ceiling */
+#define GW_LEDGER_POOL_MAX 128             /* idle flights (ctx + aio) kept per shard for reuse */
+#define GW_LEDGER_RECONN_MIN_MS 50         /* first redial delay after a lost connection */
+#define GW_LEDGER_RECONN_MAX_MS 1000       /* redial back-off ceiling */
 
 _Static_assert(GW_LEDGER_FLIGHT_OPS <= PROTO_BATCH_MAX, "flight larger than a proto batch");
 
@@ -108,12 +108,12 @@ struct gw_ledger {
     const cg_config *cfg;
     const cg_ring *ring;
     uv_async_t async;
-    uv_check_t check;   /* flushes the open batches after the I/O callbacks */
-    uv_idle_t idle;     /* active while a batch is open: poll does not block */
-    int handles_open;   /* of async, check, idle; the last close frees the client */
-    uint32_t fill_n;    /* shards with an open batch */
+    uv_check_t check;    /* flushes the open batches after the I/O callbacks */
+    uv_idle_t idle;      /* active while a batch is open: poll does not block */
+    int handles_open;    /* of async, check, idle; the last close frees the client */
+    uint32_t fill_n;     /* shards with an open batch */
     msgpack_sbuffer hdr; /* batch prefix scratch */
-    uv_mutex_t mu; /* guards done_head / done_tail */
+    uv_mutex_t mu;       /* guards done_head / done_tail */
     gw_flight *done_head;
     gw_flight *done_tail;
     gw_flight *active; /* flights out of the pools; loop thread only */
@@ -466,8 +466,7 @@ static void gw_ledger_idle_cb(uv_idle_t *h)
 static void gw_ledger_count(gw_ledger *l, const proto_req *req)
 {
     static const char *const pre[4] = {"key:", "group:", "customer:", "org:"};
-    if (req->op == PROTO_OP_RESERVE || req->op == PROTO_OP_SETTLE ||
-        req->op == PROTO_OP_RELEASE) {
+    if (req->op == PROTO_OP_RESERVE || req->op == PROTO_OP_SETTLE || req->op == PROTO_OP_RELEASE) {
         for (int i = 0; i < 4; i++) {
             if (strncmp(req->route, pre[i], strlen(pre[i])) == 0) {
                 l->money_ops[i]++;
@@ -665,8 +664,8 @@ void gw_ledger_free(gw_ledger *l)
             snprintf(v[i], sizeof(v[i]), "%llu", (unsigned long long)l->money_ops[i]);
         }
         snprintf(v[4], sizeof(v[4]), "%llu", (unsigned long long)l->other_ops);
-        cg_log(CG_LOG_INFO, "ledger ops", "key", v[0], "group", v[1], "customer", v[2], "org",
-               v[3], "other", v[4], NULL);
+        cg_log(CG_LOG_INFO, "ledger ops", "key", v[0], "group", v[1], "customer", v[2], "org", v[3],
+               "other", v[4], NULL);
     }
     /* After nng_aio_stop no NNG callback runs for that flight any more. */
     for (f = l->active; f != NULL; f = f->act_next) {

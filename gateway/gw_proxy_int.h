@@ -89,7 +89,7 @@ struct gw_proxy {
     char customer[PROTO_ID_MAX + 1]; /* "" = none */
     gw_scope scopes[GW_SCOPES_MAX];  /* key, group, customer, org (those that apply) */
     gw_proxy_slot slots[GW_SCOPES_MAX];
-    gw_lease *lease[GW_SCOPES_MAX];            /* scope admitted on a budget lease */
+    gw_lease *lease[GW_SCOPES_MAX];           /* scope admitted on a budget lease */
     proto_amounts lease_worst[GW_SCOPES_MAX]; /* what it holds there */
 
     /* upstream */

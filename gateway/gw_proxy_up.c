@@ -238,8 +238,7 @@ static void gw_proxy_settle(gw_proxy *p)
         }
         if (p->lease[i] != NULL) {
             /* Admitted on a budget lease: charged locally, settled in a batch. */
-            proto_amounts actual = {
-                .cost_nusd = p->cost_nusd, .tokens = p->tokens, .requests = 1};
+            proto_amounts actual = {.cost_nusd = p->cost_nusd, .tokens = p->tokens, .requests = 1};
             gw_lease_charge(p->lease[i], &p->lease_worst[i], &actual);
             p->lease[i] = NULL;
             s->settled = 1;

@@ -66,9 +66,9 @@ CG_TEST(partial_settle_charges_and_final_returns_rest)
 {
     fx f;
     proto_rep rep;
-    proto_limit lims[2] = {limit(1, PROTO_METRIC_COST, CG_WIN_MONTH, 10 * USD, PROTO_ACTION_BLOCK),
-                           limit(2, PROTO_METRIC_REQUESTS, CG_WIN_LIFETIME, 100,
-                                 PROTO_ACTION_BLOCK)};
+    proto_limit lims[2] = {
+        limit(1, PROTO_METRIC_COST, CG_WIN_MONTH, 10 * USD, PROTO_ACTION_BLOCK),
+        limit(2, PROTO_METRIC_REQUESTS, CG_WIN_LIFETIME, 100, PROTO_ACTION_BLOCK)};
     CG_CHECK(fx_init(&f, 1 << 24) == 0);
     CG_CHECK_EQ_INT(put_key(&f, "k1", lims, 2), CG_ERR_OK);
 
@@ -132,7 +132,7 @@ CG_TEST(partial_settle_extends_lease)
     CG_CHECK_EQ_INT(apply1(&f, &p1, &rep), CG_ERR_OK);
     cg_clock_set_offset_ms(1500);
     CG_CHECK(ledger_store_apply(f.s, NULL, 0) == CG_ERR_OK); /* sweep */
-    CG_CHECK_EQ_INT(state_of(&f, 1).reserved, 4 * USD);        /* still held */
+    CG_CHECK_EQ_INT(state_of(&f, 1).reserved, 4 * USD);      /* still held */
     cg_clock_set_offset_ms(2000);
     CG_CHECK(ledger_store_apply(f.s, NULL, 0) == CG_ERR_OK);
     CG_CHECK_EQ_INT(state_of(&f, 1).reserved, 0); /* expired: returned */

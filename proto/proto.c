@@ -751,24 +751,24 @@ static cg_err rd_msg_begin(proto_rd *rd, const void *buf, size_t len, uint32_t a
  * the record's writer in a message; decode reads into a zeroed temporary and
  * copies out only on success (outputs are written only on success).
  */
-#define PROTO_RECORD_CODEC(name, type)                                                   \
-    cg_err proto_##name##_encode(const type *rec, msgpack_sbuffer *out)                  \
-    {                                                                                    \
-        proto_wr w;                                                                      \
-        wr_msg_begin(&w, out, MSG_ARITY);                                                \
-        proto_wr_##name(&w, rec);                                                        \
-        return wr_finish_msg(&w);                                                        \
-    }                                                                                    \
-    cg_err proto_##name##_decode(const void *buf, size_t len, type *out)                 \
-    {                                                                                    \
-        proto_rd rd;                                                                     \
-        type tmp;                                                                        \
-        memset(&tmp, 0, sizeof(tmp));                                                    \
-        PROTO_TRY(rd_msg_begin(&rd, buf, len, MSG_ARITY));                               \
-        PROTO_TRY(proto_rd_##name(&rd, &tmp));                                           \
-        PROTO_TRY(proto_rd_end(&rd));                                                    \
-        *out = tmp;                                                                      \
-        return CG_ERR_OK;                                                                \
+#define PROTO_RECORD_CODEC(name, type)                                   \
+    cg_err proto_##name##_encode(const type *rec, msgpack_sbuffer *out)  \
+    {                                                                    \
+        proto_wr w;                                                      \
+        wr_msg_begin(&w, out, MSG_ARITY);                                \
+        proto_wr_##name(&w, rec);                                        \
+        return wr_finish_msg(&w);                                        \
+    }                                                                    \
+    cg_err proto_##name##_decode(const void *buf, size_t len, type *out) \
+    {                                                                    \
+        proto_rd rd;                                                     \
+        type tmp;                                                        \
+        memset(&tmp, 0, sizeof(tmp));                                    \
+        PROTO_TRY(rd_msg_begin(&rd, buf, len, MSG_ARITY));               \
+        PROTO_TRY(proto_rd_##name(&rd, &tmp));                           \
+        PROTO_TRY(proto_rd_end(&rd));                                    \
+        *out = tmp;                                                      \
+        return CG_ERR_OK;                                                \
     }
 
 PROTO_RECORD_CODEC(org, proto_org)

@@ -39,17 +39,17 @@
 #define PROTO_ROUTE_MAX 160            /* routing key bytes ("customer:<org>/<id>") */
 #define PROTO_REQID_MAX 48             /* request id bytes */
 #define PROTO_NAME_MAX 128
-#define PROTO_LIMITS_MAX 16            /* limits per scope */
-#define PROTO_WARN_MAX 8               /* warn_at thresholds per limit */
-#define PROTO_WEBHOOKS_MAX 8           /* webhook endpoints per org */
+#define PROTO_LIMITS_MAX 16  /* limits per scope */
+#define PROTO_WARN_MAX 8     /* warn_at thresholds per limit */
+#define PROTO_WEBHOOKS_MAX 8 /* webhook endpoints per org */
 #define PROTO_URL_MAX 512
 #define PROTO_SECRET_MAX 128
 #define PROTO_MODEL_MAX 64
-#define PROTO_EVENTS_MAX 256           /* events per events-since reply */
-#define PROTO_EVENT_ID_MAX 40          /* "evt_" + 32 hex */
+#define PROTO_EVENTS_MAX 256  /* events per events-since reply */
+#define PROTO_EVENT_ID_MAX 40 /* "evt_" + 32 hex */
 #define PROTO_SHARD_MAX 31
-#define PROTO_MODELS_MAX 16            /* allowed_models entries */
-#define PROTO_CIDRS_MAX 16             /* ip_allow / ip_deny entries */
+#define PROTO_MODELS_MAX 16 /* allowed_models entries */
+#define PROTO_CIDRS_MAX 16  /* ip_allow / ip_deny entries */
 #define PROTO_PROVIDER_MAX 31
 
 typedef enum proto_metric {
@@ -79,15 +79,15 @@ typedef enum proto_event_type {
 } proto_event_type;
 
 typedef enum proto_op {
-    PROTO_OP_PING = 1,         /* route ""                          */
-    PROTO_OP_AUTH = 2,         /* route "key:<id>": key by hash     */
-    PROTO_OP_RESERVE = 3,      /* route = scope routing key         */
-    PROTO_OP_SETTLE = 4,       /* route = scope routing key         */
-    PROTO_OP_RELEASE = 5,      /* route = scope routing key         */
-    PROTO_OP_PUT_ORG = 6,      /* route "org:<id>"                  */
-    PROTO_OP_GET_ORG = 7,      /* route "org:<id>"                  */
-    PROTO_OP_PUT_KEY = 8,      /* route "key:<id>"                  */
-    PROTO_OP_GET_KEY = 9,      /* route "key:<id>": with limit state */
+    PROTO_OP_PING = 1,          /* route ""                          */
+    PROTO_OP_AUTH = 2,          /* route "key:<id>": key by hash     */
+    PROTO_OP_RESERVE = 3,       /* route = scope routing key         */
+    PROTO_OP_SETTLE = 4,        /* route = scope routing key         */
+    PROTO_OP_RELEASE = 5,       /* route = scope routing key         */
+    PROTO_OP_PUT_ORG = 6,       /* route "org:<id>"                  */
+    PROTO_OP_GET_ORG = 7,       /* route "org:<id>"                  */
+    PROTO_OP_PUT_KEY = 8,       /* route "key:<id>"                  */
+    PROTO_OP_GET_KEY = 9,       /* route "key:<id>": with limit state */
     PROTO_OP_EVENTS_SINCE = 10, /* route ""                          */
     PROTO_OP_PUT_GROUP = 11,    /* route "group:<org>/<id>"          */
     PROTO_OP_GET_GROUP = 12,    /* route "group:<org>/<id>": with limit state */
@@ -109,12 +109,12 @@ typedef cg_cidr proto_cidr;
 
 /* A limit of SPEC §3. */
 typedef struct proto_limit {
-    uint32_t id;     /* unique and stable within its scope (1, 2, ...); names its counters */
-    uint8_t metric;  /* proto_metric */
+    uint32_t id;    /* unique and stable within its scope (1, 2, ...); names its counters */
+    uint8_t metric; /* proto_metric */
     cg_window window;
-    int64_t max;     /* nano-USD for cost, else a count; 0 = unlimited */
-    uint8_t action;  /* proto_action */
-    uint8_t warn_n;  /* 0..PROTO_WARN_MAX */
+    int64_t max;                      /* nano-USD for cost, else a count; 0 = unlimited */
+    uint8_t action;                   /* proto_action */
+    uint8_t warn_n;                   /* 0..PROTO_WARN_MAX */
     uint16_t warn_bp[PROTO_WARN_MAX]; /* thresholds in basis points, 1..10000, strictly ascending */
 } proto_limit;
 
@@ -141,9 +141,9 @@ typedef struct proto_key {
     char id[PROTO_ID_MAX + 1]; /* "k_<hex>" */
     char org[PROTO_ID_MAX + 1];
     char name[PROTO_NAME_MAX + 1];
-    uint8_t hash[32];          /* HMAC-SHA256(pepper, full key string) */
+    uint8_t hash[32]; /* HMAC-SHA256(pepper, full key string) */
     int64_t created_ms;
-    int64_t expires_ms;        /* 0 = never */
+    int64_t expires_ms; /* 0 = never */
     uint8_t revoked;
     uint8_t billing_anchor_day; /* copied from the org at creation, 1..28 */
     uint8_t limit_n;
@@ -216,7 +216,7 @@ typedef struct proto_refusal {
     int64_t max;
     int64_t used;
     int64_t reserved;
-    int64_t resets_at_ms; /* 0 = never */
+    int64_t resets_at_ms;   /* 0 = never */
     int64_t retry_after_ms; /* sliding windows: earliest time from now the request could fit
                                (0 for calendar/lifetime limits) */
 } proto_refusal;
@@ -230,9 +230,9 @@ typedef struct proto_usage {
     int64_t prompt_tokens;
     int64_t completion_tokens;
     int64_t cost_nusd;
-    int32_t status;     /* HTTP status returned to the client */
+    int32_t status; /* HTTP status returned to the client */
     int32_t latency_ms;
-    uint8_t estimated;  /* usage estimated (stream broke before the usage chunk) */
+    uint8_t estimated;               /* usage estimated (stream broke before the usage chunk) */
     char group[PROTO_ID_MAX + 1];    /* "" = none */
     char customer[PROTO_ID_MAX + 1]; /* "" = none */
     char provider[PROTO_PROVIDER_MAX + 1];
@@ -248,19 +248,19 @@ typedef struct proto_usage_totals {
 } proto_usage_totals;
 
 typedef struct proto_event {
-    uint64_t seq;                        /* per-shard sequence, from 1 */
-    char id[PROTO_EVENT_ID_MAX + 1];     /* stable: derived from (scope, limit, period, threshold) */
-    uint8_t type;                        /* proto_event_type */
+    uint64_t seq;                    /* per-shard sequence, from 1 */
+    char id[PROTO_EVENT_ID_MAX + 1]; /* stable: derived from (scope, limit, period, threshold) */
+    uint8_t type;                    /* proto_event_type */
     int64_t created_ms;
     char org[PROTO_ID_MAX + 1];
-    uint8_t scope;                       /* proto_scope */
+    uint8_t scope; /* proto_scope */
     char scope_id[PROTO_ID_MAX + 1];
     uint32_t limit_id;
     uint8_t metric;
     cg_window window;
     int64_t period_start_ms;
-    int64_t period_end_ms;               /* 0 = never */
-    uint16_t threshold_bp;               /* 10000 for *_reached */
+    int64_t period_end_ms; /* 0 = never */
+    uint16_t threshold_bp; /* 10000 for *_reached */
     int64_t max;
     int64_t used;
 } proto_event;
@@ -364,7 +364,7 @@ typedef struct proto_rep {
             proto_limit_state states[PROTO_LIMITS_MAX];
         } get_key; /* OK */
         struct {
-            uint64_t last_seq;   /* the shard's newest seq */
+            uint64_t last_seq; /* the shard's newest seq */
             uint32_t n;
             proto_event *events; /* heap, n entries, ascending seq; freed by proto_rep_free */
         } events;
@@ -422,7 +422,8 @@ cg_err proto_customer_decode(const void *buf, size_t len, proto_customer *out);
 cg_err proto_usage_encode(const proto_usage *u, msgpack_sbuffer *out);
 cg_err proto_usage_decode(const void *buf, size_t len, proto_usage *out);
 cg_err proto_pub_encode(const char *shard, const proto_event *e, msgpack_sbuffer *out);
-cg_err proto_pub_decode(const void *buf, size_t len, char shard[PROTO_SHARD_MAX + 1], proto_event *out);
+cg_err proto_pub_decode(const void *buf, size_t len, char shard[PROTO_SHARD_MAX + 1],
+                        proto_event *out);
 
 /* Names as in SPEC: "cost"/"tokens"/"requests", "block"/"warn", "key"/"group"/"customer"/"org",
  * "spend_cap_warning_threshold_reached", ...; NULL for out-of-range values. */

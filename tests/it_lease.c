@@ -124,8 +124,8 @@ int main(void)
     }
     int64_t ms = fx_now_ms() - t0;
     long long ok = atomic_load(&n200), refused = atomic_load(&n402);
-    fx_log("%d requests in %lld ms: %lld x 200, %lld x 402 (org cap %d)", TOTAL, (long long)ms,
-           ok, refused, ORG_CAP);
+    fx_log("%d requests in %lld ms: %lld x 200, %lld x 402 (org cap %d)", TOTAL, (long long)ms, ok,
+           refused, ORG_CAP);
     FX_CHECK(atomic_load(&bad) == 0, "unexpected answer: %s", bad_msg);
     FX_CHECK(ok <= ORG_CAP, "org cap exceeded: %lld admitted", ok);
     FX_CHECK(refused >= TOTAL - ORG_CAP, "only %lld refused", refused);
@@ -149,12 +149,11 @@ int main(void)
         sum_ops(&c.gateways[g], &org_ops, &key_ops, &lines);
     }
     double per = ok > 0 ? (double)org_ops / (double)ok : 0;
-    fx_log("ledger ops (%d lines): org %lld (%.3f per admitted request), key %lld", lines,
-           org_ops, per, key_ops);
+    fx_log("ledger ops (%d lines): org %lld (%.3f per admitted request), key %lld", lines, org_ops,
+           per, key_ops);
     FX_CHECK(lines >= 4, "ledger ops lines: %d", lines);
     if (off == NULL) {
-        FX_CHECK(per <= MAX_OPS_PER_REQ, "org ops per request %.3f > %.2f", per,
-                 MAX_OPS_PER_REQ);
+        FX_CHECK(per <= MAX_OPS_PER_REQ, "org ops per request %.3f > %.2f", per, MAX_OPS_PER_REQ);
     }
     return fx_done();
 }
