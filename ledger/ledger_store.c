@@ -373,8 +373,41 @@ static cg_err ls_meta_put_last_seq(ls_txn *t)
     return ls_put(t, t->s->db_meta, ls_meta_last_seq, sizeof(ls_meta_last_seq) - 1, b, 8);
 }
 
+/*
+ * Does this batch hold anything that must survive an OS crash? Settled usage
+ * (SETTLE, partial ones too) and definitions do. Reservations do not: SPEC §10
+ * lets in-flight reservations vanish with a shard (a settle that finds none is
+ * counted as late spend), so reserves, releases, reads and the lease sweep may
+ * commit with MDB_NOMETASYNC — one sync instead of two. LMDB keeps integrity
+ * with that flag (it defers only the meta page, flushed by the next durable
+ * commit), and a process crash (kill -9) loses nothing either way: the page
+ * cache survives it. Unknown ops count as durable, so a new op is safe by default.
+ */
+static int ls_batch_needs_sync(const ledger_op *ops, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        switch (ops[i].req->op) {
+        case PROTO_OP_PING:
+        case PROTO_OP_AUTH:
+        case PROTO_OP_RESERVE:
+        case PROTO_OP_RELEASE:
+        case PROTO_OP_GET_ORG:
+        case PROTO_OP_GET_KEY:
+        case PROTO_OP_GET_GROUP:
+        case PROTO_OP_GET_CUSTOMER:
+        case PROTO_OP_GET_ORG_STATE:
+        case PROTO_OP_EVENTS_SINCE:
+        case PROTO_OP_USAGE_QUERY:
+            continue;
+        default:
+            return 1;
+        }
+    }
+    return 0;
+}
+
 /* Commit t (or abort it when nothing was written) and publish its pending counts. */
-static cg_err ls_batch_finish(ls_txn *t, int wrote, uint32_t n)
+static cg_err ls_batch_finish(ls_txn *t, int wrote, uint32_t n, int durable)
 {
     ledger_store *s = t->s;
     int rc;
@@ -382,6 +415,11 @@ static cg_err ls_batch_finish(ls_txn *t, int wrote, uint32_t n)
         mdb_txn_abort(t->txn);
         ls_scope_cache_drop(s);
         return t->broken_err;
+    }
+    if (wrote && (rc = mdb_env_set_flags(s->env, MDB_NOMETASYNC, durable ? 0 : 1)) != 0) {
+        mdb_txn_abort(t->txn);
+        ls_scope_cache_drop(s);
+        return ls_lmdb_fail(t, rc, "set sync flags");
     }
     if (!wrote) {
         mdb_txn_abort(t->txn);
@@ -391,6 +429,7 @@ static cg_err ls_batch_finish(ls_txn *t, int wrote, uint32_t n)
         return cg_err_from_lmdb(rc);
     } else {
         s->stats.batches++;
+        s->stats.metasync_skipped += durable ? 0 : 1;
         if (n > 0) {
             unsigned b = 0;
             while (b + 1 < LEDGER_BATCH_HIST && (n >> (b + 1)) != 0) {
@@ -442,7 +481,7 @@ static int ls_batch_run(ledger_store *s, const ledger_op *ops, uint32_t n, int64
         }
         wrote |= t.dirty;
     }
-    *out = ls_batch_finish(&t, wrote, n);
+    *out = ls_batch_finish(&t, wrote, n, ls_batch_needs_sync(ops, n));
     return 0;
 retry:
     mdb_txn_abort(t.txn);

@@ -73,13 +73,15 @@ typedef struct ledger_op {
 
 /* Counters since open, for logs and metrics. */
 typedef struct ledger_store_stats {
-    uint64_t batches;        /* committed write transactions */
-    uint64_t ops;            /* operations applied */
-    uint64_t late_settles;   /* settles after the lease expired, or of unknown ids */
-    uint64_t leases_expired; /* reservations returned by the sweep */
-    uint64_t gc_deleted;     /* finished reservations deleted after the dedup window */
-    uint64_t isolated_runs;  /* batches re-run with one nested transaction per op */
-    uint64_t commit_errors;  /* batches whose commit failed */
+    uint64_t batches;          /* committed write transactions */
+    uint64_t ops;              /* operations applied */
+    uint64_t late_settles;     /* settles after the lease expired, or of unknown ids */
+    uint64_t leases_expired;   /* reservations returned by the sweep */
+    uint64_t gc_deleted;       /* finished reservations deleted after the dedup window */
+    uint64_t isolated_runs;    /* batches re-run with one nested transaction per op */
+    uint64_t commit_errors;    /* batches whose commit failed */
+    uint64_t metasync_skipped; /* commits without the meta-page sync (nothing that must
+                                  survive an OS crash: reserves, releases, sweeps) */
     uint64_t batch_hist[LEDGER_BATCH_HIST]; /* committed batches by op count (log2 buckets;
                                                sweep-only commits are not counted) */
 } ledger_store_stats;

@@ -192,6 +192,50 @@ CG_TEST(settle_idempotent_and_conflicts)
     fx_fini(&f);
 }
 
+/* Reserve-only batches skip the meta-page sync; any batch holding a settle or a
+ * definition write is fully durable (SPEC §6: a confirmed settle is durable). */
+CG_TEST(only_settles_and_definitions_pay_the_full_sync)
+{
+    fx f;
+    proto_rep rep;
+    ledger_store_stats a, b;
+    proto_limit lims[1] = {
+        limit(1, PROTO_METRIC_COST, CG_WIN_LIFETIME, 10 * USD, PROTO_ACTION_BLOCK)};
+    CG_CHECK(fx_init(&f, 1 << 24) == 0);
+    ledger_store_stats_get(f.s, &a);
+    CG_CHECK_EQ_INT(put_key(&f, "k1", lims, 1), CG_ERR_OK);
+    ledger_store_stats_get(f.s, &b);
+    CG_CHECK_EQ_INT(b.metasync_skipped, a.metasync_skipped); /* definition: durable */
+
+    proto_req r = reserve_req("key:k1", "r1", 1000, USD, 10);
+    CG_CHECK_EQ_INT(apply1(&f, &r, &rep), CG_ERR_OK);
+    ledger_store_stats_get(f.s, &a);
+    CG_CHECK_EQ_INT(a.metasync_skipped, b.metasync_skipped + 1); /* reserve: no meta sync */
+
+    r = settle_req("key:k1", "r1", USD / 2, 5);
+    CG_CHECK_EQ_INT(apply1(&f, &r, &rep), CG_ERR_OK);
+    ledger_store_stats_get(f.s, &b);
+    CG_CHECK_EQ_INT(b.metasync_skipped, a.metasync_skipped); /* settle: durable */
+
+    /* A batch mixing a reserve with a settle is durable as a whole. */
+    proto_req rs[2] = {reserve_req("key:k1", "r2", 1000, USD, 10),
+                       settle_req("key:k1", "r2", USD / 4, 3)};
+    proto_rep reps[2];
+    ledger_op ops[2] = {{.req = &rs[0], .rep = &reps[0]}, {.req = &rs[1], .rep = &reps[1]}};
+    CG_CHECK_EQ_INT(ledger_store_apply(f.s, ops, 2), CG_ERR_OK);
+    ledger_store_stats_get(f.s, &a);
+    CG_CHECK_EQ_INT(a.metasync_skipped, b.metasync_skipped);
+
+    /* And the settled usage is there after a reopen. */
+    ledger_store_close(f.s);
+    f.s = NULL;
+    CG_CHECK(fx_open(&f, 1 << 24) == 0);
+    proto_limit_state st;
+    CG_CHECK(key_state(&f, "key:k1", 1, &st) == 0);
+    CG_CHECK_EQ_INT(st.used, USD / 2 + USD / 4);
+    fx_fini(&f);
+}
+
 CG_TEST(lease_expiry_and_late_settle)
 {
     fx f;
@@ -625,5 +669,6 @@ int main(void)
                        late_settle_of_unknown_id_and_gc, thresholds_fire_once_per_period,
                        thresholds_fire_again_next_period, org_scope_and_unknown_scopes,
                        put_validation_and_auth, wrong_shard_refused, batch_ops_are_independent,
-                       reopen_persists_counters_and_events, tiny_map_gives_map_full);
+                       reopen_persists_counters_and_events, tiny_map_gives_map_full,
+                       only_settles_and_definitions_pay_the_full_sync);
 }
