@@ -16,25 +16,6 @@
 #include "ledger_store.h"
 #include "ledger_test_fx.h"
 
-static int put_key(fx *f, const char *id, const proto_limit *limits, uint8_t n)
-{
-    proto_req r;
-    proto_rep rep;
-    memset(&r, 0, sizeof(r));
-    r.op = PROTO_OP_PUT_KEY;
-    snprintf(r.route, sizeof(r.route), "key:%s", id);
-    proto_key *k = &r.u.put_key.key;
-    snprintf(k->id, sizeof(k->id), "%s", id);
-    snprintf(k->org, sizeof(k->org), "acme");
-    snprintf(k->name, sizeof(k->name), "test key");
-    memset(k->hash, 0xab, sizeof(k->hash));
-    k->created_ms = cg_now_ms();
-    k->billing_anchor_day = 1;
-    k->limit_n = n;
-    memcpy(k->limits, limits, n * sizeof(*limits));
-    return apply1(f, &r, &rep);
-}
-
 static proto_limit_state state_of(fx *f, uint32_t limit_id)
 {
     proto_limit_state st;

@@ -42,22 +42,6 @@ static void copy_limits(proto_limit *dst, const proto_limit *src, uint8_t n)
     }
 }
 
-static int put_key(fx *f, const char *id, const proto_limit *limits, uint8_t n)
-{
-    proto_req r;
-    proto_rep rep;
-    memset(&r, 0, sizeof(r));
-    r.op = PROTO_OP_PUT_KEY;
-    snprintf(r.route, sizeof(r.route), "key:%s", id);
-    proto_key *k = &r.u.put_key.key;
-    snprintf(k->id, sizeof(k->id), "%s", id);
-    snprintf(k->org, sizeof(k->org), "acme");
-    k->billing_anchor_day = 1;
-    k->limit_n = n;
-    copy_limits(k->limits, limits, n);
-    return apply1(f, &r, &rep);
-}
-
 static proto_req put_group_req(const char *org, const char *id, const proto_limit *limits,
                                uint8_t n)
 {

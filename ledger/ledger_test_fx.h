@@ -100,6 +100,33 @@ static inline proto_req reserve_req(const char *route, const char *rid, int64_t 
     return r;
 }
 
+/* A PUT_KEY of key `id` in org "acme" with the given limits. */
+static inline proto_req put_key_req(const char *id, const proto_limit *limits, uint8_t n)
+{
+    proto_req r;
+    memset(&r, 0, sizeof(r));
+    r.op = PROTO_OP_PUT_KEY;
+    snprintf(r.route, sizeof(r.route), "key:%s", id);
+    proto_key *k = &r.u.put_key.key;
+    snprintf(k->id, sizeof(k->id), "%s", id);
+    snprintf(k->org, sizeof(k->org), "acme");
+    snprintf(k->name, sizeof(k->name), "test key");
+    memset(k->hash, 0xab, sizeof(k->hash));
+    k->created_ms = cg_now_ms();
+    k->billing_anchor_day = 1;
+    k->limit_n = n;
+    memcpy(k->limits, limits, n * sizeof(*limits));
+    return r;
+}
+
+/* Apply put_key_req; the reply status. */
+static inline int put_key(fx *f, const char *id, const proto_limit *limits, uint8_t n)
+{
+    proto_req r = put_key_req(id, limits, n);
+    proto_rep rep;
+    return apply1(f, &r, &rep);
+}
+
 static inline proto_req settle_req(const char *route, const char *rid, int64_t cost, int64_t tokens)
 {
     proto_req r;
