@@ -115,7 +115,9 @@ static inline proto_req put_key_req(const char *id, const proto_limit *limits, u
     k->created_ms = cg_now_ms();
     k->billing_anchor_day = 1;
     k->limit_n = n;
-    memcpy(k->limits, limits, n * sizeof(*limits));
+    if (n > 0) { /* limits may be NULL when n is 0 (memcpy must not get NULL) */
+        memcpy(k->limits, limits, n * sizeof(*limits));
+    }
     return r;
 }
 
