@@ -91,6 +91,7 @@ typedef struct cg_cfg_load {
 static const char *const cg_cfg_reservation_[] = {"strict", "estimate", NULL};
 static const char *const cg_cfg_fail_mode_[] = {"closed", "open", NULL};
 static const char *const cg_cfg_lease_scopes_[] = {"none", "org", NULL};
+static const char *const cg_cfg_smtp_tls_[] = {"off", "starttls", "implicit", NULL};
 
 #define CG_F(field) offsetof(cg_config, field)
 #define CG_S(field) offsetof(cg_config, field), sizeof(((cg_config *)0)->field)
@@ -111,6 +112,7 @@ static const cg_cfg_dir cg_cfg_dirs_[] = {
     {"ledger_timeout_ms", CG_CFG_U32, 0, CG_F(ledger_timeout_ms), 0, "2000", 10, 60000, NULL},
     {"lease_ms", CG_CFG_U32, 0, CG_F(lease_ms), 0, "0", 0, 86400000, NULL},
     {"key_cache_ms", CG_CFG_U32, 0, CG_F(key_cache_ms), 0, "1000", 0, 60000, NULL},
+    {"key_rotate_grace_s", CG_CFG_U32, 0, CG_F(key_rotate_grace_s), 0, "86400", 0, 2592000, NULL},
     {"body_max_bytes", CG_CFG_U32, 0, CG_F(body_max_bytes), 0, "4194304", 1024, 67108864, NULL},
     {"header_max_bytes", CG_CFG_U32, 0, CG_F(header_max_bytes), 0, "16384", 1024, 1048576, NULL},
     {"request_timeout_ms", CG_CFG_U32, 0, CG_F(request_timeout_ms), 0, "30000", 100, 600000, NULL},
@@ -130,7 +132,18 @@ static const cg_cfg_dir cg_cfg_dirs_[] = {
     {"alert_allow_http", CG_CFG_BOOL, 0, CG_F(alert_allow_http), 0, "off", 0, 0, NULL},
     {"alert_allow_private", CG_CFG_BOOL, 0, CG_F(alert_allow_private), 0, "off", 0, 0, NULL},
     {"alert_poll_ms", CG_CFG_U32, 0, CG_F(alert_poll_ms), 0, "2000", 50, 60000, NULL},
+    {"alerter_listen", CG_CFG_ADDR, CG_CFG_EMPTY_OK, CG_S(alerter_listen), "127.0.0.1:8082", 0, 0,
+     NULL},
+    {"smtp_url", CG_CFG_PATH, CG_CFG_EMPTY_OK, CG_S(smtp_url), "", 0, 0, NULL},
+    {"smtp_from", CG_CFG_PATH, CG_CFG_EMPTY_OK, CG_S(smtp_from), "", 0, 0, NULL},
+    {"smtp_to", CG_CFG_PATH, CG_CFG_EMPTY_OK, CG_S(smtp_to), "", 0, 0, NULL},
+    {"smtp_user", CG_CFG_PATH, CG_CFG_EMPTY_OK, CG_S(smtp_user), "", 0, 0, NULL},
+    {"smtp_password", CG_CFG_SECRET, CG_CFG_EMPTY_OK, CG_S(smtp_password), "", 0, 0, NULL},
+    {"smtp_tls", CG_CFG_ENUM, 0, CG_F(smtp_tls), 0, "off", 0, 0, cg_cfg_smtp_tls_},
+    {"smtp_ca_file", CG_CFG_PATH, CG_CFG_EMPTY_OK, CG_S(smtp_ca_file), "", 0, 0, NULL},
     {"metrics_listen", CG_CFG_ADDR, CG_CFG_EMPTY_OK, CG_S(metrics_listen), "", 0, 0, NULL},
+    {"shutdown_timeout_ms", CG_CFG_U32, 0, CG_F(shutdown_timeout_ms), 0, "30000", 0, 600000,
+     NULL},
     {"log_level", CG_CFG_LOGLEVEL, 0, CG_F(log_level), 0, "info", 0, 0, NULL},
     /* Tests only; bounded to +-100 years so cg_now_ms() cannot overflow. */
     {"clock_offset_s", CG_CFG_I64, 0, CG_F(clock_offset_s), 0, "0", -3155760000LL, 3155760000LL,
@@ -141,6 +154,8 @@ static const cg_cfg_dir cg_cfg_dirs_[] = {
     {"lease_scopes", CG_CFG_ENUM, 0, CG_F(lease_org), 0, "none", 0, 0, cg_cfg_lease_scopes_},
     {"lease_slice_pct", CG_CFG_U32, 0, CG_F(lease_slice_pct), 0, "10", 1, 100, NULL},
     {"demo_listen", CG_CFG_ADDR, 0, CG_S(demo_listen), "127.0.0.1:9090", 0, 0, NULL},
+    {"usage_retention_days", CG_CFG_U32, 0, CG_F(usage_retention_days), 0, "400", 0, 36500,
+     NULL},
 };
 
 #define CG_CFG_DIR_N (sizeof(cg_cfg_dirs_) / sizeof(cg_cfg_dirs_[0]))
@@ -304,9 +319,10 @@ static bool cg_cfg_shard_name_ok_(const char *name)
 
 static cg_err cg_cfg_shard_(cg_config *c, cg_cfg_load *ld, char *value)
 {
-    char *t[3];
-    if (cg_cfg_split_(value, t, 3) != 3) {
-        return cg_cfg_fail_(ld, "expected NAME REQ_URL PUB_URL");
+    char *t[4];
+    int tn = cg_cfg_split_(value, t, 4);
+    if (tn != 3 && tn != 4) {
+        return cg_cfg_fail_(ld, "expected NAME REQ_URL PUB_URL [HTTP_ADDR]");
     }
     if (c->shard_n >= CG_SHARDS_MAX) {
         return cg_cfg_fail_(ld, "too many shards (max %d)", CG_SHARDS_MAX);
@@ -327,6 +343,13 @@ static cg_err cg_cfg_shard_(cg_config *c, cg_cfg_load *ld, char *value)
             return cg_cfg_fail_(ld, "%s: bad url %s (scheme://address, at most %d bytes)", t[0],
                                 t[i], CG_ADDR_MAX);
         }
+    }
+    /* Optional 4th field: the shard's HTTP listener (/metrics, /healthz, /readyz). */
+    s->http_addr[0] = '\0';
+    if (tn == 4 && (strstr(t[3], "://") != NULL || strchr(t[3], ':') == NULL ||
+                    !cg_cfg_copy_(s->http_addr, CG_ADDR_MAX + 1, t[3]))) {
+        return cg_cfg_fail_(ld, "%s: bad http address %s (host:port, at most %d bytes)", t[0],
+                            t[3], CG_ADDR_MAX);
     }
     memcpy(s->name, t[0], strlen(t[0]) + 1);
     c->shard_n++;
@@ -505,7 +528,12 @@ static cg_err cg_cfg_enum_(cg_config *c, const cg_cfg_dir *d, cg_cfg_load *ld, c
             return CG_ERR_OK;
         }
     }
-    return cg_cfg_fail_(ld, "must be %s|%s", d->choices[0], d->choices[1]);
+    char all[CG_CONFIG_MSG_MAX / 2] = "";
+    for (size_t i = 0; d->choices[i] != NULL; i++) {
+        size_t n = strlen(all);
+        snprintf(all + n, sizeof(all) - n, "%s%s", i > 0 ? "|" : "", d->choices[i]);
+    }
+    return cg_cfg_fail_(ld, "must be %s", all);
 }
 
 static cg_err cg_cfg_string_(cg_config *c, const cg_cfg_dir *d, cg_cfg_load *ld, const char *v)

@@ -20,7 +20,8 @@
  *   listen                 host:port  127.0.0.1:8080
  *   admin_listen           host:port  127.0.0.1:8081
  *   workers                int        2          1..64
- *   shard                  NAME REQ_URL PUB_URL      (repeat, 1..CG_SHARDS_MAX)
+ *   shard                  NAME REQ_URL PUB_URL [HTTP_ADDR] (repeat, 1..CG_SHARDS_MAX;
+ *                                                 HTTP_ADDR: shard /metrics, /healthz, /readyz)
  *   provider               NAME BASE_URL [KEY_SOURCE] (repeat, 0..CG_PROVIDERS_MAX)
  *   model                  NAME PROVIDER prompt=USD completion=USD [cached_prompt=USD]
  *                          [max_output=N]        USD per 1M tokens (repeat)
@@ -31,6 +32,7 @@
  *   ledger_timeout_ms      int        2000       10..60000
  *   lease_ms               int        0 (= upstream_timeout_ms + 30000) 0..86400000
  *   key_cache_ms           int        1000       0..60000
+ *   key_rotate_grace_s     int        86400      0..2592000 (rotate: how long the old secret works)
  *   body_max_bytes         int        4194304    1024..67108864
  *   header_max_bytes       int        16384      1024..1048576
  *   request_timeout_ms     int        30000      100..600000 (client must send the request within)
@@ -47,7 +49,17 @@
  *   alert_allow_http       bool       off
  *   alert_allow_private    bool       off
  *   alert_poll_ms          int        2000       50..60000 (catch-up poll interval)
+ *   alerter_listen         host:port  127.0.0.1:8082 (alerter health, metrics, deliveries; "" = off)
+ *   smtp_url               url        ""         (smtp://host:port or smtps://...; "" = no email)
+ *   smtp_from              address    ""         (envelope and From: address of alert email)
+ *   smtp_to                addresses  ""         (comma-separated; every alert email goes to these)
+ *   smtp_user              string     ""         (SMTP AUTH user; "" = no AUTH)
+ *   smtp_password          secret     ""         (SMTP AUTH password; env:/file:/literal, never logged)
+ *   smtp_tls               off|starttls|implicit off (starttls: require STARTTLS; implicit: smtps)
+ *   smtp_ca_file           path       ""         (CA bundle to verify the SMTP server; "" = system)
  *   metrics_listen         host:port  ""         (ledger/alerter metrics; later)
+ *   shutdown_timeout_ms    int        30000      0..600000 (SIGTERM: longest drain of requests
+ *                                                 in flight before they are stopped and settled)
  *   log_level              debug|info|warn|error info
  *   clock_offset_s         int        0          (tests only: shifts cg_now_ms)
  *   clock_file             path       ""         (tests only: a file holding an offset in
@@ -61,6 +73,8 @@
  *   enforcement            bool       on         (off: auth + static rules only; no
  *                                                 reserve/settle/release, no usage record)
  *   demo_listen            host:port  127.0.0.1:9090 (demo upstream)
+ *   usage_retention_days   int        400        0..36500 (ledger: usage records older than
+ *                                                 this are deleted; 0 = kept forever)
  */
 #ifndef CG_CONFIG_H
 #define CG_CONFIG_H
@@ -84,6 +98,7 @@ typedef struct cg_shard_cfg {
     char name[CG_SHARD_NAME_MAX + 1];
     char req_url[CG_ADDR_MAX + 1]; /* NNG url of the REP socket, e.g. tcp://127.0.0.1:7100 */
     char pub_url[CG_ADDR_MAX + 1]; /* NNG url of the PUB socket */
+    char http_addr[CG_ADDR_MAX + 1]; /* host:port of /metrics, /healthz, /readyz; "" = none */
 } cg_shard_cfg;
 
 typedef struct cg_provider_cfg {
@@ -123,6 +138,7 @@ typedef struct cg_config {
     uint32_t ledger_timeout_ms;
     uint32_t lease_ms; /* resolved: never 0 after load */
     uint32_t key_cache_ms;
+    uint32_t key_rotate_grace_s; /* default grace period of a key rotation (issue 5) */
     uint32_t body_max_bytes;
     uint32_t header_max_bytes;
     uint32_t request_timeout_ms;
@@ -143,7 +159,16 @@ typedef struct cg_config {
     uint8_t alert_allow_http;
     uint8_t alert_allow_private;
     uint32_t alert_poll_ms;
+    char alerter_listen[CG_ADDR_MAX + 1]; /* alerter HTTP listener; "" = off */
+    char smtp_url[CG_URL_MAX + 1];        /* smtp://host:port or smtps://; "" = no email */
+    char smtp_from[CG_URL_MAX + 1];
+    char smtp_to[CG_URL_MAX + 1]; /* comma-separated addresses every alert email goes to */
+    char smtp_user[CG_SECRET_MAX + 1];
+    char smtp_password[CG_SECRET_MAX + 1]; /* resolved secret; never logged */
+    uint8_t smtp_tls;                      /* 0 off, 1 starttls, 2 implicit (smtps) */
+    char smtp_ca_file[CG_PATH_MAX + 1];    /* CA bundle for the SMTP server; "" = system CAs */
 
+    uint32_t shutdown_timeout_ms; /* SIGTERM drain bound (gateway); 0 = stop at once */
     int log_level; /* cg_log_level */
     int64_t clock_offset_s;
     char clock_file[CG_PATH_MAX + 1]; /* "" = none */
@@ -154,6 +179,7 @@ typedef struct cg_config {
     uint8_t lease_org;        /* lease_scopes org: org scopes are leased (docs/leasing.md) */
     uint32_t lease_slice_pct; /* 1..100 */
     uint8_t enforcement;      /* 0 = off: no reserve / settle / release (benchmarks) */
+    uint32_t usage_retention_days; /* 0 = keep usage records forever */
 } cg_config;
 
 /* Fill c with every default (no shards, no providers, no models). */

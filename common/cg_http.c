@@ -1243,3 +1243,155 @@ const char *cg_http_reason(int status)
     const char *r = http_status_str((enum http_status)status);
     return r[0] == '<' ? "Unknown" : r; /* http-parser says "<unknown>" */
 }
+
+/* ---- a server on its own thread ---- */
+
+struct cg_http_thread {
+    uv_loop_t loop;
+    uv_async_t stop;
+    uv_thread_t thread;
+    uv_sem_t started;
+    cg_http_server *server;
+    const char *hostport; /* during start only */
+    cg_http_opts opts;
+    cg_http_handler_cb handler;
+    void *ud;
+    cg_err err; /* of listening; read after started */
+    int port;
+};
+
+static void cg_http_thread_stop_cb(uv_async_t *a)
+{
+    cg_http_thread *t = a->data;
+    if (t->server != NULL) {
+        cg_http_server_close(t->server);
+        t->server = NULL;
+    }
+    uv_close((uv_handle_t *)&t->stop, NULL);
+}
+
+static void cg_http_thread_main(void *arg)
+{
+    cg_http_thread *t = arg;
+    t->err = cg_http_listen(&t->loop, t->hostport, 0, &t->opts, t->handler, t->ud, &t->server);
+    if (t->err == CG_ERR_OK) {
+        t->port = cg_http_server_port(t->server);
+        if (t->port <= 0) {
+            cg_http_server_close(t->server);
+            t->server = NULL;
+            t->err = CG_ERR_IO;
+        }
+    }
+    if (t->err != CG_ERR_OK) {
+        uv_close((uv_handle_t *)&t->stop, NULL);
+    }
+    uv_sem_post(&t->started);
+    uv_run(&t->loop, UV_RUN_DEFAULT);
+}
+
+cg_err cg_http_thread_start(const char *hostport, const cg_http_opts *o, cg_http_handler_cb handler,
+                            void *ud, cg_http_thread **out)
+{
+    cg_http_thread *t = calloc(1, sizeof(*t));
+    if (t == NULL) {
+        return CG_ERR_NOMEM;
+    }
+    t->hostport = hostport;
+    t->opts = *o;
+    t->handler = handler;
+    t->ud = ud;
+    if (uv_loop_init(&t->loop) != 0) {
+        free(t);
+        return CG_ERR_NOMEM;
+    }
+    if (uv_async_init(&t->loop, &t->stop, cg_http_thread_stop_cb) != 0) {
+        uv_loop_close(&t->loop);
+        free(t);
+        return CG_ERR_NOMEM;
+    }
+    if (uv_sem_init(&t->started, 0) != 0) {
+        uv_close((uv_handle_t *)&t->stop, NULL);
+        uv_run(&t->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&t->loop);
+        free(t);
+        return CG_ERR_NOMEM;
+    }
+    t->stop.data = t;
+    if (uv_thread_create(&t->thread, cg_http_thread_main, t) != 0) {
+        uv_close((uv_handle_t *)&t->stop, NULL);
+        uv_run(&t->loop, UV_RUN_DEFAULT);
+        uv_loop_close(&t->loop);
+        uv_sem_destroy(&t->started);
+        free(t);
+        return CG_ERR_NOMEM;
+    }
+    uv_sem_wait(&t->started);
+    t->hostport = NULL;
+    if (t->err != CG_ERR_OK) {
+        cg_err err = t->err;
+        uv_thread_join(&t->thread);
+        uv_loop_close(&t->loop);
+        uv_sem_destroy(&t->started);
+        free(t);
+        return err;
+    }
+    *out = t;
+    return CG_ERR_OK;
+}
+
+int cg_http_thread_port(const cg_http_thread *t)
+{
+    return t->port;
+}
+
+void cg_http_thread_stop(cg_http_thread *t)
+{
+    if (t == NULL) {
+        return;
+    }
+    uv_async_send(&t->stop);
+    uv_thread_join(&t->thread);
+    uv_loop_close(&t->loop);
+    uv_sem_destroy(&t->started);
+    free(t);
+}
+
+int cg_http_hex_digit(char c)
+{
+    if (c >= '0' && c <= '9') {
+        return c - '0';
+    }
+    if (c >= 'a' && c <= 'f') {
+        return c - 'a' + 10;
+    }
+    if (c >= 'A' && c <= 'F') {
+        return c - 'A' + 10;
+    }
+    return -1;
+}
+
+int cg_http_pct_decode(const char *s, size_t len, int plus_space, char *out, size_t cap)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < len; i++) {
+        int c = (unsigned char)s[i];
+        if (c == '+' && plus_space) {
+            c = ' ';
+        } else if (c == '%') {
+            int hi = i + 2 < len ? cg_http_hex_digit(s[i + 1]) : -1;
+            int lo = hi < 0 ? -1 : cg_http_hex_digit(s[i + 2]);
+            if (lo < 0) {
+                return 0;
+            }
+            c = hi * 16 + lo;
+            i += 2;
+        }
+        if (c == 0 || n + 1 >= cap) {
+            return 0;
+        }
+        out[n++] = (char)c;
+    }
+    out[n] = '\0';
+    return 1;
+}

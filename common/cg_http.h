@@ -116,4 +116,29 @@ void cg_http_conn_drop(cg_http_conn *c);
 /* Reason phrase for a status ("Payment Required"). */
 const char *cg_http_reason(int status);
 
+/*
+ * A server on its own thread and loop (side listeners: /metrics, an admin API,
+ * a test receiver). cg_http_thread_start listens on hostport with o (as
+ * cg_http_listen) and returns once it listens: handler then runs on that
+ * thread. Errors: the listen error (CG_ERR_IO if no port could be read back),
+ * or CG_ERR_NOMEM when the thread or loop cannot be set up; nothing is left
+ * running. hostport is only read during the call.
+ */
+typedef struct cg_http_thread cg_http_thread;
+cg_err cg_http_thread_start(const char *hostport, const cg_http_opts *o, cg_http_handler_cb handler,
+                            void *ud, cg_http_thread **out);
+/* The bound TCP port (after listening on port 0). */
+int cg_http_thread_port(const cg_http_thread *t);
+/* Close the listener on its thread, join the thread, free. Safe on NULL. */
+void cg_http_thread_stop(cg_http_thread *t);
+
+/* The value of hex digit c (either case), -1 if c is not one. */
+int cg_http_hex_digit(char c);
+/*
+ * Percent-decode s[0..len) into out (cap bytes, NUL-terminated); '+' becomes a
+ * space when plus_space (query strings). 0 on a bad escape, a NUL byte or when
+ * out is too small (out's content is then unspecified); 1 otherwise.
+ */
+int cg_http_pct_decode(const char *s, size_t len, int plus_space, char *out, size_t cap);
+
 #endif

@@ -622,10 +622,63 @@ CG_TEST(http_close_waits_for_owed_response)
     free(f);
 }
 
+static void thread_handler(cg_http_conn *c, const cg_http_req *r, void *ud)
+{
+    atomic_int *n = ud;
+    atomic_fetch_add(n, 1);
+    cg_http_respond(c, 200, NULL, "text/plain", r->path, strlen(r->path));
+}
+
+CG_TEST(http_thread_start_stop)
+{
+    atomic_int n = 0;
+    cg_http_opts o = {.conns_max = 4};
+    cg_http_thread *t = NULL, *t2 = NULL;
+    CG_CHECK_EQ_INT(cg_http_thread_start("127.0.0.1:0", &o, thread_handler, &n, &t), CG_ERR_OK);
+    int port = cg_http_thread_port(t);
+    CG_CHECK(port > 0);
+    /* The port is taken: a second listener on it fails and leaves nothing running. */
+    char addr[32];
+    snprintf(addr, sizeof(addr), "127.0.0.1:%d", port);
+    CG_CHECK(cg_http_thread_start(addr, &o, thread_handler, &n, &t2) != CG_ERR_OK);
+    CG_CHECK(t2 == NULL);
+    cli *c = cli_open(port);
+    CG_CHECK(c != NULL);
+    resp *r = malloc(sizeof(*r));
+    CG_CHECK(cli_send(c, "GET /on-thread HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+    CG_CHECK(cli_resp(c, r) == 0);
+    CG_CHECK_EQ_INT(r->status, 200);
+    CG_CHECK_EQ_STR(r->body, "/on-thread");
+    CG_CHECK_EQ_INT(atomic_load(&n), 1);
+    cli_close(c);
+    free(r);
+    cg_http_thread_stop(t);
+    cg_http_thread_stop(NULL);
+}
+
+CG_TEST(http_pct_decode)
+{
+    char out[8];
+    CG_CHECK_EQ_INT(cg_http_pct_decode("a%2Fb+c", 7, 1, out, sizeof(out)), 1);
+    CG_CHECK_EQ_STR(out, "a/b c");
+    CG_CHECK_EQ_INT(cg_http_pct_decode("a%2fb+c", 7, 0, out, sizeof(out)), 1);
+    CG_CHECK_EQ_STR(out, "a/b+c");
+    CG_CHECK_EQ_INT(cg_http_pct_decode("", 0, 1, out, sizeof(out)), 1);
+    CG_CHECK_EQ_STR(out, "");
+    CG_CHECK_EQ_INT(cg_http_pct_decode("%4", 2, 1, out, sizeof(out)), 0);       /* short escape */
+    CG_CHECK_EQ_INT(cg_http_pct_decode("%g1", 3, 1, out, sizeof(out)), 0);      /* not hex */
+    CG_CHECK_EQ_INT(cg_http_pct_decode("a%00", 4, 1, out, sizeof(out)), 0);     /* NUL byte */
+    CG_CHECK_EQ_INT(cg_http_pct_decode("12345678", 8, 1, out, sizeof(out)), 0); /* too long */
+    CG_CHECK_EQ_INT(cg_http_pct_decode("1234567", 7, 1, out, sizeof(out)), 1);
+    CG_CHECK_EQ_INT(cg_http_hex_digit('F'), 15);
+    CG_CHECK_EQ_INT(cg_http_hex_digit('g'), -1);
+}
+
 int main(void)
 {
-    return CG_TEST_RUN(http_keepalive_two_requests, http_pipelined_in_order, http_limits_and_errors,
-                       http_request_timeout, http_chunked_request_and_stream, http_async_response,
+    return CG_TEST_RUN(http_pct_decode, http_thread_start_stop, http_keepalive_two_requests,
+                       http_pipelined_in_order, http_limits_and_errors, http_request_timeout,
+                       http_chunked_request_and_stream, http_async_response,
                        http_client_disconnect_aborts, http_conns_max,
                        http_close_waits_for_owed_response, http_stream_backpressure,
                        http_expect_continue);
