@@ -20,19 +20,30 @@
  *                    (inline customer defaults, see "inline" below)
  *   4  SETTLE        [4, route, request_id, amounts, usage | nil]   (nil: has_usage = 0)
  *   5  RELEASE       [5, route, request_id]
- *   6  PUT_ORG       [6, route, create_only bool, org]
+ *   6  PUT_ORG       [6, route, create_only bool, org]   (+ expect_rev, see "revisions")
  *   7  GET_ORG       [7, route]
- *   8  PUT_KEY       [8, route, create_only bool, key]
+ *   8  PUT_KEY       [8, route, create_only bool, key]   (+ expect_rev)
  *   9  GET_KEY       [9, route]
  *   10 EVENTS_SINCE  [10, route, after_seq u64, max_n 1..PROTO_EVENTS_MAX]
- *   11 PUT_GROUP     [11, route, create_only bool, group]
+ *   11 PUT_GROUP     [11, route, create_only bool, group]   (+ expect_rev)
  *   12 GET_GROUP     [12, route]
- *   13 PUT_CUSTOMER  [13, route, customer]
+ *   13 PUT_CUSTOMER  [13, route, customer]   (+ expect_rev)
  *   14 GET_CUSTOMER  [14, route, anchor_day, [limit, ...]]        (inline, as RESERVE)
  *   15 DELETE        [15, route]
  *   16 USAGE_QUERY   [16, route, org str<=64 non-empty, key_id, group, customer, model str<=64,
  *                     from_ms, to_ms]      to_ms 0 (= now) or >= from_ms
  *   17 GET_ORG_STATE [17, route]
+ *   18 LIST_KEYS     [18, route, org str<=64 non-empty, after str<=64, limit 1..PROTO_LIST_KEYS_MAX]
+ *   19 PUT_PRICING   [19, route, pricing]
+ *   20 LIST_PRICING  [20, route]
+ *   21 USAGE_SERIES  [21, route, filter, granularity 0..3, group_by 0..5]  (proto_usage_gran/_by)
+ *   22 USAGE_RECORDS [22, route, filter, after_ts_ms, after_rid str<=48,
+ *                     limit 1..PROTO_USAGE_RECORDS_MAX]
+ *
+ * Revisions (issue 5): the four PUTs above take one more element, expect_rev u64 >= 1,
+ * only when expect_rev is non-zero (0 = unconditional = the element left out), so a
+ * PUT without a condition is byte for byte what it was before. The records org, key,
+ * group and customer likewise end with their revision u64 >= 1 only when it is non-zero.
  *
  * Reply results: [opcode, status u16 (cg_err), body...]; the body is present only
  * for the statuses where proto.h calls it meaningful, otherwise the result is
@@ -49,11 +60,19 @@
  *   GET_CUSTOMER  OK:     [14, 0, customer | nil, [state, ...]]  (nil: found = 0)
  *   USAGE_QUERY   OK:     [16, 0, totals]
  *   GET_ORG_STATE OK:     [17, 0, org, [state, ...]]
+ *   LIST_KEYS     OK:     [18, 0, [key, ...] <= limit (ascending id), has_more bool]
+ *   LIST_PRICING  OK:     [20, 0, [pricing, ...] <= PROTO_PRICING_MAX (ascending model)]
+ *   USAGE_SERIES  OK:     [21, 0, [point, ...]]  <= PROTO_SERIES_MAX, (start_ms, value) ascending
+ *   USAGE_RECORDS OK:     [22, 0, [usage, ...] <= limit, has_more bool]  (ts_ms, request_id)
+ *                         ascending
  *   RELEASE, PUT_ORG, PUT_KEY, PUT_GROUP, PUT_CUSTOMER, DELETE: never a body.
  *
  * Records
  *   amounts  = [cost_nusd, tokens, requests]
  *   totals   = [requests, prompt_tokens, completion_tokens, cost_nusd]
+ *   filter   = [org str<=64 non-empty, key_id, group, customer, model str<=64, provider str<=31,
+ *               from_ms, to_ms]      to_ms 0 (no upper bound) or >= from_ms
+ *   point    = [start_ms, value str<=64, totals]
  *   limit    = [id u32 >= 1, metric, window_kind, sliding_s, max, action, [warn_bp, ...]]
  *              sliding_s is 0 unless window_kind is sliding (1..CG_WINDOW_SLIDING_MAX_S);
  *              warn_bp 1..10000 strictly ascending, <= PROTO_WARN_MAX; ids distinct within
@@ -69,10 +88,16 @@
  *   org      = [id, name, billing_anchor_day 1..28, created_ms, [limit, ...],
  *               [[url str<=512, secret str<=128], ...] <= 8, [customer limit, ...],
  *               on_low_budget 0..2]
+ *              (+ revision, see "revisions"; + revision u64 >= 0 and [email str 3..254, ...]
+ *              1..16 when the org has emails: the list is left out when empty)
  *   key      = [id, org, name, hash bin32, created_ms, expires_ms, revoked bool,
  *               billing_anchor_day 1..28, [limit, ...], group str<=64, customer str<=64,
  *               [model str 1..64, ...] <= 16, ip_allow [cidr, ...] <= 16,
- *               ip_deny [cidr, ...] <= 16, max_tokens_per_request >= 0, on_low_budget 0..2]
+ *               ip_deny [cidr, ...] <= 16, max_tokens_per_request >= 0, on_low_budget 0..2,
+ *               rotated_ms >= 0, prev_hash bin32, prev_expires_ms >= 0]
+ *              (records written before issue 5 have the first 15 elements only)
+ *   pricing  = [model str 1..64, input_nusd_per_mtok >= 0, output_nusd_per_mtok >= 0, updated_ms]
+ *   notice   = "d" [1, shard str<=PROTO_SHARD_MAX, route str<=PROTO_ROUTE_MAX]  (PUB only)
  *   group    = [id, org, name, created_ms, billing_anchor_day 1..28,
  *               [model str 1..64, ...] <= 16, [limit, ...]]
  *   customer = [id, org, created_ms, [customer limit, ...]]
@@ -107,7 +132,8 @@
 #define REQ_ARITY_MAX 9 /* longest request op (usage query) */
 #define REP_ARITY_MAX 4 /* longest reply result */
 #define OP_ARITY_BARE 2 /* [opcode, route] or [opcode, status] */
-#define OP_LAST PROTO_OP_GET_ORG_STATE
+#define OP_LAST PROTO_OP_USAGE_RECORDS
+#define PRICING_ARITY 4
 
 static const uint8_t req_arity[OP_LAST + 1] = {
     [PROTO_OP_PING] = 2,         [PROTO_OP_AUTH] = 3,          [PROTO_OP_RESERVE] = 7,
@@ -116,7 +142,33 @@ static const uint8_t req_arity[OP_LAST + 1] = {
     [PROTO_OP_EVENTS_SINCE] = 4, [PROTO_OP_PUT_GROUP] = 4,     [PROTO_OP_GET_GROUP] = 2,
     [PROTO_OP_PUT_CUSTOMER] = 3, [PROTO_OP_GET_CUSTOMER] = 4,  [PROTO_OP_DELETE] = 2,
     [PROTO_OP_USAGE_QUERY] = 9,  [PROTO_OP_GET_ORG_STATE] = 2,
+    [PROTO_OP_LIST_KEYS] = 5,    [PROTO_OP_PUT_PRICING] = 3,   [PROTO_OP_LIST_PRICING] = 2,
+    [PROTO_OP_USAGE_SERIES] = 5, [PROTO_OP_USAGE_RECORDS] = 6,
 };
+
+/* The expected revision of a PUT of an org, key, group or customer (NULL for other ops). */
+static const uint64_t *req_expect_rev(const proto_req *r)
+{
+    switch (r->op) {
+    case PROTO_OP_PUT_ORG:
+        return &r->u.put_org.expect_rev;
+    case PROTO_OP_PUT_KEY:
+        return &r->u.put_key.expect_rev;
+    case PROTO_OP_PUT_GROUP:
+        return &r->u.put_group.expect_rev;
+    case PROTO_OP_PUT_CUSTOMER:
+        return &r->u.put_customer.expect_rev;
+    default:
+        return NULL;
+    }
+}
+
+/* Elements of r on the wire: its op's arity, plus expect_rev when set. */
+static uint32_t req_arity_of(const proto_req *r)
+{
+    const uint64_t *rev = req_expect_rev(r);
+    return req_arity[r->op] + (rev != NULL && *rev != 0 ? 1u : 0u);
+}
 
 static bool op_ok(uint8_t op)
 {
@@ -138,9 +190,16 @@ static uint32_t rep_arity(uint8_t op, uint16_t status)
     case PROTO_OP_SETTLE:
     case PROTO_OP_GET_ORG:
     case PROTO_OP_USAGE_QUERY:
+    case PROTO_OP_LIST_PRICING:
         return status == CG_ERR_OK ? 3 : 2;
+    case PROTO_OP_LIST_KEYS:
+        return status == CG_ERR_OK ? 4 : 2;
     case PROTO_OP_RESERVE:
         return status == CG_ERR_OK ? 3 : status == CG_ERR_BUDGET ? 4 : 2;
+    case PROTO_OP_USAGE_SERIES:
+        return status == CG_ERR_OK ? 3 : 2;
+    case PROTO_OP_USAGE_RECORDS:
+        return status == CG_ERR_OK ? 4 : 2;
     default:
         return OP_ARITY_BARE;
     }
@@ -178,6 +237,220 @@ static cg_err rd_usage_query(proto_rd *rd, proto_req *r)
     return usage_query_ok(r) ? CG_ERR_OK : CG_ERR_PROTO;
 }
 
+/* ---- usage series and records (USAGE_SERIES, USAGE_RECORDS) ---- */
+
+#define FILTER_ARITY 8 /* [org, key_id, group, customer, model, provider, from_ms, to_ms] */
+#define POINT_ARITY 3  /* [start_ms, value, totals] */
+
+static bool usage_filter_ok(const proto_usage_filter *f)
+{
+    return f->org[0] != '\0' && (f->to_ms == 0 || f->to_ms >= f->from_ms);
+}
+
+static void wr_usage_filter(proto_wr *w, const proto_usage_filter *f)
+{
+    assert(usage_filter_ok(f));
+    proto_wr_array(w, FILTER_ARITY);
+    proto_wr_str(w, f->org, PROTO_ID_MAX);
+    proto_wr_str(w, f->key_id, PROTO_ID_MAX);
+    proto_wr_str(w, f->group, PROTO_ID_MAX);
+    proto_wr_str(w, f->customer, PROTO_ID_MAX);
+    proto_wr_str(w, f->model, PROTO_MODEL_MAX);
+    proto_wr_str(w, f->provider, PROTO_PROVIDER_MAX);
+    proto_wr_i64(w, f->from_ms);
+    proto_wr_i64(w, f->to_ms);
+}
+
+static cg_err rd_usage_filter(proto_rd *rd, proto_usage_filter *f)
+{
+    PROTO_TRY(proto_rd_array_n(rd, FILTER_ARITY));
+    PROTO_TRY(proto_rd_str(rd, f->org, PROTO_ID_MAX));
+    PROTO_TRY(proto_rd_str(rd, f->key_id, PROTO_ID_MAX));
+    PROTO_TRY(proto_rd_str(rd, f->group, PROTO_ID_MAX));
+    PROTO_TRY(proto_rd_str(rd, f->customer, PROTO_ID_MAX));
+    PROTO_TRY(proto_rd_str(rd, f->model, PROTO_MODEL_MAX));
+    PROTO_TRY(proto_rd_str(rd, f->provider, PROTO_PROVIDER_MAX));
+    PROTO_TRY(proto_rd_i64(rd, &f->from_ms));
+    PROTO_TRY(proto_rd_i64(rd, &f->to_ms));
+    return usage_filter_ok(f) ? CG_ERR_OK : CG_ERR_PROTO;
+}
+
+static void wr_usage_series_req(proto_wr *w, const proto_req *r)
+{
+    assert(r->u.usage_series.granularity <= PROTO_GRAN_MONTH &&
+           r->u.usage_series.group_by <= PROTO_BY_GROUP);
+    wr_usage_filter(w, &r->u.usage_series.f);
+    proto_wr_u64(w, r->u.usage_series.granularity);
+    proto_wr_u64(w, r->u.usage_series.group_by);
+}
+
+static cg_err rd_usage_series_req(proto_rd *rd, proto_req *r)
+{
+    PROTO_TRY(rd_usage_filter(rd, &r->u.usage_series.f));
+    PROTO_TRY(proto_rd_u8(rd, PROTO_GRAN_MONTH, &r->u.usage_series.granularity));
+    return proto_rd_u8(rd, PROTO_BY_GROUP, &r->u.usage_series.group_by);
+}
+
+static void wr_usage_records_req(proto_wr *w, const proto_req *r)
+{
+    assert(r->u.usage_records.limit >= 1 && r->u.usage_records.limit <= PROTO_USAGE_RECORDS_MAX);
+    wr_usage_filter(w, &r->u.usage_records.f);
+    proto_wr_i64(w, r->u.usage_records.after_ts_ms);
+    proto_wr_str(w, r->u.usage_records.after_rid, PROTO_REQID_MAX);
+    proto_wr_u64(w, r->u.usage_records.limit);
+}
+
+static cg_err rd_usage_records_req(proto_rd *rd, proto_req *r)
+{
+    PROTO_TRY(rd_usage_filter(rd, &r->u.usage_records.f));
+    PROTO_TRY(proto_rd_i64(rd, &r->u.usage_records.after_ts_ms));
+    PROTO_TRY(proto_rd_str(rd, r->u.usage_records.after_rid, PROTO_REQID_MAX));
+    PROTO_TRY(proto_rd_u32(rd, PROTO_USAGE_RECORDS_MAX, &r->u.usage_records.limit));
+    return r->u.usage_records.limit >= 1 ? CG_ERR_OK : CG_ERR_PROTO;
+}
+
+/* Order of series points: (start_ms, value) ascending; < 0, 0, > 0 like strcmp. */
+static int point_cmp(const proto_usage_point *a, const proto_usage_point *b)
+{
+    if (a->start_ms != b->start_ms) {
+        return a->start_ms < b->start_ms ? -1 : 1;
+    }
+    return strcmp(a->value, b->value);
+}
+
+/* Order of usage records: (ts_ms, request_id) ascending, the shard's log order. */
+static int record_cmp(const proto_usage *a, const proto_usage *b)
+{
+    if (a->ts_ms != b->ts_ms) {
+        return a->ts_ms < b->ts_ms ? -1 : 1;
+    }
+    return strcmp(a->request_id, b->request_id);
+}
+
+static void wr_usage_series_rep(proto_wr *w, const proto_rep *r)
+{
+    uint32_t n = r->u.usage_series.n;
+    const proto_usage_point *pt = r->u.usage_series.points;
+    assert(n <= PROTO_SERIES_MAX && (n == 0 || pt != NULL));
+    proto_wr_array(w, n);
+    for (uint32_t i = 0; i < n; i++) {
+        assert(i == 0 || point_cmp(&pt[i - 1], &pt[i]) < 0);
+        proto_wr_array(w, POINT_ARITY);
+        proto_wr_i64(w, pt[i].start_ms);
+        proto_wr_str(w, pt[i].value, PROTO_MODEL_MAX);
+        proto_wr_totals(w, &pt[i].totals);
+    }
+}
+
+/* The points of a series reply; owned by r as soon as the array is set. */
+static cg_err rd_usage_series_rep(proto_rd *rd, proto_rep *r)
+{
+    uint32_t n;
+    PROTO_TRY(proto_rd_array(rd, PROTO_SERIES_MAX, &n));
+    if (n == 0) {
+        return CG_ERR_OK;
+    }
+    proto_usage_point *pt = calloc(n, sizeof(*pt));
+    if (pt == NULL) {
+        return CG_ERR_NOMEM;
+    }
+    r->u.usage_series.points = pt;
+    r->u.usage_series.n = n;
+    for (uint32_t i = 0; i < n; i++) {
+        PROTO_TRY(proto_rd_array_n(rd, POINT_ARITY));
+        PROTO_TRY(proto_rd_i64(rd, &pt[i].start_ms));
+        PROTO_TRY(proto_rd_str(rd, pt[i].value, PROTO_MODEL_MAX));
+        PROTO_TRY(proto_rd_totals(rd, &pt[i].totals));
+        if (i > 0 && point_cmp(&pt[i - 1], &pt[i]) >= 0) {
+            return CG_ERR_PROTO;
+        }
+    }
+    return CG_ERR_OK;
+}
+
+static void wr_usage_records_rep(proto_wr *w, const proto_rep *r)
+{
+    uint32_t n = r->u.usage_records.n;
+    const proto_usage *u = r->u.usage_records.records;
+    assert(n <= PROTO_USAGE_RECORDS_MAX && (n == 0 || u != NULL));
+    proto_wr_array(w, n);
+    for (uint32_t i = 0; i < n; i++) {
+        assert(i == 0 || record_cmp(&u[i - 1], &u[i]) < 0);
+        proto_wr_usage(w, &u[i]);
+    }
+    proto_wr_bool(w, r->u.usage_records.has_more != 0);
+}
+
+static cg_err rd_usage_records_rep(proto_rd *rd, proto_rep *r)
+{
+    uint32_t n;
+    PROTO_TRY(proto_rd_array(rd, PROTO_USAGE_RECORDS_MAX, &n));
+    if (n > 0) {
+        proto_usage *u = calloc(n, sizeof(*u));
+        if (u == NULL) {
+            return CG_ERR_NOMEM;
+        }
+        r->u.usage_records.records = u;
+        r->u.usage_records.n = n;
+        for (uint32_t i = 0; i < n; i++) {
+            PROTO_TRY(proto_rd_usage(rd, &u[i]));
+            if (i > 0 && record_cmp(&u[i - 1], &u[i]) >= 0) {
+                return CG_ERR_PROTO;
+            }
+        }
+    }
+    return proto_rd_bool(rd, &r->u.usage_records.has_more);
+}
+
+/* ---- issue 5: key lists and pricing overrides ---- */
+
+static bool pricing_ok(const proto_pricing *p)
+{
+    return p->model[0] != '\0' && p->input_nusd_per_mtok >= 0 && p->output_nusd_per_mtok >= 0;
+}
+
+static void wr_pricing(proto_wr *w, const proto_pricing *p)
+{
+    assert(pricing_ok(p));
+    proto_wr_array(w, PRICING_ARITY);
+    proto_wr_str(w, p->model, PROTO_MODEL_MAX);
+    proto_wr_i64(w, p->input_nusd_per_mtok);
+    proto_wr_i64(w, p->output_nusd_per_mtok);
+    proto_wr_i64(w, p->updated_ms);
+}
+
+static cg_err rd_pricing(proto_rd *rd, proto_pricing *p)
+{
+    PROTO_TRY(proto_rd_array_n(rd, PRICING_ARITY));
+    PROTO_TRY(proto_rd_str(rd, p->model, PROTO_MODEL_MAX));
+    PROTO_TRY(proto_rd_i64(rd, &p->input_nusd_per_mtok));
+    PROTO_TRY(proto_rd_i64(rd, &p->output_nusd_per_mtok));
+    PROTO_TRY(proto_rd_i64(rd, &p->updated_ms));
+    return pricing_ok(p) ? CG_ERR_OK : CG_ERR_PROTO;
+}
+
+static bool list_keys_ok(const proto_req *r)
+{
+    return r->u.list_keys.org[0] != '\0' && r->u.list_keys.limit >= 1 &&
+           r->u.list_keys.limit <= PROTO_LIST_KEYS_MAX;
+}
+
+static void wr_list_keys_req(proto_wr *w, const proto_req *r)
+{
+    assert(list_keys_ok(r));
+    proto_wr_str(w, r->u.list_keys.org, PROTO_ID_MAX);
+    proto_wr_str(w, r->u.list_keys.after, PROTO_ID_MAX);
+    proto_wr_u64(w, r->u.list_keys.limit);
+}
+
+static cg_err rd_list_keys_req(proto_rd *rd, proto_req *r)
+{
+    PROTO_TRY(proto_rd_str(rd, r->u.list_keys.org, PROTO_ID_MAX));
+    PROTO_TRY(proto_rd_str(rd, r->u.list_keys.after, PROTO_ID_MAX));
+    PROTO_TRY(proto_rd_u32(rd, PROTO_LIST_KEYS_MAX, &r->u.list_keys.limit));
+    return list_keys_ok(r) ? CG_ERR_OK : CG_ERR_PROTO;
+}
+
 /* Bodies of the record ops (put/get of orgs, keys, groups, customers; usage query). */
 static void wr_req_record(proto_wr *w, const proto_req *r)
 {
@@ -204,6 +477,18 @@ static void wr_req_record(proto_wr *w, const proto_req *r)
     case PROTO_OP_USAGE_QUERY:
         wr_usage_query(w, r);
         break;
+    case PROTO_OP_LIST_KEYS:
+        wr_list_keys_req(w, r);
+        break;
+    case PROTO_OP_PUT_PRICING:
+        wr_pricing(w, &r->u.put_pricing.pricing);
+        break;
+    case PROTO_OP_USAGE_SERIES:
+        wr_usage_series_req(w, r);
+        break;
+    case PROTO_OP_USAGE_RECORDS:
+        wr_usage_records_req(w, r);
+        break;
     default: /* GET_ORG, GET_KEY, GET_GROUP, DELETE, GET_ORG_STATE: the route says it all */
         break;
     }
@@ -212,7 +497,7 @@ static void wr_req_record(proto_wr *w, const proto_req *r)
 static void wr_req(proto_wr *w, const proto_req *r)
 {
     assert(op_ok(r->op));
-    proto_wr_array(w, req_arity[r->op]);
+    proto_wr_array(w, req_arity_of(r));
     proto_wr_u64(w, r->op);
     proto_wr_str(w, r->route, PROTO_ROUTE_MAX);
     switch (r->op) {
@@ -250,6 +535,9 @@ static void wr_req(proto_wr *w, const proto_req *r)
         wr_req_record(w, r);
         break;
     }
+    if (req_arity_of(r) > req_arity[r->op]) {
+        proto_wr_u64(w, *req_expect_rev(r));
+    }
 }
 
 static cg_err rd_req_record(proto_rd *rd, proto_req *r)
@@ -271,6 +559,14 @@ static cg_err rd_req_record(proto_rd *rd, proto_req *r)
                                &r->u.get_customer.inline_n);
     case PROTO_OP_USAGE_QUERY:
         return rd_usage_query(rd, r);
+    case PROTO_OP_LIST_KEYS:
+        return rd_list_keys_req(rd, r);
+    case PROTO_OP_PUT_PRICING:
+        return rd_pricing(rd, &r->u.put_pricing.pricing);
+    case PROTO_OP_USAGE_SERIES:
+        return rd_usage_series_req(rd, r);
+    case PROTO_OP_USAGE_RECORDS:
+        return rd_usage_records_req(rd, r);
     default:
         return CG_ERR_OK;
     }
@@ -310,8 +606,8 @@ static cg_err rd_req_body(proto_rd *rd, proto_req *r)
 
 /*
  * Bytes of the union member an op's body decodes into (0: the op has none).
- * The batch array is malloc'ed, not calloc'ed (a whole proto_req is ~7 KB, most
- * of it put_org's webhooks), so each op zeroes its header and exactly this member
+ * The batch array is malloc'ed, not calloc'ed (a whole proto_req is ~11 KB, most
+ * of it put_org's webhooks and emails), so each op zeroes its header and exactly this member
  * before decoding: every byte a consumer of that op may read is then defined,
  * whatever the decoder writes or skips. The rest of the union is never read.
  */
@@ -341,6 +637,14 @@ static size_t req_body_bytes(uint8_t op)
         return REQ_MEMBER(get_customer);
     case PROTO_OP_USAGE_QUERY:
         return REQ_MEMBER(usage_query);
+    case PROTO_OP_LIST_KEYS:
+        return REQ_MEMBER(list_keys);
+    case PROTO_OP_PUT_PRICING:
+        return REQ_MEMBER(put_pricing);
+    case PROTO_OP_USAGE_SERIES:
+        return REQ_MEMBER(usage_series);
+    case PROTO_OP_USAGE_RECORDS:
+        return REQ_MEMBER(usage_records);
     default: /* PING, GET_ORG, GET_KEY, GET_GROUP, DELETE, GET_ORG_STATE: route only */
         return 0;
     }
@@ -357,12 +661,19 @@ static cg_err rd_req(proto_rd *rd, proto_req *r)
         return CG_ERR_PROTO;
     }
     PROTO_TRY(proto_rd_u8(rd, OP_LAST, &r->op));
-    if (!op_ok(r->op) || n != req_arity[r->op]) {
+    if (!op_ok(r->op) ||
+        (n != req_arity[r->op] && !(n == req_arity[r->op] + 1u && req_expect_rev(r) != NULL))) {
         return CG_ERR_PROTO;
     }
     memset(&r->u, 0, req_body_bytes(r->op));
     PROTO_TRY(proto_rd_str(rd, r->route, PROTO_ROUTE_MAX));
-    return rd_req_body(rd, r);
+    PROTO_TRY(rd_req_body(rd, r));
+    if (n > req_arity[r->op]) { /* expect_rev, never 0 on the wire (0 = left out) */
+        uint64_t *rev = (uint64_t *)req_expect_rev(r);
+        PROTO_TRY(proto_rd_u64(rd, UINT64_MAX, rev));
+        return *rev != 0 ? CG_ERR_OK : CG_ERR_PROTO;
+    }
+    return CG_ERR_OK;
 }
 
 /* Assert what an encoder promises: a message any decoder accepts by size. */
@@ -490,6 +801,29 @@ static void wr_rep_record(proto_wr *w, const proto_rep *r)
     case PROTO_OP_USAGE_QUERY:
         proto_wr_totals(w, &r->u.usage.totals);
         break;
+    case PROTO_OP_LIST_KEYS:
+        assert(r->u.list_keys.n <= PROTO_LIST_KEYS_MAX &&
+               (r->u.list_keys.n == 0 || r->u.list_keys.keys != NULL));
+        proto_wr_array(w, r->u.list_keys.n);
+        for (uint32_t i = 0; i < r->u.list_keys.n; i++) {
+            proto_wr_key(w, &r->u.list_keys.keys[i]);
+        }
+        proto_wr_bool(w, r->u.list_keys.has_more != 0);
+        break;
+    case PROTO_OP_LIST_PRICING:
+        assert(r->u.list_pricing.n <= PROTO_PRICING_MAX &&
+               (r->u.list_pricing.n == 0 || r->u.list_pricing.items != NULL));
+        proto_wr_array(w, r->u.list_pricing.n);
+        for (uint32_t i = 0; i < r->u.list_pricing.n; i++) {
+            wr_pricing(w, &r->u.list_pricing.items[i]);
+        }
+        break;
+    case PROTO_OP_USAGE_SERIES:
+        wr_usage_series_rep(w, r);
+        break;
+    case PROTO_OP_USAGE_RECORDS:
+        wr_usage_records_rep(w, r);
+        break;
     default:
         assert(!"reply body for an op without one");
     }
@@ -561,6 +895,45 @@ static cg_err rd_events(proto_rd *rd, proto_rep *r)
     return CG_ERR_OK;
 }
 
+/* A key list; r->u.list_keys.keys is owned by r as soon as it is set. */
+static cg_err rd_list_keys_rep(proto_rd *rd, proto_rep *r)
+{
+    uint32_t n;
+    PROTO_TRY(proto_rd_array(rd, PROTO_LIST_KEYS_MAX, &n));
+    if (n > 0) {
+        r->u.list_keys.keys = calloc(n, sizeof(proto_key));
+        if (r->u.list_keys.keys == NULL) {
+            return CG_ERR_NOMEM;
+        }
+        r->u.list_keys.n = n;
+        for (uint32_t i = 0; i < n; i++) {
+            PROTO_TRY(proto_rd_key(rd, &r->u.list_keys.keys[i]));
+            if (i > 0 && strcmp(r->u.list_keys.keys[i - 1].id, r->u.list_keys.keys[i].id) >= 0) {
+                return CG_ERR_PROTO;
+            }
+        }
+    }
+    return proto_rd_bool(rd, &r->u.list_keys.has_more);
+}
+
+static cg_err rd_list_pricing_rep(proto_rd *rd, proto_rep *r)
+{
+    uint32_t n;
+    PROTO_TRY(proto_rd_array(rd, PROTO_PRICING_MAX, &n));
+    if (n == 0) {
+        return CG_ERR_OK;
+    }
+    r->u.list_pricing.items = calloc(n, sizeof(proto_pricing));
+    if (r->u.list_pricing.items == NULL) {
+        return CG_ERR_NOMEM;
+    }
+    r->u.list_pricing.n = n;
+    for (uint32_t i = 0; i < n; i++) {
+        PROTO_TRY(rd_pricing(rd, &r->u.list_pricing.items[i]));
+    }
+    return CG_ERR_OK;
+}
+
 static cg_err rd_rep_record(proto_rd *rd, proto_rep *r)
 {
     switch (r->op) {
@@ -578,6 +951,14 @@ static cg_err rd_rep_record(proto_rd *rd, proto_rep *r)
         return proto_rd_states(rd, r->u.get_org_state.states, &r->u.get_org_state.state_n);
     case PROTO_OP_USAGE_QUERY:
         return proto_rd_totals(rd, &r->u.usage.totals);
+    case PROTO_OP_LIST_KEYS:
+        return rd_list_keys_rep(rd, r);
+    case PROTO_OP_LIST_PRICING:
+        return rd_list_pricing_rep(rd, r);
+    case PROTO_OP_USAGE_SERIES:
+        return rd_usage_series_rep(rd, r);
+    case PROTO_OP_USAGE_RECORDS:
+        return rd_usage_records_rep(rd, r);
     default:
         return CG_ERR_PROTO; /* unreachable: rep_arity gives these ops no body */
     }
@@ -638,6 +1019,14 @@ static size_t rep_body_bytes(uint8_t op)
         return REP_MEMBER(get_org_state);
     case PROTO_OP_USAGE_QUERY:
         return REP_MEMBER(usage);
+    case PROTO_OP_LIST_KEYS:
+        return REP_MEMBER(list_keys);
+    case PROTO_OP_LIST_PRICING:
+        return REP_MEMBER(list_pricing);
+    case PROTO_OP_USAGE_SERIES:
+        return REP_MEMBER(usage_series);
+    case PROTO_OP_USAGE_RECORDS:
+        return REP_MEMBER(usage_records);
     default: /* RELEASE, PUT_*, DELETE: status only */
         return 0;
     }
@@ -720,11 +1109,42 @@ void proto_rep_free(proto_rep *reps, uint32_t n)
         return;
     }
     for (uint32_t i = 0; i < n; i++) {
-        if (reps[i].op == PROTO_OP_EVENTS_SINCE) {
-            free(reps[i].u.events.events);
-        }
+        proto_rep_owned_free(&reps[i]);
     }
     free(reps);
+}
+
+void proto_rep_owned_free(proto_rep *rep)
+{
+    switch (rep->op) {
+    case PROTO_OP_EVENTS_SINCE:
+        free(rep->u.events.events);
+        rep->u.events.events = NULL;
+        rep->u.events.n = 0;
+        break;
+    case PROTO_OP_LIST_KEYS:
+        free(rep->u.list_keys.keys);
+        rep->u.list_keys.keys = NULL;
+        rep->u.list_keys.n = 0;
+        break;
+    case PROTO_OP_LIST_PRICING:
+        free(rep->u.list_pricing.items);
+        rep->u.list_pricing.items = NULL;
+        rep->u.list_pricing.n = 0;
+        break;
+    case PROTO_OP_USAGE_SERIES:
+        free(rep->u.usage_series.points);
+        rep->u.usage_series.points = NULL;
+        rep->u.usage_series.n = 0;
+        break;
+    case PROTO_OP_USAGE_RECORDS:
+        free(rep->u.usage_records.records);
+        rep->u.usage_records.records = NULL;
+        rep->u.usage_records.n = 0;
+        break;
+    default:
+        break;
+    }
 }
 
 /* ---- standalone records and PUB messages ---- */
@@ -799,6 +1219,61 @@ cg_err proto_pub_decode(const void *buf, size_t len, char shard[PROTO_SHARD_MAX 
     PROTO_TRY(proto_rd_event(&rd, &tmp));
     PROTO_TRY(proto_rd_end(&rd));
     memcpy(shard, tmp_shard, sizeof(tmp_shard));
+    *out = tmp;
+    return CG_ERR_OK;
+}
+
+cg_err proto_notice_encode(const char *shard, const char *route, msgpack_sbuffer *out)
+{
+    proto_wr w;
+    size_t start = out->size;
+    if (msgpack_sbuffer_write(out, PROTO_PUB_TOPIC_NOTICE, 1) != 0) {
+        return CG_ERR_NOMEM;
+    }
+    wr_msg_begin(&w, out, PUB_ARITY);
+    proto_wr_str(&w, shard, PROTO_SHARD_MAX);
+    proto_wr_str(&w, route, PROTO_ROUTE_MAX);
+    cg_err err = wr_finish_msg(&w);
+    if (err != CG_ERR_OK) {
+        out->size = start;
+    }
+    return err;
+}
+
+cg_err proto_notice_decode(const void *buf, size_t len, char shard[PROTO_SHARD_MAX + 1],
+                           char route[PROTO_ROUTE_MAX + 1])
+{
+    proto_rd rd;
+    char tmp_shard[PROTO_SHARD_MAX + 1];
+    char tmp_route[PROTO_ROUTE_MAX + 1];
+    if (len < 1 || ((const char *)buf)[0] != PROTO_PUB_TOPIC_NOTICE[0]) {
+        return CG_ERR_PROTO;
+    }
+    PROTO_TRY(rd_msg_begin(&rd, (const char *)buf + 1, len - 1, PUB_ARITY));
+    PROTO_TRY(proto_rd_str(&rd, tmp_shard, PROTO_SHARD_MAX));
+    PROTO_TRY(proto_rd_str(&rd, tmp_route, PROTO_ROUTE_MAX));
+    PROTO_TRY(proto_rd_end(&rd));
+    memcpy(shard, tmp_shard, sizeof(tmp_shard));
+    memcpy(route, tmp_route, sizeof(tmp_route));
+    return CG_ERR_OK;
+}
+
+cg_err proto_pricing_encode(const proto_pricing *p, msgpack_sbuffer *out)
+{
+    proto_wr w;
+    wr_msg_begin(&w, out, MSG_ARITY);
+    wr_pricing(&w, p);
+    return wr_finish_msg(&w);
+}
+
+cg_err proto_pricing_decode(const void *buf, size_t len, proto_pricing *out)
+{
+    proto_rd rd;
+    proto_pricing tmp;
+    memset(&tmp, 0, sizeof(tmp));
+    PROTO_TRY(rd_msg_begin(&rd, buf, len, MSG_ARITY));
+    PROTO_TRY(rd_pricing(&rd, &tmp));
+    PROTO_TRY(proto_rd_end(&rd));
     *out = tmp;
     return CG_ERR_OK;
 }

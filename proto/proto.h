@@ -43,6 +43,8 @@
 #define PROTO_WARN_MAX 8     /* warn_at thresholds per limit */
 #define PROTO_WEBHOOKS_MAX 8 /* webhook endpoints per org */
 #define PROTO_URL_MAX 512
+#define PROTO_EMAILS_MAX 16 /* alert email addresses per org */
+#define PROTO_EMAIL_MAX 254  /* bytes of one address (RFC 5321 path limit) */
 #define PROTO_SECRET_MAX 128
 #define PROTO_MODEL_MAX 64
 #define PROTO_EVENTS_MAX 256  /* events per events-since reply */
@@ -51,6 +53,14 @@
 #define PROTO_MODELS_MAX 16 /* allowed_models entries */
 #define PROTO_CIDRS_MAX 16  /* ip_allow / ip_deny entries */
 #define PROTO_PROVIDER_MAX 31
+#define PROTO_LIST_KEYS_MAX 100 /* keys per LIST_KEYS reply */
+#define PROTO_PRICING_MAX 256   /* entries per LIST_PRICING reply */
+#define PROTO_SERIES_MAX 10000       /* points per USAGE_SERIES reply (more: CG_ERR_TOOBIG) */
+#define PROTO_USAGE_RECORDS_MAX 2000 /* records per USAGE_RECORDS reply (a page) */
+/* PUB topics (NNG SUB prefixes): every threshold event message starts with these two bytes
+ * (msgpack fixarray 3, version 1); definition-change notices with "d". */
+#define PROTO_PUB_TOPIC_EVENT "\x93\x01"
+#define PROTO_PUB_TOPIC_NOTICE "d"
 
 typedef enum proto_metric {
     PROTO_METRIC_COST = 0,     /* nano-USD */
@@ -95,7 +105,12 @@ typedef enum proto_op {
     PROTO_OP_GET_CUSTOMER = 14, /* route "customer:<org>/<id>": record (if any) + state */
     PROTO_OP_DELETE = 15,       /* route names the record: org/key/group/customer */
     PROTO_OP_USAGE_QUERY = 16,  /* route "": totals of this shard's usage records */
-    PROTO_OP_GET_ORG_STATE = 17 /* route "org:<id>": org with limit state */
+    PROTO_OP_GET_ORG_STATE = 17, /* route "org:<id>": org with limit state */
+    PROTO_OP_LIST_KEYS = 18,     /* route "": keys of one org on this shard, by id */
+    PROTO_OP_PUT_PRICING = 19,   /* route "pricing:<model>": pricing override */
+    PROTO_OP_LIST_PRICING = 20,  /* route "": every pricing override on this shard */
+    PROTO_OP_USAGE_SERIES = 21,  /* route "": usage totals per (period start, group_by value) */
+    PROTO_OP_USAGE_RECORDS = 22, /* route "": raw usage records in time order, paged */
 } proto_op;
 
 typedef enum proto_low_budget {
@@ -135,6 +150,13 @@ typedef struct proto_org {
     uint8_t customer_limit_n; /* customer_defaults (ids: proto_limit_natural_id) */
     proto_limit customer_limits[PROTO_LIMITS_MAX];
     uint8_t on_low_budget; /* proto_low_budget: REJECT or CLAMP (INHERIT = REJECT) */
+    /* Optimistic concurrency (issue 5): the shard stores its previous revision + 1 on every
+     * PUT (the value sent is ignored); 0 = written before revisions existed. */
+    uint64_t revision;
+    /* Alert email addresses (issue 5 follow-up), each proto_email_ok; the alerter mails
+     * the org's events to these plus smtp_to. */
+    uint8_t email_n; /* 0..PROTO_EMAILS_MAX */
+    char emails[PROTO_EMAILS_MAX][PROTO_EMAIL_MAX + 1];
 } proto_org;
 
 typedef struct proto_key {
@@ -158,6 +180,13 @@ typedef struct proto_key {
     proto_cidr ip_deny[PROTO_CIDRS_MAX];
     int64_t max_tokens_per_request; /* 0 = no per-request cap */
     uint8_t on_low_budget;          /* proto_low_budget */
+    /* Rotation (issue 5): the previous secret's HMAC authenticates until prev_expires_ms. */
+    int64_t rotated_ms;      /* 0 = never rotated */
+    uint8_t prev_hash[32];   /* meaningful while prev_expires_ms != 0 */
+    int64_t prev_expires_ms; /* 0 = no previous secret */
+    /* Optimistic concurrency (issue 5): the shard stores its previous revision + 1 on every
+     * PUT (the value sent is ignored); 0 = written before revisions existed. */
+    uint64_t revision;
 } proto_key;
 
 /* A group (team / project / token group): one shared budget for several keys. */
@@ -171,6 +200,9 @@ typedef struct proto_group {
     char models[PROTO_MODELS_MAX][PROTO_MODEL_MAX + 1];
     uint8_t limit_n;
     proto_limit limits[PROTO_LIMITS_MAX];
+    /* Optimistic concurrency (issue 5): the shard stores its previous revision + 1 on every
+     * PUT (the value sent is ignored); 0 = written before revisions existed. */
+    uint64_t revision;
 } proto_group;
 
 /*
@@ -186,7 +218,18 @@ typedef struct proto_customer {
     int64_t created_ms;
     uint8_t limit_n;
     proto_limit limits[PROTO_LIMITS_MAX];
+    /* Optimistic concurrency (issue 5): the shard stores its previous revision + 1 on every
+     * PUT (the value sent is ignored); 0 = written before revisions existed. */
+    uint64_t revision;
 } proto_customer;
+
+/* A pricing override of one configured model (USD per million tokens, in nano-USD). */
+typedef struct proto_pricing {
+    char model[PROTO_MODEL_MAX + 1];
+    int64_t input_nusd_per_mtok;  /* >= 0 */
+    int64_t output_nusd_per_mtok; /* >= 0 */
+    int64_t updated_ms;
+} proto_pricing;
 
 /* Counter state of one limit in its current period. */
 typedef struct proto_limit_state {
@@ -247,6 +290,43 @@ typedef struct proto_usage_totals {
     int64_t cost_nusd;
 } proto_usage_totals;
 
+/* Which usage records a USAGE_SERIES / USAGE_RECORDS query selects ("" = any). */
+typedef struct proto_usage_filter {
+    char org[PROTO_ID_MAX + 1]; /* required */
+    char key_id[PROTO_ID_MAX + 1];
+    char group[PROTO_ID_MAX + 1];
+    char customer[PROTO_ID_MAX + 1];
+    char model[PROTO_MODEL_MAX + 1];
+    char provider[PROTO_PROVIDER_MAX + 1];
+    int64_t from_ms; /* inclusive */
+    int64_t to_ms;   /* exclusive; 0 = no upper bound */
+} proto_usage_filter;
+
+/* USAGE_SERIES: how records are bucketed (periods are UTC calendar periods). */
+typedef enum proto_usage_gran {
+    PROTO_GRAN_NONE = 0, /* one period: the whole range (start 0) */
+    PROTO_GRAN_HOUR = 1,
+    PROTO_GRAN_DAY = 2,
+    PROTO_GRAN_MONTH = 3,
+} proto_usage_gran;
+
+/* USAGE_SERIES: which record field splits a period into several points. */
+typedef enum proto_usage_by {
+    PROTO_BY_NONE = 0,
+    PROTO_BY_KEY = 1,
+    PROTO_BY_MODEL = 2,
+    PROTO_BY_PROVIDER = 3,
+    PROTO_BY_CUSTOMER = 4,
+    PROTO_BY_GROUP = 5,
+} proto_usage_by;
+
+/* One point of a usage series: totals of the records in (period, value). */
+typedef struct proto_usage_point {
+    int64_t start_ms;                /* period start (0 for PROTO_GRAN_NONE) */
+    char value[PROTO_MODEL_MAX + 1]; /* the group_by field's value ("" = none / PROTO_BY_NONE) */
+    proto_usage_totals totals;
+} proto_usage_point;
+
 typedef struct proto_event {
     uint64_t seq;                    /* per-shard sequence, from 1 */
     char id[PROTO_EVENT_ID_MAX + 1]; /* stable: derived from (scope, limit, period, threshold) */
@@ -302,10 +382,16 @@ typedef struct proto_req {
         struct {
             uint8_t create_only; /* CG_ERR_EXISTS if present */
             proto_org org;
+            /* 0 = unconditional; else the shard refuses with CG_ERR_CONFLICT (nothing
+             * written) unless the stored record's revision equals it (none: NOTFOUND). */
+            uint64_t expect_rev;
         } put_org;
         struct {
             uint8_t create_only;
             proto_key key;
+            /* 0 = unconditional; else the shard refuses with CG_ERR_CONFLICT (nothing
+             * written) unless the stored record's revision equals it (none: NOTFOUND). */
+            uint64_t expect_rev;
         } put_key;
         struct {
             uint64_t after_seq;
@@ -314,9 +400,15 @@ typedef struct proto_req {
         struct {
             uint8_t create_only;
             proto_group group;
+            /* 0 = unconditional; else the shard refuses with CG_ERR_CONFLICT (nothing
+             * written) unless the stored record's revision equals it (none: NOTFOUND). */
+            uint64_t expect_rev;
         } put_group;
         struct {
             proto_customer customer; /* replaces any existing override record */
+            /* 0 = unconditional; else the shard refuses with CG_ERR_CONFLICT (nothing
+             * written) unless the stored record's revision equals it (none: NOTFOUND). */
+            uint64_t expect_rev;
         } put_customer;
         struct {
             /* Customer routes: defaults to merge for the returned state (as reserve). */
@@ -333,6 +425,27 @@ typedef struct proto_req {
             int64_t from_ms;                 /* inclusive */
             int64_t to_ms;                   /* exclusive; 0 = now */
         } usage_query;
+        struct {
+            char org[PROTO_ID_MAX + 1];   /* required */
+            char after[PROTO_ID_MAX + 1]; /* keys with id > after ("" = from the first) */
+            uint32_t limit;               /* 1..PROTO_LIST_KEYS_MAX */
+        } list_keys;
+        struct {
+            proto_pricing pricing; /* model must match the route */
+        } put_pricing;
+        struct {
+            proto_usage_filter f;
+            uint8_t granularity; /* proto_usage_gran */
+            uint8_t group_by;    /* proto_usage_by */
+        } usage_series;
+        struct {
+            proto_usage_filter f;
+            /* Paging: records strictly after (after_ts_ms, after_rid) in (ts, request id)
+             * order; after_rid "" = from f.from_ms. */
+            int64_t after_ts_ms;
+            char after_rid[PROTO_REQID_MAX + 1];
+            uint32_t limit; /* 1..PROTO_USAGE_RECORDS_MAX */
+        } usage_records;
     } u;
 } proto_req;
 
@@ -387,6 +500,24 @@ typedef struct proto_rep {
         struct {
             proto_usage_totals totals;
         } usage; /* OK */
+        struct {
+            uint32_t n;       /* <= the request's limit */
+            uint8_t has_more; /* more keys of the org after the last one on this shard */
+            proto_key *keys;  /* heap, n entries, ascending id; freed by proto_rep_free */
+        } list_keys; /* OK */
+        struct {
+            uint32_t n;
+            proto_pricing *items; /* heap, n entries, ascending model */
+        } list_pricing; /* OK */
+        struct {
+            uint32_t n;                 /* <= PROTO_SERIES_MAX */
+            proto_usage_point *points;  /* heap, ascending (start_ms, value) */
+        } usage_series; /* OK */
+        struct {
+            uint32_t n;           /* <= the request's limit */
+            uint8_t has_more;     /* more matching records after the last one */
+            proto_usage *records; /* heap, ascending (ts_ms, request_id) */
+        } usage_records; /* OK */
     } u;
 } proto_rep;
 
@@ -405,8 +536,11 @@ void proto_req_free(proto_req *reqs, uint32_t n);
 
 cg_err proto_rep_encode(const proto_rep *reps, uint32_t n, msgpack_sbuffer *out);
 cg_err proto_rep_decode(const void *buf, size_t len, proto_rep **out, uint32_t *n);
-/* Frees the array and every events array inside it. */
+/* Frees the array and every heap array inside it (proto_rep_owned_free of each). */
 void proto_rep_free(proto_rep *reps, uint32_t n);
+/* Free what one reply owns (EVENTS_SINCE, LIST_KEYS, LIST_PRICING, USAGE_SERIES,
+ * USAGE_RECORDS arrays) and NULL it. */
+void proto_rep_owned_free(proto_rep *rep);
 
 /* Single records, for LMDB values and PUB messages. */
 cg_err proto_org_encode(const proto_org *o, msgpack_sbuffer *out);
@@ -424,6 +558,12 @@ cg_err proto_usage_decode(const void *buf, size_t len, proto_usage *out);
 cg_err proto_pub_encode(const char *shard, const proto_event *e, msgpack_sbuffer *out);
 cg_err proto_pub_decode(const void *buf, size_t len, char shard[PROTO_SHARD_MAX + 1],
                         proto_event *out);
+/* Definition-change notice: PROTO_PUB_TOPIC_NOTICE followed by [1, shard, route]. */
+cg_err proto_notice_encode(const char *shard, const char *route, msgpack_sbuffer *out);
+cg_err proto_notice_decode(const void *buf, size_t len, char shard[PROTO_SHARD_MAX + 1],
+                           char route[PROTO_ROUTE_MAX + 1]);
+cg_err proto_pricing_encode(const proto_pricing *p, msgpack_sbuffer *out);
+cg_err proto_pricing_decode(const void *buf, size_t len, proto_pricing *out);
 
 /* Names as in SPEC: "cost"/"tokens"/"requests", "block"/"warn", "key"/"group"/"customer"/"org",
  * "spend_cap_warning_threshold_reached", ...; NULL for out-of-range values. */
@@ -443,5 +583,9 @@ int proto_low_budget_parse(const char *s);
 /* Stable limit id derived from (metric, window), used for customer limits:
  * ((metric + 1) << 28) | (window.kind << 25) | min(sliding_s, 2^25 - 1). Never 0. */
 uint32_t proto_limit_natural_id(uint8_t metric, cg_window window);
+/* A plausible email address for alerts (org emails): 3..PROTO_EMAIL_MAX bytes, one '@'
+ * with text on both sides, printable ASCII only, none of space "(),:;<>[]\ (so no
+ * header or SMTP command injection, no list separators). */
+bool proto_email_ok(const char *addr);
 
 #endif

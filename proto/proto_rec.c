@@ -19,9 +19,13 @@
 #include <string.h>
 
 #define ORG_ARITY 8
-#define KEY_ARITY 15
+#define KEY_ARITY 18
+#define KEY_ARITY_V1 15 /* before rotation (issue 5): read as never rotated */
 #define GROUP_ARITY 7
 #define CUSTOMER_ARITY 4
+/* Org, key, group and customer records carry one more element, their revision, only when
+ * it is non-zero; without it (records written before revisions) they read as revision 0. */
+#define REV_ELEMS(rev) ((rev) != 0 ? 1u : 0u)
 #define LIMIT_ARITY 7
 #define WEBHOOK_ARITY 2
 #define CIDR_ARITY 3
@@ -166,12 +170,42 @@ static bool cidrs_ok(const cg_cidr *c, uint32_t n)
     return true;
 }
 
+bool proto_email_ok(const char *addr)
+{
+    size_t n = strnlen(addr, PROTO_EMAIL_MAX + 1);
+    const char *at = strchr(addr, '@');
+    if (n < 3 || n > PROTO_EMAIL_MAX || at == NULL || at == addr || at[1] == '\0' ||
+        strchr(at + 1, '@') != NULL) {
+        return false;
+    }
+    for (const char *c = addr; *c != '\0'; c++) {
+        if ((unsigned char)*c <= 0x20 || (unsigned char)*c >= 0x7f ||
+            strchr("\"(),:;<>[]\\", *c) != NULL) {
+            return false;
+        }
+    }
+    return true;
+}
+
+static bool emails_ok(const char (*e)[PROTO_EMAIL_MAX + 1], uint8_t n)
+{
+    if (n > PROTO_EMAILS_MAX) {
+        return false;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        if (!proto_email_ok(e[i])) {
+            return false;
+        }
+    }
+    return true;
+}
+
 static bool org_ok(const proto_org *o)
 {
     return anchor_ok(o->billing_anchor_day) && limits_ok(o->limits, o->limit_n) &&
            o->webhook_n <= PROTO_WEBHOOKS_MAX &&
            natural_limits_ok(o->customer_limits, o->customer_limit_n) &&
-           low_budget_ok(o->on_low_budget);
+           low_budget_ok(o->on_low_budget) && emails_ok(o->emails, o->email_n);
 }
 
 static bool key_ok(const proto_key *k)
@@ -179,7 +213,7 @@ static bool key_ok(const proto_key *k)
     return anchor_ok(k->billing_anchor_day) && limits_ok(k->limits, k->limit_n) &&
            models_ok(k->models, k->model_n) && cidrs_ok(k->ip_allow, k->ip_allow_n) &&
            cidrs_ok(k->ip_deny, k->ip_deny_n) && k->max_tokens_per_request >= 0 &&
-           low_budget_ok(k->on_low_budget);
+           low_budget_ok(k->on_low_budget) && k->rotated_ms >= 0 && k->prev_expires_ms >= 0;
 }
 
 static bool group_ok(const proto_group *g)
@@ -322,10 +356,42 @@ static cg_err rd_cidrs(proto_rd *rd, cg_cidr *c, uint8_t *n_out)
 
 /* ---- orgs, keys, groups, customers ---- */
 
+/* The trailing revision element (REV_ELEMS): written only when non-zero. */
+static void wr_revision(proto_wr *w, uint64_t rev)
+{
+    if (rev != 0) {
+        proto_wr_u64(w, rev);
+    }
+}
+
+/* A record array of base elements, or base + 1 with a revision; *arity says which. */
+static cg_err rd_arity_rev(proto_rd *rd, uint32_t base, uint32_t *arity)
+{
+    PROTO_TRY(proto_rd_array(rd, base + 1, arity));
+    return *arity == base || *arity == base + 1 ? CG_ERR_OK : CG_ERR_PROTO;
+}
+
+/* The revision when present (never 0 on the wire: 0 is written by leaving it out). */
+static cg_err rd_revision(proto_rd *rd, int present, uint64_t *rev)
+{
+    *rev = 0;
+    if (!present) {
+        return CG_ERR_OK;
+    }
+    PROTO_TRY(proto_rd_u64(rd, UINT64_MAX, rev));
+    return *rev != 0 ? CG_ERR_OK : CG_ERR_PROTO;
+}
+
+/*
+ * An org is ORG_ARITY elements, + 1 with a revision (REV_ELEMS), + 2 with emails: the
+ * email list comes after the revision element, which is then always written (0 allowed
+ * there, since it cannot be left out). The list is written only when non-empty, so an
+ * org without emails is byte for byte what it was before.
+ */
 void proto_wr_org(proto_wr *w, const proto_org *o)
 {
     assert(org_ok(o));
-    proto_wr_array(w, ORG_ARITY);
+    proto_wr_array(w, o->email_n > 0 ? ORG_ARITY + 2 : ORG_ARITY + REV_ELEMS(o->revision));
     proto_wr_str(w, o->id, PROTO_ID_MAX);
     proto_wr_str(w, o->name, PROTO_NAME_MAX);
     proto_wr_u64(w, o->billing_anchor_day);
@@ -339,12 +405,24 @@ void proto_wr_org(proto_wr *w, const proto_org *o)
     }
     wr_limits(w, o->customer_limits, o->customer_limit_n);
     proto_wr_u64(w, o->on_low_budget);
+    if (o->email_n == 0) {
+        wr_revision(w, o->revision);
+        return;
+    }
+    proto_wr_u64(w, o->revision);
+    proto_wr_array(w, o->email_n);
+    for (uint32_t i = 0; i < o->email_n; i++) {
+        proto_wr_str(w, o->emails[i], PROTO_EMAIL_MAX);
+    }
 }
 
 cg_err proto_rd_org(proto_rd *rd, proto_org *o)
 {
-    uint32_t n;
-    PROTO_TRY(proto_rd_array_n(rd, ORG_ARITY));
+    uint32_t n, arity;
+    PROTO_TRY(proto_rd_array(rd, ORG_ARITY + 2, &arity));
+    if (arity < ORG_ARITY) {
+        return CG_ERR_PROTO;
+    }
     PROTO_TRY(proto_rd_str(rd, o->id, PROTO_ID_MAX));
     PROTO_TRY(proto_rd_str(rd, o->name, PROTO_NAME_MAX));
     PROTO_TRY(proto_rd_u8(rd, PROTO_ANCHOR_MAX, &o->billing_anchor_day));
@@ -359,13 +437,27 @@ cg_err proto_rd_org(proto_rd *rd, proto_org *o)
     }
     PROTO_TRY(rd_limits(rd, o->customer_limits, &o->customer_limit_n));
     PROTO_TRY(proto_rd_u8(rd, PROTO_LOW_BUDGET_CLAMP, &o->on_low_budget));
+    o->email_n = 0;
+    if (arity < ORG_ARITY + 2) {
+        PROTO_TRY(rd_revision(rd, arity > ORG_ARITY, &o->revision));
+        return org_ok(o) ? CG_ERR_OK : CG_ERR_PROTO;
+    }
+    PROTO_TRY(proto_rd_u64(rd, UINT64_MAX, &o->revision));
+    PROTO_TRY(proto_rd_array(rd, PROTO_EMAILS_MAX, &n));
+    if (n == 0) {
+        return CG_ERR_PROTO; /* no emails: written without the list */
+    }
+    o->email_n = (uint8_t)n;
+    for (uint32_t i = 0; i < n; i++) {
+        PROTO_TRY(proto_rd_str(rd, o->emails[i], PROTO_EMAIL_MAX));
+    }
     return org_ok(o) ? CG_ERR_OK : CG_ERR_PROTO;
 }
 
 void proto_wr_key(proto_wr *w, const proto_key *k)
 {
     assert(key_ok(k));
-    proto_wr_array(w, KEY_ARITY);
+    proto_wr_array(w, KEY_ARITY + REV_ELEMS(k->revision));
     proto_wr_str(w, k->id, PROTO_ID_MAX);
     proto_wr_str(w, k->org, PROTO_ID_MAX);
     proto_wr_str(w, k->name, PROTO_NAME_MAX);
@@ -382,11 +474,19 @@ void proto_wr_key(proto_wr *w, const proto_key *k)
     wr_cidrs(w, k->ip_deny, k->ip_deny_n);
     proto_wr_i64(w, k->max_tokens_per_request);
     proto_wr_u64(w, k->on_low_budget);
+    proto_wr_i64(w, k->rotated_ms);
+    proto_wr_bin(w, k->prev_hash, HASH_BYTES);
+    proto_wr_i64(w, k->prev_expires_ms);
+    wr_revision(w, k->revision);
 }
 
 cg_err proto_rd_key(proto_rd *rd, proto_key *k)
 {
-    PROTO_TRY(proto_rd_array_n(rd, KEY_ARITY));
+    uint32_t arity;
+    PROTO_TRY(proto_rd_array(rd, KEY_ARITY + 1, &arity));
+    if (arity != KEY_ARITY + 1 && arity != KEY_ARITY && arity != KEY_ARITY_V1) {
+        return CG_ERR_PROTO;
+    }
     PROTO_TRY(proto_rd_str(rd, k->id, PROTO_ID_MAX));
     PROTO_TRY(proto_rd_str(rd, k->org, PROTO_ID_MAX));
     PROTO_TRY(proto_rd_str(rd, k->name, PROTO_NAME_MAX));
@@ -403,13 +503,23 @@ cg_err proto_rd_key(proto_rd *rd, proto_key *k)
     PROTO_TRY(rd_cidrs(rd, k->ip_deny, &k->ip_deny_n));
     PROTO_TRY(proto_rd_i64(rd, &k->max_tokens_per_request));
     PROTO_TRY(proto_rd_u8(rd, PROTO_LOW_BUDGET_CLAMP, &k->on_low_budget));
+    if (arity == KEY_ARITY_V1) {
+        k->rotated_ms = 0;
+        memset(k->prev_hash, 0, HASH_BYTES);
+        k->prev_expires_ms = 0;
+    } else {
+        PROTO_TRY(proto_rd_i64(rd, &k->rotated_ms));
+        PROTO_TRY(proto_rd_bin(rd, k->prev_hash, HASH_BYTES));
+        PROTO_TRY(proto_rd_i64(rd, &k->prev_expires_ms));
+    }
+    PROTO_TRY(rd_revision(rd, arity > KEY_ARITY, &k->revision));
     return key_ok(k) ? CG_ERR_OK : CG_ERR_PROTO;
 }
 
 void proto_wr_group(proto_wr *w, const proto_group *g)
 {
     assert(group_ok(g));
-    proto_wr_array(w, GROUP_ARITY);
+    proto_wr_array(w, GROUP_ARITY + REV_ELEMS(g->revision));
     proto_wr_str(w, g->id, PROTO_ID_MAX);
     proto_wr_str(w, g->org, PROTO_ID_MAX);
     proto_wr_str(w, g->name, PROTO_NAME_MAX);
@@ -417,11 +527,13 @@ void proto_wr_group(proto_wr *w, const proto_group *g)
     proto_wr_u64(w, g->billing_anchor_day);
     wr_models(w, g->models, g->model_n);
     wr_limits(w, g->limits, g->limit_n);
+    wr_revision(w, g->revision);
 }
 
 cg_err proto_rd_group(proto_rd *rd, proto_group *g)
 {
-    PROTO_TRY(proto_rd_array_n(rd, GROUP_ARITY));
+    uint32_t arity;
+    PROTO_TRY(rd_arity_rev(rd, GROUP_ARITY, &arity));
     PROTO_TRY(proto_rd_str(rd, g->id, PROTO_ID_MAX));
     PROTO_TRY(proto_rd_str(rd, g->org, PROTO_ID_MAX));
     PROTO_TRY(proto_rd_str(rd, g->name, PROTO_NAME_MAX));
@@ -429,26 +541,30 @@ cg_err proto_rd_group(proto_rd *rd, proto_group *g)
     PROTO_TRY(proto_rd_u8(rd, PROTO_ANCHOR_MAX, &g->billing_anchor_day));
     PROTO_TRY(rd_models(rd, g->models, &g->model_n));
     PROTO_TRY(rd_limits(rd, g->limits, &g->limit_n));
+    PROTO_TRY(rd_revision(rd, arity > GROUP_ARITY, &g->revision));
     return group_ok(g) ? CG_ERR_OK : CG_ERR_PROTO;
 }
 
 void proto_wr_customer(proto_wr *w, const proto_customer *c)
 {
     assert(natural_limits_ok(c->limits, c->limit_n));
-    proto_wr_array(w, CUSTOMER_ARITY);
+    proto_wr_array(w, CUSTOMER_ARITY + REV_ELEMS(c->revision));
     proto_wr_str(w, c->id, PROTO_ID_MAX);
     proto_wr_str(w, c->org, PROTO_ID_MAX);
     proto_wr_i64(w, c->created_ms);
     wr_limits(w, c->limits, c->limit_n);
+    wr_revision(w, c->revision);
 }
 
 cg_err proto_rd_customer(proto_rd *rd, proto_customer *c)
 {
-    PROTO_TRY(proto_rd_array_n(rd, CUSTOMER_ARITY));
+    uint32_t arity;
+    PROTO_TRY(rd_arity_rev(rd, CUSTOMER_ARITY, &arity));
     PROTO_TRY(proto_rd_str(rd, c->id, PROTO_ID_MAX));
     PROTO_TRY(proto_rd_str(rd, c->org, PROTO_ID_MAX));
     PROTO_TRY(proto_rd_i64(rd, &c->created_ms));
     PROTO_TRY(rd_limits(rd, c->limits, &c->limit_n));
+    PROTO_TRY(rd_revision(rd, arity > CUSTOMER_ARITY, &c->revision));
     return natural_limits_ok(c->limits, c->limit_n) ? CG_ERR_OK : CG_ERR_PROTO;
 }
 
@@ -676,9 +792,10 @@ static const char *const event_names[] = {
     "request_quota_reached",
 };
 static const char *const op_names[] = {
-    NULL,        "ping",         "auth",         "reserve", "settle",       "release",
-    "put_org",   "get_org",      "put_key",      "get_key", "events_since", "put_group",
-    "get_group", "put_customer", "get_customer", "delete",  "usage_query",  "get_org_state",
+    NULL,        "ping",         "auth",         "reserve",      "settle",        "release",
+    "put_org",   "get_org",      "put_key",      "get_key",      "events_since",  "put_group",
+    "get_group", "put_customer", "get_customer", "delete",       "usage_query",   "get_org_state",
+    "list_keys", "put_pricing",  "list_pricing", "usage_series", "usage_records",
 };
 static const char *const low_budget_names[] = {"inherit", "reject", "clamp"};
 

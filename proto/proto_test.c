@@ -193,6 +193,11 @@ static void fill_org(proto_org *o)
     o->customer_limit_n = PROTO_LIMITS_MAX;
     fill_natural_limits(o->customer_limits, PROTO_LIMITS_MAX);
     o->on_low_budget = PROTO_LOW_BUDGET_CLAMP;
+    o->email_n = PROTO_EMAILS_MAX;
+    for (uint32_t i = 0; i < PROTO_EMAILS_MAX; i++) {
+        fill_str(o->emails[i], PROTO_EMAIL_MAX, (char)('a' + i));
+        o->emails[i][PROTO_EMAIL_MAX - 8] = '@';
+    }
 }
 
 static void fill_key(proto_key *k)
@@ -221,6 +226,11 @@ static void fill_key(proto_key *k)
     fill_cidrs(k->ip_deny, PROTO_CIDRS_MAX, 2);
     k->max_tokens_per_request = INT64_MAX;
     k->on_low_budget = PROTO_LOW_BUDGET_CLAMP;
+    k->rotated_ms = INT64_MAX;
+    for (int i = 0; i < HASH_BYTES; i++) {
+        k->prev_hash[i] = (uint8_t)(i * 11 + 3);
+    }
+    k->prev_expires_ms = INT64_MAX;
 }
 
 static void fill_group(proto_group *g)
@@ -704,6 +714,8 @@ static void shrink_org(proto_org *o)
     o->name[3] = '\0';
     o->webhooks[0].url[9] = '\0';
     o->webhooks[0].secret[9] = '\0';
+    o->email_n = 1;
+    o->emails[0][PROTO_EMAIL_MAX - 8 + 3] = '\0';
 }
 
 static void shrink_key(proto_key *k)
@@ -970,15 +982,15 @@ CG_TEST(unknown_op_rejected)
     static const uint8_t op17[] = {0x92, 0x01, 0x91, 0x92, 0x11, 0xa0}; /* get_org_state */
     static const uint8_t op256[] = {0x92, 0x01, 0x91, 0x92, 0xcd, 0x01, 0x00, 0xa0};
     static const uint8_t opneg[] = {0x92, 0x01, 0x91, 0x92, 0xff, 0xa0};
-    static const uint8_t rep18[] = {0x92, 0x01, 0x91, 0x92, 0x12, 0x05};
-    static const uint8_t rep15[] = {0x92, 0x01, 0x91, 0x92, 0x0f, 0x00}; /* delete: bare */
+    static const uint8_t rep127[] = {0x92, 0x01, 0x91, 0x92, 0x7f, 0x05}; /* no such op */
+    static const uint8_t rep15[] = {0x92, 0x01, 0x91, 0x92, 0x0f, 0x00};  /* delete: bare */
     static const uint8_t op_u64[] = {0x92, 0x01, 0x91, 0x92, 0xcf, 0, 0, 0, 0, 0, 0, 0, 1, 0xa0};
     CG_CHECK_EQ_INT(dec_req(op0, sizeof(op0)), CG_ERR_PROTO);
     CG_CHECK_EQ_INT(dec_req(op18, sizeof(op18)), CG_ERR_PROTO);
     CG_CHECK_EQ_INT(dec_req(op17, sizeof(op17)), CG_ERR_OK);
     CG_CHECK_EQ_INT(dec_req(op256, sizeof(op256)), CG_ERR_PROTO);
     CG_CHECK_EQ_INT(dec_req(opneg, sizeof(opneg)), CG_ERR_PROTO);
-    CG_CHECK_EQ_INT(dec_rep(rep18, sizeof(rep18)), CG_ERR_PROTO);
+    CG_CHECK_EQ_INT(dec_rep(rep127, sizeof(rep127)), CG_ERR_PROTO);
     CG_CHECK_EQ_INT(dec_rep(rep15, sizeof(rep15)), CG_ERR_OK);
     CG_CHECK_EQ_INT(dec_req(op_u64, sizeof(op_u64)), CG_ERR_OK);
 }
@@ -1322,7 +1334,9 @@ CG_TEST(names)
     CG_CHECK_EQ_STR(proto_op_name(PROTO_OP_PUT_GROUP), "put_group");
     CG_CHECK_EQ_STR(proto_op_name(PROTO_OP_GET_ORG_STATE), "get_org_state");
     CG_CHECK_EQ_STR(proto_op_name(PROTO_OP_DELETE), "delete");
-    CG_CHECK(proto_op_name(0) == NULL && proto_op_name(18) == NULL);
+    CG_CHECK(proto_op_name(0) == NULL && proto_op_name(127) == NULL);
+    CG_CHECK_EQ_STR(proto_op_name(PROTO_OP_LIST_KEYS), "list_keys");
+    CG_CHECK_EQ_STR(proto_op_name(PROTO_OP_LIST_PRICING), "list_pricing");
     for (int op = PROTO_OP_PING; op <= PROTO_OP_GET_ORG_STATE; op++) {
         CG_CHECK(proto_op_name(op) != NULL);
     }
@@ -1474,6 +1488,235 @@ static void write_seeds(void)
     seeds_free(s);
 }
 
+/* Issue 5: key lists, pricing, definition-change notices, keys written before rotation. */
+CG_TEST(issue5_codecs)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    proto_rep *out = NULL;
+    uint32_t n = 0;
+
+    /* A full page of the largest keys fits one message and round-trips. */
+    static proto_rep rep;
+    memset(&rep, 0, sizeof(rep));
+    rep.op = PROTO_OP_LIST_KEYS;
+    rep.u.list_keys.n = PROTO_LIST_KEYS_MAX;
+    rep.u.list_keys.has_more = 1;
+    rep.u.list_keys.keys = calloc(PROTO_LIST_KEYS_MAX, sizeof(proto_key));
+    CG_CHECK(rep.u.list_keys.keys != NULL);
+    for (uint32_t i = 0; i < PROTO_LIST_KEYS_MAX; i++) {
+        fill_key(&rep.u.list_keys.keys[i]);
+        memset(rep.u.list_keys.keys[i].id, 0, sizeof(rep.u.list_keys.keys[i].id));
+        snprintf(rep.u.list_keys.keys[i].id, sizeof(rep.u.list_keys.keys[i].id), "k_%04u", i);
+    }
+    CG_CHECK_EQ_INT(proto_rep_encode(&rep, 1, &sb), CG_ERR_OK);
+    CG_CHECK(sb.size <= PROTO_MSG_MAX_BYTES);
+    CG_CHECK_EQ_INT(proto_rep_decode(sb.data, sb.size, &out, &n), CG_ERR_OK);
+    CG_CHECK_EQ_INT(out[0].u.list_keys.n, PROTO_LIST_KEYS_MAX);
+    CG_CHECK_EQ_INT(out[0].u.list_keys.has_more, 1);
+    CG_CHECK(mem_eq(out[0].u.list_keys.keys, rep.u.list_keys.keys,
+                    sizeof(proto_key) * PROTO_LIST_KEYS_MAX));
+    proto_rep_free(out, n);
+    /* Out of order ids are refused. */
+    msgpack_sbuffer_clear(&sb);
+    snprintf(rep.u.list_keys.keys[1].id, sizeof(rep.u.list_keys.keys[1].id), "k_0000");
+    CG_CHECK_EQ_INT(proto_rep_encode(&rep, 1, &sb), CG_ERR_OK);
+    CG_CHECK_EQ_INT(proto_rep_decode(sb.data, sb.size, &out, &n), CG_ERR_PROTO);
+    proto_rep_owned_free(&rep);
+    CG_CHECK(rep.u.list_keys.keys == NULL && rep.u.list_keys.n == 0);
+
+    /* Pricing: request and listing. */
+    static proto_req rq[2];
+    memset(rq, 0, sizeof(rq));
+    rq[0].op = PROTO_OP_PUT_PRICING;
+    snprintf(rq[0].route, sizeof(rq[0].route), "pricing:gpt-x");
+    snprintf(rq[0].u.put_pricing.pricing.model, PROTO_MODEL_MAX + 1, "gpt-x");
+    rq[0].u.put_pricing.pricing.input_nusd_per_mtok = 2500000000;
+    rq[0].u.put_pricing.pricing.output_nusd_per_mtok = INT64_MAX;
+    rq[1].op = PROTO_OP_LIST_KEYS;
+    snprintf(rq[1].u.list_keys.org, PROTO_ID_MAX + 1, "acme");
+    snprintf(rq[1].u.list_keys.after, PROTO_ID_MAX + 1, "k_00");
+    rq[1].u.list_keys.limit = PROTO_LIST_KEYS_MAX;
+    msgpack_sbuffer_clear(&sb);
+    CG_CHECK_EQ_INT(proto_req_encode(rq, 2, &sb), CG_ERR_OK);
+    proto_req *rout = NULL;
+    CG_CHECK_EQ_INT(proto_req_decode(sb.data, sb.size, &rout, &n), CG_ERR_OK);
+    CG_CHECK(mem_eq(&rout[0].u.put_pricing, &rq[0].u.put_pricing, sizeof(rq[0].u.put_pricing)));
+    CG_CHECK(mem_eq(&rout[1].u.list_keys, &rq[1].u.list_keys, sizeof(rq[1].u.list_keys)));
+    proto_req_free(rout, n);
+    proto_pricing items[2] = {rq[0].u.put_pricing.pricing, rq[0].u.put_pricing.pricing};
+    memset(&rep, 0, sizeof(rep));
+    rep.op = PROTO_OP_LIST_PRICING;
+    rep.u.list_pricing.n = 2;
+    rep.u.list_pricing.items = items;
+    msgpack_sbuffer_clear(&sb);
+    CG_CHECK_EQ_INT(proto_rep_encode(&rep, 1, &sb), CG_ERR_OK);
+    CG_CHECK_EQ_INT(proto_rep_decode(sb.data, sb.size, &out, &n), CG_ERR_OK);
+    CG_CHECK_EQ_INT(out[0].u.list_pricing.n, 2);
+    CG_CHECK(mem_eq(out[0].u.list_pricing.items, items, sizeof(items)));
+    proto_rep_free(out, n);
+
+    /* Notices carry topic "d"; events start with PROTO_PUB_TOPIC_EVENT; neither decodes as
+     * the other. */
+    char shard[PROTO_SHARD_MAX + 1], route[PROTO_ROUTE_MAX + 1];
+    proto_event e;
+    msgpack_sbuffer_clear(&sb);
+    CG_CHECK_EQ_INT(proto_notice_encode("s1", "group:acme/team", &sb), CG_ERR_OK);
+    CG_CHECK(sb.size > 1 && sb.data[0] == 'd');
+    CG_CHECK_EQ_INT(proto_notice_decode(sb.data, sb.size, shard, route), CG_ERR_OK);
+    CG_CHECK_EQ_STR(shard, "s1");
+    CG_CHECK_EQ_STR(route, "group:acme/team");
+    CG_CHECK(proto_pub_decode(sb.data, sb.size, shard, &e) != CG_ERR_OK);
+    CG_CHECK(proto_notice_decode(sb.data, sb.size - 1, shard, route) != CG_ERR_OK);
+    fill_event(&e, 7);
+    msgpack_sbuffer_clear(&sb);
+    CG_CHECK_EQ_INT(proto_pub_encode("s1", &e, &sb), CG_ERR_OK);
+    CG_CHECK(memcmp(sb.data, PROTO_PUB_TOPIC_EVENT, sizeof(PROTO_PUB_TOPIC_EVENT) - 1) == 0);
+    CG_CHECK(proto_notice_decode(sb.data, sb.size, shard, route) != CG_ERR_OK);
+
+    /* A key stored before issue 5 (15 elements) reads as never rotated. */
+    static proto_key k, k2;
+    fill_key(&k);
+    k.rotated_ms = 0;
+    memset(k.prev_hash, 0, sizeof(k.prev_hash));
+    k.prev_expires_ms = 0;
+    msgpack_sbuffer_clear(&sb);
+    CG_CHECK_EQ_INT(proto_key_encode(&k, &sb), CG_ERR_OK);
+    /* [1, array16(18) ...] → [1, fixarray(15) ...] without the last 3 elements (0, bin32, 0). */
+    CG_CHECK((uint8_t)sb.data[2] == 0xdc && (uint8_t)sb.data[4] == 18);
+    size_t v1n = sb.size - 2 - (1 + 34 + 1);
+    uint8_t *v1 = malloc(v1n);
+    CG_CHECK(v1 != NULL);
+    v1[0] = 0x92;
+    v1[1] = 0x01;
+    v1[2] = 0x9f;
+    memcpy(v1 + 3, sb.data + 5, v1n - 3);
+    CG_CHECK_EQ_INT(proto_key_decode(v1, v1n, &k2), CG_ERR_OK);
+    CG_CHECK(mem_eq(&k, &k2, sizeof(k)));
+    v1[2] = 0x9e; /* any other arity is refused */
+    CG_CHECK(proto_key_decode(v1, v1n, &k2) != CG_ERR_OK);
+    free(v1);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* An org record of arity elements: the 8 of before, then what the caller appends. */
+static void raw_org_head(raw *r, uint32_t arity)
+{
+    raw_arr(r, 2);
+    raw_u(r, PROTO_VERSION);
+    raw_arr(r, arity);
+    raw_str(r, 4, 'o');
+    raw_str(r, 4, 'n');
+    raw_u(r, 1);
+    raw_i(r, 0);
+    raw_arr(r, 0); /* limits */
+    raw_arr(r, 0); /* webhooks */
+    raw_arr(r, 0); /* customer limits */
+    raw_u(r, PROTO_LOW_BUDGET_REJECT);
+}
+
+static void raw_email(raw *r, const char *s)
+{
+    msgpack_pack_str(&r->pk, strlen(s));
+    msgpack_pack_str_body(&r->pk, s, strlen(s));
+}
+
+/* Org emails: appended after the revision, only when present; old layouts still read. */
+CG_TEST(org_emails_codec)
+{
+    static proto_org o, back;
+    msgpack_sbuffer sb;
+    raw r;
+
+    memset(&o, 0, sizeof(o));
+    snprintf(o.id, sizeof(o.id), "acme");
+    o.billing_anchor_day = 1;
+    msgpack_sbuffer_init(&sb);
+    /* No emails, no revision: the 8 elements of before. */
+    CG_CHECK_EQ_INT(proto_org_encode(&o, &sb), CG_ERR_OK);
+    CG_CHECK((uint8_t)sb.data[2] == 0x98);
+    msgpack_sbuffer_clear(&sb);
+    /* Emails with revision 0 (a create): the revision slot is written as 0. */
+    o.email_n = 2;
+    snprintf(o.emails[0], sizeof(o.emails[0]), "finance@example.com");
+    snprintf(o.emails[1], sizeof(o.emails[1]), "ops+alerts@acme.test");
+    CG_CHECK_EQ_INT(proto_org_encode(&o, &sb), CG_ERR_OK);
+    CG_CHECK((uint8_t)sb.data[2] == 0x9a);
+    memset(&back, 0x55, sizeof(back));
+    CG_CHECK_EQ_INT(proto_org_decode(sb.data, sb.size, &back), CG_ERR_OK);
+    CG_CHECK_EQ_INT((int)back.revision, 0);
+    CG_CHECK_EQ_INT(back.email_n, 2);
+    CG_CHECK_EQ_STR(back.emails[1], "ops+alerts@acme.test");
+    msgpack_sbuffer_clear(&sb);
+    o.revision = 9;
+    CG_CHECK_EQ_INT(proto_org_encode(&o, &sb), CG_ERR_OK);
+    CG_CHECK_EQ_INT(proto_org_decode(sb.data, sb.size, &back), CG_ERR_OK);
+    CG_CHECK_EQ_INT((int)back.revision, 9);
+    CG_CHECK_EQ_STR(back.emails[0], "finance@example.com");
+    msgpack_sbuffer_destroy(&sb);
+
+    /* Hand-made: 8 and 9 elements read with no emails. */
+    raw_init(&r);
+    raw_org_head(&r, 9);
+    raw_u(&r, 3);
+    back.email_n = 7;
+    CG_CHECK_EQ_INT(proto_org_decode(r.sb.data, r.sb.size, &back), CG_ERR_OK);
+    CG_CHECK(back.email_n == 0 && back.revision == 3);
+    raw_fini(&r);
+    /* 10 elements: the list must hold 1..16 valid addresses. */
+    static const struct {
+        uint32_t n;
+        const char *addr;
+        cg_err want;
+    } cases[] = {
+        {1, "a@b.c", CG_ERR_OK},
+        {0, "a@b.c", CG_ERR_PROTO},
+        {PROTO_EMAILS_MAX, "a@b.c", CG_ERR_OK},
+        {PROTO_EMAILS_MAX + 1, "a@b.c", CG_ERR_PROTO},
+        {1, "no-at.example", CG_ERR_PROTO},
+        {1, "a@b@c", CG_ERR_PROTO},
+        {1, "@b.c", CG_ERR_PROTO},
+        {1, "a@", CG_ERR_PROTO},
+        {1, "a b@c.d", CG_ERR_PROTO},
+        {1, "a@c.d\r\nRCPT TO:<x@y>", CG_ERR_PROTO},
+        {1, "a,b@c.d", CG_ERR_PROTO},
+        {1, "<a@c.d>", CG_ERR_PROTO},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        raw_init(&r);
+        raw_org_head(&r, 10);
+        raw_u(&r, 0);
+        raw_arr(&r, cases[i].n);
+        for (uint32_t j = 0; j < cases[i].n; j++) {
+            raw_email(&r, cases[i].addr);
+        }
+        CG_CHECK_EQ_INT(proto_org_decode(r.sb.data, r.sb.size, &back), cases[i].want);
+        raw_fini(&r);
+    }
+    /* 11 elements, or a 9-element record whose revision is 0: refused. */
+    raw_init(&r);
+    raw_org_head(&r, 11);
+    raw_u(&r, 1);
+    raw_arr(&r, 1);
+    raw_email(&r, "a@b.c");
+    raw_u(&r, 1);
+    CG_CHECK_EQ_INT(proto_org_decode(r.sb.data, r.sb.size, &back), CG_ERR_PROTO);
+    raw_fini(&r);
+    raw_init(&r);
+    raw_org_head(&r, 9);
+    raw_u(&r, 0);
+    CG_CHECK_EQ_INT(proto_org_decode(r.sb.data, r.sb.size, &back), CG_ERR_PROTO);
+    raw_fini(&r);
+    /* Address bounds. */
+    char big[PROTO_EMAIL_MAX + 2];
+    memset(big, 'x', sizeof(big));
+    big[PROTO_EMAIL_MAX + 1] = '\0';
+    big[5] = '@';
+    CG_CHECK(!proto_email_ok(big));
+    big[PROTO_EMAIL_MAX] = '\0';
+    CG_CHECK(proto_email_ok(big));
+}
+
 int main(void)
 {
     write_seeds();
@@ -1484,5 +1727,5 @@ int main(void)
                        hostile_lengths_rejected, deep_nesting_rejected, count_bounds, record_bounds,
                        event_bounds, integer_formats, wrong_types_and_arity_rejected,
                        settle_without_usage, names, rep_round_trip_max_org_states,
-                       mutated_inputs_never_crash);
+                       mutated_inputs_never_crash, issue5_codecs, org_emails_codec);
 }
