@@ -14,6 +14,16 @@
  * DELETE removes the definition only: its counters stay (a record put again
  * under the same id continues them) and reservations in flight still settle.
  *
+ * LIST_KEYS (issue 5) pages through one org's keys on this shard by id.
+ *
+ * Revisions (issue 5, optimistic concurrency): every PUT of an org, key,
+ * group or customer stores the record with the stored revision + 1 (1 when
+ * there was none), whatever revision the request's record carries. A PUT with
+ * expect_rev != 0 is refused with CG_ERR_CONFLICT, nothing written, unless
+ * the stored record's revision equals expect_rev (no record: CG_ERR_NOTFOUND),
+ * so a read-modify-write whose read went stale can start over instead of
+ * overwriting a concurrent change.
+ *
  * Everything here runs on the writer thread inside the batch transaction, so
  * every read is bounded: EVENTS_SINCE by PROTO_EVENTS_MAX events, USAGE_QUERY
  * by LEDGER_USAGE_SCAN_MAX usage records (a wider range is CG_ERR_TOOBIG;
@@ -69,13 +79,32 @@ static cg_err ls_customer_limits_prepare(proto_limit *limits, uint8_t n)
     return ls_limits_validate(limits, n);
 }
 
-/* CG_ERR_EXISTS if get found the record, CG_ERR_OK if it did not, else get's error. */
-static cg_err ls_absent(cg_err get_err)
+/*
+ * The revision a PUT stores (*rev), from the lookup of the stored record (get_err, and cur_rev
+ * when found): EXISTS for create_only when found, NOTFOUND / CONFLICT for an expect_rev the
+ * stored record does not have, the lookup's error if it failed and the PUT had a condition.
+ */
+static cg_err ls_put_revision(cg_err get_err, uint64_t cur_rev, uint8_t create_only,
+                              uint64_t expect_rev, uint64_t *rev)
 {
-    if (get_err == CG_ERR_OK) {
+    int found = get_err == CG_ERR_OK;
+    if (!found && get_err != CG_ERR_NOTFOUND && (create_only || expect_rev != 0)) {
+        return get_err; /* a plain PUT still replaces a record it cannot read, as before */
+    }
+    if (create_only && found) {
         return CG_ERR_EXISTS;
     }
-    return get_err == CG_ERR_NOTFOUND ? CG_ERR_OK : get_err;
+    if (expect_rev != 0 && !found) {
+        return CG_ERR_NOTFOUND;
+    }
+    if (expect_rev != 0 && cur_rev != expect_rev) {
+        return CG_ERR_CONFLICT;
+    }
+    if (found && cur_rev == UINT64_MAX) {
+        return CG_ERR_OVERFLOW;
+    }
+    *rev = found ? cur_rev + 1 : 1;
+    return CG_ERR_OK;
 }
 
 /* ---- PUT ---- */
@@ -91,18 +120,19 @@ cg_err ls_op_put_org(ls_txn *t, const proto_req *req, proto_rep *rep)
         ls_customer_limits_prepare(o.customer_limits, o.customer_limit_n) != CG_ERR_OK) {
         return CG_ERR_INVAL;
     }
-    if (req->u.put_org.create_only) {
-        cg_err err = ls_absent(ls_org_get(t, o.id, &old));
-        if (err != CG_ERR_OK) {
-            return err;
-        }
+    cg_err err = ls_org_get(t, o.id, &old);
+    err = ls_put_revision(err, err == CG_ERR_OK ? old.revision : 0, req->u.put_org.create_only,
+                          req->u.put_org.expect_rev, &o.revision);
+    if (err != CG_ERR_OK) {
+        return err;
     }
     return ls_org_put(t, &o);
 }
 
 cg_err ls_op_put_key(ls_txn *t, const proto_req *req, proto_rep *rep)
 {
-    const proto_key *k = &req->u.put_key.key;
+    proto_key kv = req->u.put_key.key;
+    const proto_key *k = &kv;
     proto_key old;
     (void)rep;
     if (!ls_route_is(req->route, "key:", k->id) || !ls_anchor_ok(k->billing_anchor_day) ||
@@ -110,18 +140,19 @@ cg_err ls_op_put_key(ls_txn *t, const proto_req *req, proto_rep *rep)
         ls_limits_validate(k->limits, k->limit_n) != CG_ERR_OK) {
         return CG_ERR_INVAL;
     }
-    if (req->u.put_key.create_only) {
-        cg_err err = ls_absent(ls_apikey_get(t, k->id, &old));
-        if (err != CG_ERR_OK) {
-            return err;
-        }
+    cg_err err = ls_apikey_get(t, k->id, &old);
+    err = ls_put_revision(err, err == CG_ERR_OK ? old.revision : 0, req->u.put_key.create_only,
+                          req->u.put_key.expect_rev, &kv.revision);
+    if (err != CG_ERR_OK) {
+        return err;
     }
     return ls_apikey_put(t, k);
 }
 
 cg_err ls_op_put_group(ls_txn *t, const proto_req *req, proto_rep *rep)
 {
-    const proto_group *g = &req->u.put_group.group;
+    proto_group gv = req->u.put_group.group;
+    const proto_group *g = &gv;
     proto_group old;
     (void)rep;
     if (!ls_route_is2(req->route, "group:", g->org, g->id) ||
@@ -129,11 +160,11 @@ cg_err ls_op_put_group(ls_txn *t, const proto_req *req, proto_rep *rep)
         ls_limits_validate(g->limits, g->limit_n) != CG_ERR_OK) {
         return CG_ERR_INVAL;
     }
-    if (req->u.put_group.create_only) {
-        cg_err err = ls_absent(ls_group_get(t, ls_route_id(req->route, "group:"), &old));
-        if (err != CG_ERR_OK) {
-            return err;
-        }
+    cg_err err = ls_group_get(t, ls_route_id(req->route, "group:"), &old);
+    err = ls_put_revision(err, err == CG_ERR_OK ? old.revision : 0, req->u.put_group.create_only,
+                          req->u.put_group.expect_rev, &gv.revision);
+    if (err != CG_ERR_OK) {
+        return err;
     }
     return ls_group_put(t, g);
 }
@@ -141,10 +172,18 @@ cg_err ls_op_put_group(ls_txn *t, const proto_req *req, proto_rep *rep)
 cg_err ls_op_put_customer(ls_txn *t, const proto_req *req, proto_rep *rep)
 {
     proto_customer c = req->u.put_customer.customer;
+    proto_customer old;
+    cg_err err;
     (void)rep;
     if (!ls_route_is2(req->route, "customer:", c.org, c.id) ||
         ls_customer_limits_prepare(c.limits, c.limit_n) != CG_ERR_OK) {
         return CG_ERR_INVAL;
+    }
+    err = ls_customer_get(t, ls_route_id(req->route, "customer:"), &old);
+    err = ls_put_revision(err, err == CG_ERR_OK ? old.revision : 0, 0,
+                          req->u.put_customer.expect_rev, &c.revision);
+    if (err != CG_ERR_OK) {
+        return err;
     }
     return ls_customer_put(t, &c);
 }
@@ -256,6 +295,73 @@ cg_err ls_op_delete(ls_txn *t, const proto_req *req, proto_rep *rep)
         return ls_del(t, dbi, id, strlen(id));
     }
     return CG_ERR_NOTFOUND;
+}
+
+/* ---- LIST_KEYS ---- */
+
+/*
+ * The org's keys with id > after, ascending, at most limit of them. The keys
+ * database is keyed by key id alone, so this walks every key after `after`
+ * on the shard and keeps the org's: one page costs a scan of the shard's keys
+ * past the cursor (admin traffic; an org index would make it proportional).
+ */
+cg_err ls_op_list_keys(ls_txn *t, const proto_req *req, proto_rep *rep)
+{
+    const char *org = req->u.list_keys.org;
+    const char *after = req->u.list_keys.after;
+    uint32_t limit = req->u.list_keys.limit;
+    MDB_cursor *cur = NULL;
+    MDB_val key, val;
+    cg_err err = CG_ERR_OK;
+    proto_key *keys;
+    proto_key k;
+    uint32_t n = 0;
+    int rc;
+
+    if (org[0] == '\0' || limit == 0 || limit > PROTO_LIST_KEYS_MAX) {
+        return CG_ERR_INVAL;
+    }
+    if ((keys = calloc(limit, sizeof(*keys))) == NULL) {
+        return CG_ERR_NOMEM;
+    }
+    if ((rc = mdb_cursor_open(t->txn, t->s->db_keys, &cur)) != MDB_SUCCESS) {
+        free(keys);
+        return ls_lmdb_fail(t, rc, "cursor open");
+    }
+    key.mv_size = strlen(after);
+    key.mv_data = (void *)after;
+    rc = key.mv_size == 0 ? mdb_cursor_get(cur, &key, &val, MDB_FIRST)
+                          : mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+    for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        if (key.mv_size == strlen(after) && memcmp(key.mv_data, after, key.mv_size) == 0) {
+            continue; /* strictly after the cursor */
+        }
+        if (proto_key_decode(val.mv_data, val.mv_size, &k) != CG_ERR_OK) {
+            cg_log(CG_LOG_ERROR, "corrupt key record", NULL);
+            err = CG_ERR_DB;
+            break;
+        }
+        if (strcmp(k.org, org) != 0) {
+            continue;
+        }
+        if (n == limit) {
+            rep->u.list_keys.has_more = 1;
+            break;
+        }
+        keys[n++] = k;
+    }
+    if (err == CG_ERR_OK && rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
+        err = ls_lmdb_fail(t, rc, "cursor get");
+    }
+    mdb_cursor_close(cur);
+    if (err != CG_ERR_OK || n == 0) {
+        free(keys);
+        rep->u.list_keys.has_more = err == CG_ERR_OK ? rep->u.list_keys.has_more : 0;
+        return err;
+    }
+    rep->u.list_keys.keys = keys;
+    rep->u.list_keys.n = n;
+    return CG_ERR_OK;
 }
 
 /* ---- USAGE_QUERY ---- */

@@ -10,6 +10,12 @@
  * SIGINT/SIGTERM are blocked before any thread exists (NNG starts threads on
  * the first socket), so every thread inherits the mask and the main thread
  * receives them synchronously with sigwait.
+ *
+ * With a 4th field on its `shard` line (HTTP_ADDR), the shard also serves GET
+ * /metrics (Prometheus text, ledger_metrics.h), /healthz and /readyz over
+ * cg_http on a thread of its own with its own libuv loop. /readyz turns 503
+ * as soon as SIGTERM arrives, so load balancers stop routing before the
+ * listener goes away; the listener closes after the last batch committed.
  */
 #include <errno.h>
 #include <pthread.h>
@@ -19,10 +25,16 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include <stdatomic.h>
+#include <uv.h>
+
 #include "cg_clock.h"
 #include "cg_config.h"
+#include "cg_http.h"
 #include "cg_log.h"
+#include "cg_metrics.h"
 #include "cg_ring.h"
+#include "ledger_metrics.h"
 #include "ledger_server.h"
 #include "ledger_store.h"
 
@@ -80,6 +92,67 @@ static int parse_args(int argc, char **argv, const char **config, const char **s
     return 0;
 }
 
+/* ---- the HTTP listener: /metrics, /healthz, /readyz ---- */
+
+typedef struct ledger_http {
+    cg_http_thread *srv; /* the listener's thread and loop */
+    atomic_int ready;    /* 1 while the shard serves requests */
+} ledger_http;
+
+static void ledger_http_handle(cg_http_conn *c, const cg_http_req *req, void *ud)
+{
+    ledger_http *h = ud;
+    if (strcmp(req->method, "GET") != 0) {
+        cg_http_respond_error(c, 405, "invalid_request_error", "method_not_allowed",
+                              "Only GET is served here.", "Allow: GET\r\n");
+        return;
+    }
+    if (strcmp(req->path, "/metrics") == 0) {
+        char *txt = NULL;
+        size_t n = 0;
+        cg_metrics *m = ledger_metrics_registry();
+        if (m == NULL || cg_metrics_render(m, &txt, &n) != CG_ERR_OK) {
+            cg_http_respond_error(c, 503, "service_unavailable", "overloaded", "Out of memory.",
+                                  NULL);
+            return;
+        }
+        cg_http_respond(c, 200, NULL, CG_METRICS_CONTENT_TYPE, txt, n);
+        free(txt);
+    } else if (strcmp(req->path, "/healthz") == 0) {
+        static const char ok[] = "{\"status\":\"ok\"}";
+        cg_http_respond(c, 200, NULL, "application/json", ok, sizeof(ok) - 1);
+    } else if (strcmp(req->path, "/readyz") == 0) {
+        static const char ready[] = "{\"status\":\"ready\"}";
+        static const char down[] = "{\"status\":\"unavailable\"}";
+        int r = atomic_load(&h->ready);
+        cg_http_respond(c, r ? 200 : 503, NULL, "application/json", r ? ready : down,
+                        r ? sizeof(ready) - 1 : sizeof(down) - 1);
+    } else {
+        cg_http_respond_error(c, 404, "invalid_request_error", "not_found", "Unknown path.", NULL);
+    }
+}
+
+/* Start the listener thread; CG_ERR_OK when it listens (error logged otherwise). */
+static cg_err ledger_http_start(ledger_http *h, const char *addr)
+{
+    memset(h, 0, sizeof(*h));
+    cg_http_opts o = {.body_max_bytes = 4096, .conns_max = 256};
+    cg_err err = cg_http_thread_start(addr, &o, ledger_http_handle, h, &h->srv);
+    if (err != CG_ERR_OK) {
+        cg_log(CG_LOG_ERROR, "cannot listen for http", "listen", addr, "error", cg_err_name(err),
+               NULL);
+        return err;
+    }
+    cg_log(CG_LOG_INFO, "http listening (metrics, healthz, readyz)", "listen", addr, NULL);
+    return CG_ERR_OK;
+}
+
+static void ledger_http_stop(ledger_http *h)
+{
+    cg_http_thread_stop(h->srv);
+    h->srv = NULL;
+}
+
 /* Serve until SIGINT/SIGTERM; returns the exit code. */
 static int run(const cg_config *cfg, int idx, const cg_ring *ring, const char *dir)
 {
@@ -95,14 +168,31 @@ static int run(const cg_config *cfg, int idx, const cg_ring *ring, const char *d
         cg_log(CG_LOG_ERROR, "cannot open the shard's store", "dir", dir, NULL);
         return LEDGER_EXIT_RUNTIME;
     }
+    ledger_store_set_usage_retention(store, (int64_t)cfg->usage_retention_days * 86400 * 1000);
+    if (ledger_metrics_open(sh->name, store) != CG_ERR_OK) {
+        ledger_store_close(store);
+        return LEDGER_EXIT_RUNTIME;
+    }
+    static ledger_http http;
+    int with_http = sh->http_addr[0] != '\0';
+    if (with_http && ledger_http_start(&http, sh->http_addr) != CG_ERR_OK) {
+        ledger_metrics_close();
+        ledger_store_close(store);
+        return LEDGER_EXIT_RUNTIME;
+    }
     ledger_server_cfg vcfg = {.store = store,
                               .req_url = sh->req_url,
                               .pub_url = sh->pub_url,
                               .contexts = cfg->ledger_contexts};
     if (ledger_server_start(&vcfg, &srv) != CG_ERR_OK) {
+        if (with_http) {
+            ledger_http_stop(&http);
+        }
+        ledger_metrics_close();
         ledger_store_close(store);
         return LEDGER_EXIT_RUNTIME;
     }
+    atomic_store(&http.ready, 1);
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
@@ -112,7 +202,12 @@ static int run(const cg_config *cfg, int idx, const cg_ring *ring, const char *d
     }
     cg_log(CG_LOG_INFO, "signal received: stopping", "signal", sig == SIGINT ? "INT" : "TERM",
            NULL);
+    atomic_store(&http.ready, 0);
     ledger_server_stop(srv);
+    if (with_http) {
+        ledger_http_stop(&http);
+    }
+    ledger_metrics_close();
     ledger_store_stats st;
     ledger_store_stats_get(store, &st);
     cg_logf(CG_LOG_INFO, "stopped: %llu batches, %llu ops, %llu late settles, %llu leases expired",
