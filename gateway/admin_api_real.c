@@ -330,7 +330,8 @@ CG_TEST(real_org_patch)
          "{\"metric\":\"cost\",\"window\":\"day\"}]}}",
          "customer_defaults.limits[1]: same metric and window"},
         {"{\"webhooks\":[{\"url\":\"gopher://x\"}]}", "webhooks[0].url: "},
-        {"{\"emails\":[\"a@b.c\"]}", "emails: not supported yet"},
+        {"{\"emails\":\"a@b.c\"}", "emails: must be an array"},
+        {"{\"emails\":[\"a@b.c\",\"bad\"]}", "emails[1]: must be an email address"},
     };
     t_resp r;
 
@@ -613,6 +614,150 @@ CG_TEST(real_revoke_delete)
     CG_CHECK(t_is_error(&r, 404, "key_not_found", NULL));
 }
 
+/* Org emails: stored, echoed, replaced by PATCH, cleared by null; bad ones name their index. */
+CG_TEST(real_org_emails)
+{
+    static const struct {
+        const char *body;
+        const char *msg;
+    } bad[] = {
+        {"{\"id\":\"eorg\",\"emails\":[\"ok@x.test\",\"no-at-sign\"]}", "emails[1]: "},
+        {"{\"id\":\"eorg\",\"emails\":[\"a@x.test\\r\\nRCPT TO:<e@x.test>\"]}", "emails[0]: "},
+        {"{\"id\":\"eorg\",\"emails\":[\"a b@x.test\"]}", "emails[0]: "},
+        {"{\"id\":\"eorg\",\"emails\":[\"a@x.test,b@x.test\"]}", "emails[0]: "},
+        {"{\"id\":\"eorg\",\"emails\":[\"<a@x.test>\"]}", "emails[0]: "},
+        {"{\"id\":\"eorg\",\"emails\":[1]}", "emails[0]: "},
+        {"{\"id\":\"eorg\",\"emails\":[\"a@x.test\",\"A@X.test\"]}", "emails[1]: duplicate"},
+        {"{\"id\":\"eorg\",\"emails\":{}}", "emails: "},
+    };
+    char body[8192], *p = body;
+    t_resp r;
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        t_http(&r, "POST", "/admin/v1/orgs", AUTH, bad[i].body);
+        CG_CHECK(t_is_error(&r, 400, "invalid_request", bad[i].msg));
+    }
+    /* 17 addresses: one too many; a 255-byte address: too long. */
+    p += snprintf(p, sizeof(body), "{\"id\":\"eorg\",\"emails\":[");
+    for (int i = 0; i <= PROTO_EMAILS_MAX; i++) {
+        p += snprintf(p, sizeof(body) - (size_t)(p - body), "%s\"u%d@x.test\"", i ? "," : "", i);
+    }
+    snprintf(p, sizeof(body) - (size_t)(p - body), "]}");
+    t_http(&r, "POST", "/admin/v1/orgs", AUTH, body);
+    CG_CHECK(t_is_error(&r, 400, "invalid_request", "emails: "));
+    char addr[PROTO_EMAIL_MAX + 2];
+    memset(addr, 'a', sizeof(addr));
+    addr[PROTO_EMAIL_MAX + 1] = '\0';
+    memcpy(addr + PROTO_EMAIL_MAX + 1 - 7, "@x.test", 7);
+    snprintf(body, sizeof(body), "{\"id\":\"eorg\",\"emails\":[\"%s\"]}", addr);
+    t_http(&r, "POST", "/admin/v1/orgs", AUTH, body);
+    CG_CHECK(t_is_error(&r, 400, "invalid_request", "emails[0]: "));
+    t_http(&r, "GET", "/admin/v1/orgs/eorg", AUTH, NULL);
+    CG_CHECK(t_is_error(&r, 404, "org_not_found", NULL)); /* nothing was created */
+
+    /* The longest address is fine; the list round-trips through the shard. */
+    snprintf(body, sizeof(body), "{\"id\":\"eorg\",\"emails\":[\"finance@example.com\",\"%s\"]}",
+             addr + 1);
+    t_http(&r, "POST", "/admin/v1/orgs", AUTH, body);
+    CG_CHECK(t_status(&r, 201));
+    CG_CHECK_EQ_STR(t_str(r.json, "emails.0"), "finance@example.com");
+    t_done(&r);
+    t_http(&r, "GET", "/admin/v1/orgs/eorg", AUTH, NULL);
+    CG_CHECK(t_status(&r, 200));
+    CG_CHECK_EQ_STR(t_str(r.json, "emails.0"), "finance@example.com");
+    CG_CHECK_EQ_STR(t_str(r.json, "emails.1"), addr + 1);
+    CG_CHECK(t_get(r.json, "emails.2") == NULL);
+    t_done(&r);
+
+    /* PATCH of another field keeps them; a PATCH of emails replaces the list. */
+    t_http(&r, "PATCH", "/admin/v1/orgs/eorg", AUTH, "{\"name\":\"E\"}");
+    CG_CHECK(t_status(&r, 200));
+    CG_CHECK_EQ_STR(t_str(r.json, "emails.0"), "finance@example.com");
+    t_done(&r);
+    t_http(&r, "PATCH", "/admin/v1/orgs/eorg", AUTH, "{\"emails\":[\"ops@acme.test\"]}");
+    CG_CHECK(t_status(&r, 200));
+    t_done(&r);
+    t_http(&r, "GET", "/admin/v1/orgs/eorg", AUTH, NULL);
+    CG_CHECK_EQ_STR(t_str(r.json, "emails.0"), "ops@acme.test");
+    CG_CHECK(t_get(r.json, "emails.1") == NULL);
+    CG_CHECK_EQ_STR(t_str(r.json, "name"), "E");
+    t_done(&r);
+    t_http(&r, "PATCH", "/admin/v1/orgs/eorg", AUTH, "{\"emails\":[\"ok@x.test\",\"x\"]}");
+    CG_CHECK(t_is_error(&r, 400, "invalid_request", "emails[1]: "));
+    t_http(&r, "PATCH", "/admin/v1/orgs/eorg", AUTH, "{\"emails\":null}");
+    CG_CHECK(t_status(&r, 200));
+    t_done(&r);
+    t_http(&r, "GET", "/admin/v1/orgs/eorg", AUTH, NULL);
+    CG_CHECK(cJSON_IsArray(t_get(r.json, "emails")) && t_get(r.json, "emails.0") == NULL);
+    t_done(&r);
+}
+
+/* DELETE of an org: 409 while any shard holds one of its keys, then 200, then 404. */
+CG_TEST(real_org_delete)
+{
+    char id[64], on[T_SHARDS][64];
+    t_resp r;
+    int have = 0;
+
+    t_http(&r, "POST", "/admin/v1/orgs", AUTH, "{\"id\":\"dorg\",\"emails\":[\"a@x.test\"]}");
+    CG_CHECK(t_status(&r, 201));
+    t_done(&r);
+    for (int i = 0; i < T_KEYS_TRY_MAX && have != 3; i++) {
+        char route[96];
+        CG_CHECK(t_key_new("dorg", "{}", id));
+        snprintf(route, sizeof(route), "key:%s", id);
+        int s = t_shard_of(route);
+        if (!(have & (1 << s))) {
+            snprintf(on[s], sizeof(on[s]), "%s", id);
+            have |= 1 << s;
+        } else {
+            t_httpf(&r, "DELETE", NULL, "/admin/v1/keys/%s", id);
+            CG_CHECK(t_status(&r, 200));
+            t_done(&r);
+        }
+    }
+    CG_CHECK_EQ_INT(have, 3);
+    /* Delete first the key on the org's own shard: the one left is on the other shard. */
+    int own = t_shard_of("org:dorg");
+    t_http(&r, "DELETE", "/admin/v1/orgs/dorg", AUTH, NULL);
+    CG_CHECK(t_is_error(&r, 409, "org_not_empty", NULL));
+    t_httpf(&r, "POST", NULL, "/admin/v1/keys/%s/revoke", on[own]);
+    CG_CHECK(t_status(&r, 200));
+    t_done(&r);
+    t_http(&r, "DELETE", "/admin/v1/orgs/dorg", AUTH, NULL); /* revoked keys count */
+    CG_CHECK(t_is_error(&r, 409, "org_not_empty", NULL));
+    t_httpf(&r, "DELETE", NULL, "/admin/v1/keys/%s", on[own]);
+    CG_CHECK(t_status(&r, 200));
+    t_done(&r);
+    t_http(&r, "DELETE", "/admin/v1/orgs/dorg", AUTH, NULL);
+    CG_CHECK(t_is_error(&r, 409, "org_not_empty", NULL));
+    t_http(&r, "GET", "/admin/v1/orgs/dorg", AUTH, NULL);
+    CG_CHECK(t_status(&r, 200)); /* refused: nothing deleted */
+    t_done(&r);
+    t_httpf(&r, "DELETE", NULL, "/admin/v1/keys/%s", on[1 - own]);
+    CG_CHECK(t_status(&r, 200));
+    t_done(&r);
+
+    t_http(&r, "DELETE", "/admin/v1/orgs/dorg", AUTH, NULL);
+    CG_CHECK(t_status(&r, 200));
+    CG_CHECK_EQ_STR(t_str(r.json, "id"), "dorg");
+    CG_CHECK(cJSON_IsTrue(t_get(r.json, "deleted")));
+    t_done(&r);
+    t_http(&r, "GET", "/admin/v1/orgs/dorg", AUTH, NULL);
+    CG_CHECK(t_is_error(&r, 404, "org_not_found", NULL));
+    t_http(&r, "DELETE", "/admin/v1/orgs/dorg", AUTH, NULL);
+    CG_CHECK(t_is_error(&r, 404, "org_not_found", NULL));
+    t_http(&r, "POST", "/admin/v1/orgs/dorg/keys", AUTH, "{}");
+    CG_CHECK(t_is_error(&r, 404, "org_not_found", NULL));
+    /* The id is free again; the new org starts without the old one's emails. */
+    t_http(&r, "POST", "/admin/v1/orgs", AUTH, "{\"id\":\"dorg\"}");
+    CG_CHECK(t_status(&r, 201));
+    CG_CHECK(t_get(r.json, "emails.0") == NULL);
+    t_done(&r);
+    t_http(&r, "DELETE", "/admin/v1/orgs/Bad%20Id", AUTH, NULL);
+    CG_CHECK(t_is_error(&r, 404, "org_not_found", NULL));
+}
+
 /* Effective customer limits: org defaults merged with the override by (metric, window). */
 static int t_customer_merged(const cJSON *j)
 {
@@ -750,11 +895,20 @@ CG_TEST(real_shard_down)
     t_httpf(&r, "GET", NULL, "/admin/v1/keys/%s", t_key_on[0]);
     CG_CHECK(t_status(&r, 200));
     t_done(&r);
+    /* A shard that cannot say whether it holds keys: never delete on a partial view. */
+    t_http(&r, "DELETE", "/admin/v1/orgs/uorg", AUTH, NULL);
+    CG_CHECK(t_is_error(&r, 503, "ledger_unavailable", NULL));
+    if (t_shard_of("org:uorg") == 0) {
+        t_http(&r, "GET", "/admin/v1/orgs/uorg", AUTH, NULL);
+        CG_CHECK(t_status(&r, 200));
+        t_done(&r);
+    }
 }
 
 int t_real_run(void)
 {
     return CG_TEST_RUN(real_ready, real_org, real_org_patch, real_groups, real_key_fields,
                        real_key_validation, real_key_patch, real_key_limit_ids, real_revoke_delete,
-                       real_customers, real_usage_totals, real_shard_down);
+                       real_org_emails, real_org_delete, real_customers, real_usage_totals,
+                       real_shard_down);
 }

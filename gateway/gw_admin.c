@@ -8,6 +8,7 @@
  *   POST   /admin/v1/orgs                              create org
  *   GET    /admin/v1/orgs/{org}                        org with limit state
  *   PATCH  /admin/v1/orgs/{org}
+ *   DELETE /admin/v1/orgs/{org}                        409 org_not_empty while it has keys
  *   POST   /admin/v1/orgs/{org}/keys                   create key (secret shown once)
  *   POST   /admin/v1/orgs/{org}/groups                 create group
  *   GET|PATCH|DELETE /admin/v1/orgs/{org}/groups/{group}
@@ -15,6 +16,10 @@
  *   GET|PATCH|DELETE /admin/v1/keys/{id}
  *   POST   /admin/v1/keys/{id}/revoke
  *   GET    /admin/v1/usage?org=&key=&group=&customer=&model=&from=&to=
+ *   GET    /admin/v1/orgs/{org}/keys?limit=&after=     list keys (issue 5)
+ *   POST   /admin/v1/keys/{id}/rotate                  new secret, old one for grace_s
+ *   GET    /admin/v1/pricing                           config prices + overrides
+ *   PUT    /admin/v1/pricing/{model}                   pricing override
  *
  * Invariants:
  *  - the admin token is compared in constant time: both sides are reduced to
@@ -61,7 +66,9 @@ static const gw_admin_route_def gw_admin_routes[] = {
     {"orgs", "POST", gw_admin_org_create},
     {"orgs/{org}", "GET", gw_admin_org_get},
     {"orgs/{org}", "PATCH", gw_admin_org_patch},
+    {"orgs/{org}", "DELETE", gw_admin_org_delete},
     {"orgs/{org}/keys", "POST", gw_admin_key_create},
+    {"orgs/{org}/keys", "GET", gw_admin_key_list},
     {"orgs/{org}/groups", "POST", gw_admin_group_create},
     {"orgs/{org}/groups/{group}", "GET", gw_admin_group_get},
     {"orgs/{org}/groups/{group}", "PATCH", gw_admin_group_patch},
@@ -73,7 +80,11 @@ static const gw_admin_route_def gw_admin_routes[] = {
     {"keys/{key}", "PATCH", gw_admin_key_patch},
     {"keys/{key}", "DELETE", gw_admin_key_delete},
     {"keys/{key}/revoke", "POST", gw_admin_key_revoke},
+    {"keys/{key}/rotate", "POST", gw_admin_key_rotate},
+    {"pricing", "GET", gw_admin_pricing_list},
+    {"pricing/{model}", "PUT", gw_admin_pricing_put},
     {"usage", "GET", gw_admin_usage_get},
+    {"usage/records", "GET", gw_admin_usage_records_get},
 };
 
 #define GW_ADMIN_ROUTE_N (sizeof(gw_admin_routes) / sizeof(gw_admin_routes[0]))
@@ -89,6 +100,8 @@ static void gw_admin_free(gw_admin *a)
 static void gw_admin_ctx_free(gw_admin_ctx *x)
 {
     /* The staged records may hold webhook secrets, the key its secret. */
+    free(x->list);
+    free(x->prices);
     OPENSSL_cleanse(x, sizeof(*x));
     free(x);
 }
@@ -187,6 +200,7 @@ static const gw_admin_param gw_admin_params[] = {
      "No group with this id in this organization"},
     {"{customer}", gw_admin_customer_id_ok, 1, "customer_not_found",
      "No override for this customer"},
+    {"{model}", gw_admin_model_ok, 0, "model_not_found", "No configured model with this name"},
 };
 
 /* Check one path parameter and store it in x; 0 after answering 404/400. */
@@ -201,7 +215,7 @@ static int gw_admin_bind(gw_admin_ctx *x, const char *name, const char *raw)
         }
     }
     assert(p != NULL); /* every pattern parameter has an entry */
-    if (!gw_admin_pct_decode(raw, strlen(raw), 0, v, sizeof(v)) || !p->ok(v, strlen(v))) {
+    if (!cg_http_pct_decode(raw, strlen(raw), 0, v, sizeof(v)) || !p->ok(v, strlen(v))) {
         if (strcmp(name, "{customer}") == 0 && strcmp(x->method, "PUT") == 0) {
             /* A PUT creates the override: a bad id is the caller's input error. */
             gw_admin_invalid(x, "customer: must match [A-Za-z0-9_.:@-]{1,64}");
@@ -300,6 +314,9 @@ static int gw_admin_authorized(const gw_admin *a, const cg_http_req *req)
 static void gw_admin_handler(cg_http_conn *c, const cg_http_req *req, void *ud)
 {
     gw_admin *a = ud;
+    if (a->open_cb != NULL && a->open_cb(c, req, a->open_ud)) {
+        return; /* answered without the token: /metrics, /healthz, /readyz */
+    }
     gw_admin_ctx *x = calloc(1, sizeof(*x));
 
     if (x == NULL) {
@@ -310,6 +327,9 @@ static void gw_admin_handler(cg_http_conn *c, const cg_http_req *req, void *ud)
     x->c = c;
     snprintf(x->method, sizeof(x->method), "%s", req->method);
     snprintf(x->path, sizeof(x->path), "%s", req->path);
+    snprintf(x->peer, sizeof(x->peer), "%s", req->peer_ip);
+    snprintf(x->rid, sizeof(x->rid), "adm_%016llx%08x", (unsigned long long)a->rid_prefix,
+             ++a->rid_counter);
     if (!gw_admin_authorized(a, req)) {
         cg_log(CG_LOG_WARN, "admin: unauthorized request", "peer", req->peer_ip, NULL);
         gw_admin_error(x, 401, "authentication_error", "invalid_api_key",
@@ -356,6 +376,10 @@ cg_err gw_admin_start(uv_loop_t *loop, const cg_config *cfg, const cg_ring *ring
         goto fail;
     }
     gw_admin_token_mac(a, cfg->admin_token, strlen(cfg->admin_token), a->token_mac);
+    if (RAND_bytes((unsigned char *)&a->rid_prefix, sizeof(a->rid_prefix)) != 1) {
+        e = CG_ERR_INTERNAL;
+        goto fail;
+    }
     o.body_max_bytes =
         cfg->body_max_bytes < GW_ADMIN_BODY_MAX ? cfg->body_max_bytes : GW_ADMIN_BODY_MAX;
     o.header_max_bytes = cfg->header_max_bytes;
@@ -373,6 +397,12 @@ cg_err gw_admin_start(uv_loop_t *loop, const cg_config *cfg, const cg_ring *ring
 fail:
     gw_admin_free(a);
     return e;
+}
+
+void gw_admin_set_open_routes(gw_admin *a, gw_admin_open_cb cb, void *ud)
+{
+    a->open_cb = cb;
+    a->open_ud = ud;
 }
 
 void gw_admin_stop(gw_admin *a)

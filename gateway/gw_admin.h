@@ -29,4 +29,13 @@ cg_err gw_admin_start(uv_loop_t *loop, const cg_config *cfg, const cg_ring *ring
 /* Stop listening and free (connections finish their current response). Loop thread. */
 void gw_admin_stop(gw_admin *a);
 
+/*
+ * Paths answered without the admin token (contracts.md "Issues 6 and 7":
+ * /metrics, /healthz, /readyz): before authorizing, every request is offered
+ * to cb, which answers it and returns 1, or returns 0 to leave it to the
+ * admin API. Set right after gw_admin_start, on the loop thread.
+ */
+typedef int (*gw_admin_open_cb)(cg_http_conn *c, const cg_http_req *req, void *ud);
+void gw_admin_set_open_routes(gw_admin *a, gw_admin_open_cb cb, void *ud);
+
 #endif

@@ -12,6 +12,9 @@
  * the org at creation. Deleting a group does not touch the keys naming it
  * (the ledger has no index of them); the request path decides what such a
  * key gets.
+ *
+ * PATCH is a read-modify-write whose PUT expects the revision its GET saw; a
+ * PUT refused as stale starts over from the GET (gw_admin_rmw_again).
  */
 #include "gw_admin_int.h"
 
@@ -172,8 +175,18 @@ int gw_admin_group_get(gw_admin_ctx *x, const cg_http_req *req)
 
 /* ---- PATCH /admin/v1/orgs/{org}/groups/{group} ---- */
 
+/* Start (or start over) the PATCH's read: GET_GROUP, then x->rmw_got. */
+static int gw_admin_group_patch_read(gw_admin_ctx *x)
+{
+    gw_admin_req2(x, PROTO_OP_GET_GROUP, "group", x->id, x->sub);
+    return gw_admin_submit(x, x->rmw_got, x->rmw_tries > 0);
+}
+
 static int gw_admin_group_patched(gw_admin_ctx *x, const proto_rep *rep)
 {
+    if (rep->status == CG_ERR_CONFLICT) {
+        return gw_admin_rmw_again(x) && gw_admin_group_patch_read(x);
+    }
     if (gw_admin_group_found(x, rep)) {
         cg_log(CG_LOG_INFO, "admin: group updated", "org", x->group.org, "group", x->group.id,
                NULL);
@@ -191,6 +204,7 @@ static int gw_admin_group_patch_got(gw_admin_ctx *x, const proto_rep *rep)
     }
     cur = rep->u.get_group.group;
     gw_admin_keep_states(x, rep->u.get_group.states, rep->u.get_group.state_n);
+    x->group = x->patch.group; /* the patch as parsed (an earlier try's merge changed it) */
     if (x->has & GW_ADM_F_NAME) {
         memcpy(cur.name, x->group.name, sizeof(cur.name));
     }
@@ -207,6 +221,7 @@ static int gw_admin_group_patch_got(gw_admin_ctx *x, const proto_rep *rep)
     gw_admin_req2(x, PROTO_OP_PUT_GROUP, "group", cur.org, cur.id);
     x->req.u.put_group.create_only = 0;
     x->req.u.put_group.group = cur;
+    x->req.u.put_group.expect_rev = cur.revision;
     return gw_admin_submit(x, gw_admin_group_patched, 1);
 }
 
@@ -215,8 +230,9 @@ int gw_admin_group_patch(gw_admin_ctx *x, const cg_http_req *req)
     if (!gw_admin_group_body(x, req, 0)) {
         return 0;
     }
-    gw_admin_req2(x, PROTO_OP_GET_GROUP, "group", x->id, x->sub);
-    return gw_admin_submit(x, gw_admin_group_patch_got, 0);
+    x->patch.group = x->group;
+    x->rmw_got = gw_admin_group_patch_got;
+    return gw_admin_group_patch_read(x);
 }
 
 /* ---- DELETE /admin/v1/orgs/{org}/groups/{group} ---- */

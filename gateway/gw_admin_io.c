@@ -30,9 +30,11 @@ void gw_admin_log(const gw_admin_ctx *x, int status)
 {
     char st[16];
 
+    /* The access log line (docs/contracts.md "Admin access log"): never a body, a query
+     * string, a header or a secret. */
     snprintf(st, sizeof(st), "%d", status);
-    cg_log(status >= 500 ? CG_LOG_WARN : CG_LOG_INFO, "admin request", "method", x->method, "path",
-           x->path, "status", st, NULL);
+    cg_log(status >= 500 ? CG_LOG_WARN : CG_LOG_INFO, "admin", "method", x->method, "path", x->path,
+           "status", st, "peer", x->peer, "request_id", x->rid, NULL);
 }
 
 void gw_admin_send(gw_admin_ctx *x, int status, const char *body, size_t len)
@@ -161,6 +163,57 @@ int gw_admin_submit(gw_admin_ctx *x, gw_admin_next next, int writes)
     return 1;
 }
 
+int gw_admin_fan_out(gw_admin_ctx *x, gw_ledger_cb cb)
+{
+    uint16_t n = (uint16_t)x->a->cfg->shard_n;
+
+    for (uint16_t i = 0; i < n; i++) {
+        cg_err e = gw_ledger_submit_to(x->a->ledger, i, &x->req, cb, x);
+        if (e != CG_ERR_OK) {
+            x->fan_transport = e == CG_ERR_INVAL ? CG_ERR_INTERNAL : e;
+            break;
+        }
+        x->a->pending++;
+        x->fan_left++;
+    }
+    if (x->fan_left == 0) {
+        gw_admin_ledger_fail(x, x->fan_transport, 0);
+        return 0;
+    }
+    return 1;
+}
+
+int gw_admin_fan_reply(gw_admin_ctx *x, cg_err err, const proto_rep *rep)
+{
+    x->a->pending--;
+    x->fan_left--;
+    if (err != CG_ERR_OK) {
+        x->fan_transport = x->fan_transport != CG_ERR_OK ? x->fan_transport : err;
+        return 0;
+    }
+    if (rep->status != CG_ERR_OK) {
+        x->fan_status = x->fan_status != 0 ? x->fan_status : rep->status;
+        return 0;
+    }
+    return 1;
+}
+
+void gw_admin_fan_done(gw_admin_ctx *x, void (*answer)(gw_admin_ctx *x))
+{
+    if (x->fan_left != 0) {
+        return;
+    }
+    /* A shard that failed would leave a hole in the answer: 503, never a partial one. */
+    if (x->fan_transport != CG_ERR_OK || x->fan_status != CG_ERR_OK) {
+        gw_admin_ledger_fail(x, x->fan_transport, x->fan_status);
+    } else if (x->c == NULL) {
+        gw_admin_log(x, 499);
+    } else {
+        answer(x);
+    }
+    gw_admin_ctx_done(x);
+}
+
 /* ---- request bodies and validation ---- */
 
 cJSON *gw_admin_body(gw_admin_ctx *x, const cg_http_req *req)
@@ -183,46 +236,6 @@ cJSON *gw_admin_body(gw_admin_ctx *x, const cg_http_req *req)
         return NULL;
     }
     return root;
-}
-
-static int gw_admin_hex(char c)
-{
-    if (c >= '0' && c <= '9') {
-        return c - '0';
-    }
-    if (c >= 'a' && c <= 'f') {
-        return c - 'a' + 10;
-    }
-    if (c >= 'A' && c <= 'F') {
-        return c - 'A' + 10;
-    }
-    return -1;
-}
-
-int gw_admin_pct_decode(const char *s, size_t len, int plus_space, char *out, size_t cap)
-{
-    size_t n = 0;
-
-    for (size_t i = 0; i < len; i++) {
-        int c = (unsigned char)s[i];
-        if (c == '+' && plus_space) {
-            c = ' ';
-        } else if (c == '%') {
-            int hi = i + 2 < len ? gw_admin_hex(s[i + 1]) : -1;
-            int lo = hi < 0 ? -1 : gw_admin_hex(s[i + 2]);
-            if (lo < 0) {
-                return 0;
-            }
-            c = hi * 16 + lo;
-            i += 2;
-        }
-        if (c == 0 || n + 1 >= cap) {
-            return 0;
-        }
-        out[n++] = (char)c;
-    }
-    out[n] = '\0';
-    return 1;
 }
 
 /* Every byte of s[0..len) is alphanumeric (lower case only when lower_only) or in extra. */
@@ -255,6 +268,53 @@ int gw_admin_group_id_ok(const char *s, size_t len)
 int gw_admin_customer_id_ok(const char *s, size_t len)
 {
     return gw_admin_charset_ok(s, len, 0, "_.:@-");
+}
+
+int gw_admin_model_ok(const char *s, size_t len)
+{
+    if (len == 0 || len > PROTO_MODEL_MAX) {
+        return 0;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (s[i] <= ' ' || s[i] > '~') {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+int gw_admin_query_each(gw_admin_ctx *x, const char *query, gw_admin_query_fn fn)
+{
+    char name[32], value[GW_ADMIN_SEG_MAX + 1], err[GW_ADMIN_ERR_MAX] = "";
+    const char *p = query;
+
+    while (*p != '\0') {
+        const char *end = strchr(p, '&');
+        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+        const char *eq = memchr(p, '=', len);
+        size_t nlen = eq != NULL ? (size_t)(eq - p) : len;
+        if (len > 0) {
+            if (!cg_http_pct_decode(p, nlen, 1, name, sizeof(name))) {
+                gw_admin_invalid(x, "query: malformed parameter name");
+                return 0;
+            }
+            if (!cg_http_pct_decode(eq != NULL ? eq + 1 : p + len, eq != NULL ? len - nlen - 1 : 0,
+                                    1, value, sizeof(value))) {
+                snprintf(err, sizeof(err), "%s: malformed or too long", name);
+                gw_admin_invalid(x, err);
+                return 0;
+            }
+            if (!fn(x, name, value, err, sizeof(err))) {
+                gw_admin_invalid(x, err);
+                return 0;
+            }
+        }
+        if (end == NULL) {
+            break;
+        }
+        p = end + 1;
+    }
+    return 1;
 }
 
 int gw_admin_given(const cJSON *v)

@@ -4,6 +4,18 @@
  *   POST  /admin/v1/orgs         PUT_ORG (create_only)           → 201, 409 org_exists
  *   GET   /admin/v1/orgs/{org}   GET_ORG_STATE                   → 200 with limit state
  *   PATCH /admin/v1/orgs/{org}   GET_ORG_STATE, then PUT_ORG     → 200
+ *   DELETE /admin/v1/orgs/{org}  GET_ORG (404), LIST_KEYS limit 1 on every shard
+ *                                (any key → 409 org_not_empty), DELETE org:<id> → 200
+ *
+ * emails: up to PROTO_EMAILS_MAX alert addresses (proto_email_ok), duplicates
+ * (ignoring case) refused; the alerter mails the org's events to them and to
+ * smtp_to. A PATCH of "emails" replaces the list.
+ *
+ * DELETE refuses while any shard still holds a key of the org (revoked keys
+ * count: delete them first). Groups and customer overrides are not checked and
+ * stay (the ledger has no list of them): an org created again with the same id
+ * finds them again. The check and the delete are not atomic: a key created in
+ * between (it needs the org to exist at its creation) is left without an org.
  *
  * Org limits get ids 1..n at creation; a PATCH of "limits" keeps the id of a
  * limit with the same (metric, window) (gw_json_limits_keep_ids).
@@ -13,11 +25,16 @@
  * URL: its secret is kept (and not shown), so re-sending the list does not
  * rotate secrets. billing_anchor_day changes apply to the org's own limits;
  * keys and groups keep the anchor copied at their creation.
+ *
+ * PATCH is a read-modify-write whose PUT expects the revision its GET saw; a
+ * PUT refused as stale starts over from the GET with the patch as parsed
+ * (gw_admin_rmw_again), so concurrent PATCHes never lose one another's fields.
  */
 #include "gw_admin_int.h"
 
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -138,6 +155,46 @@ static cg_err gw_admin_webhooks_parse(const cJSON *v, proto_org *o, uint8_t *gen
     return CG_ERR_OK;
 }
 
+/* emails: ["addr", ...] (null = none) into o; each proto_email_ok, no duplicates. */
+static cg_err gw_admin_emails_parse(const cJSON *v, proto_org *o, char *err, size_t errcap)
+{
+    char path[GW_JSON_PATH_MAX];
+    const cJSON *e;
+    uint32_t i = 0;
+
+    if (!gw_admin_given(v)) {
+        o->email_n = 0;
+        return CG_ERR_OK;
+    }
+    if (!cJSON_IsArray(v) || cJSON_GetArraySize(v) > PROTO_EMAILS_MAX) {
+        snprintf(err, errcap, "emails: must be an array of at most %d email addresses",
+                 PROTO_EMAILS_MAX);
+        return CG_ERR_INVAL;
+    }
+    cJSON_ArrayForEach(e, v)
+    {
+        gw_json_path_index(path, sizeof(path), "emails", i);
+        if (gw_json_get_string(e, PROTO_EMAIL_MAX, o->emails[i], sizeof(o->emails[i])) !=
+                CG_ERR_OK ||
+            !proto_email_ok(o->emails[i])) {
+            snprintf(err, errcap,
+                     "%s: must be an email address (user@domain) of at most %d bytes, without "
+                     "spaces, control characters, commas, quotes or angle brackets",
+                     path, PROTO_EMAIL_MAX);
+            return CG_ERR_INVAL;
+        }
+        for (uint32_t j = 0; j < i; j++) {
+            if (strcasecmp(o->emails[j], o->emails[i]) == 0) {
+                snprintf(err, errcap, "%s: duplicate address", path);
+                return CG_ERR_INVAL;
+            }
+        }
+        i++;
+    }
+    o->email_n = (uint8_t)i;
+    return CG_ERR_OK;
+}
+
 /* customer_defaults: {"limits": [...]} (null = none), natural limit ids. */
 static cg_err gw_admin_cust_defaults_parse(const cJSON *v, proto_org *o, char *err, size_t errcap)
 {
@@ -190,12 +247,10 @@ static cg_err gw_admin_org_scalars(const cJSON *body, proto_org *o, uint32_t *ha
 static cg_err gw_admin_org_fields(const cJSON *body, proto_org *o, uint32_t *has, uint8_t *gen,
                                   char *err, size_t errcap)
 {
-    static const char *const later[] = {"emails", NULL};
     const cJSON *v;
     cg_err e;
 
-    if ((e = gw_admin_unsupported(body, later, err, errcap)) != CG_ERR_OK ||
-        (e = gw_admin_name_parse(body, o->name, has, err, errcap)) != CG_ERR_OK ||
+    if ((e = gw_admin_name_parse(body, o->name, has, err, errcap)) != CG_ERR_OK ||
         (e = gw_admin_org_scalars(body, o, has, err, errcap)) != CG_ERR_OK) {
         return e;
     }
@@ -210,6 +265,12 @@ static cg_err gw_admin_org_fields(const cJSON *body, proto_org *o, uint32_t *has
     if ((v = cJSON_GetObjectItemCaseSensitive(body, "customer_defaults")) != NULL) {
         *has |= GW_ADM_F_CUST_DEFAULTS;
         if ((e = gw_admin_cust_defaults_parse(v, o, err, errcap)) != CG_ERR_OK) {
+            return e;
+        }
+    }
+    if ((v = cJSON_GetObjectItemCaseSensitive(body, "emails")) != NULL) {
+        *has |= GW_ADM_F_EMAILS;
+        if ((e = gw_admin_emails_parse(v, o, err, errcap)) != CG_ERR_OK) {
             return e;
         }
     }
@@ -237,6 +298,19 @@ static cJSON *gw_admin_webhooks_json(const proto_org *o, const uint8_t *show_sec
             w = NULL;
         }
         if (!gw_admin_add_item(arr, w)) {
+            cJSON_Delete(arr);
+            return NULL;
+        }
+    }
+    return arr;
+}
+
+static cJSON *gw_admin_emails_json(const proto_org *o)
+{
+    cJSON *arr = cJSON_CreateArray();
+
+    for (uint8_t i = 0; arr != NULL && i < o->email_n; i++) {
+        if (!gw_admin_add_item(arr, cJSON_CreateString(o->emails[i]))) {
             cJSON_Delete(arr);
             return NULL;
         }
@@ -274,7 +348,7 @@ static cJSON *gw_admin_org_json(const proto_org *o, const proto_limit_state *sta
                                                o->billing_anchor_day, 1)) &&
              gw_admin_add(j, "customer_defaults", gw_admin_cust_defaults_json(o)) &&
              gw_admin_add(j, "webhooks", gw_admin_webhooks_json(o, show_secret)) &&
-             gw_admin_add(j, "emails", cJSON_CreateArray());
+             gw_admin_add(j, "emails", gw_admin_emails_json(o));
 
     if (!ok) {
         cJSON_Delete(j);
@@ -378,8 +452,22 @@ int gw_admin_org_get(gw_admin_ctx *x, const cg_http_req *req)
 
 /* ---- PATCH /admin/v1/orgs/{org} ---- */
 
+/* Start (or start over) the PATCH's read: GET_ORG_STATE, then gw_admin_org_patch_got. */
+static int gw_admin_org_patch_read(gw_admin_ctx *x)
+{
+    gw_admin_req(x, PROTO_OP_GET_ORG_STATE, "org", x->id);
+    return gw_admin_submit(x, x->rmw_got, x->rmw_tries > 0);
+}
+
 static int gw_admin_org_patched(gw_admin_ctx *x, const proto_rep *rep)
 {
+    if (rep->status == CG_ERR_CONFLICT) {
+        return gw_admin_rmw_again(x) && gw_admin_org_patch_read(x);
+    }
+    if (rep->status == CG_ERR_NOTFOUND) { /* deleted between the GET and the PUT */
+        gw_admin_not_found(x, "org_not_found", "No organization with this id");
+        return 0;
+    }
     if (rep->status != CG_ERR_OK) {
         gw_admin_ledger_fail(x, CG_ERR_OK, rep->status);
         return 0;
@@ -430,6 +518,10 @@ static void gw_admin_org_merge(gw_admin_ctx *x, proto_org *cur)
     if (x->has & GW_ADM_F_WEBHOOKS) {
         gw_admin_org_merge_webhooks(x, cur);
     }
+    if (x->has & GW_ADM_F_EMAILS) {
+        memcpy(cur->emails, x->org.emails, sizeof(cur->emails));
+        cur->email_n = x->org.email_n;
+    }
 }
 
 static int gw_admin_org_patch_got(gw_admin_ctx *x, const proto_rep *rep)
@@ -441,12 +533,16 @@ static int gw_admin_org_patch_got(gw_admin_ctx *x, const proto_rep *rep)
     }
     cur = rep->u.get_org_state.org;
     gw_admin_keep_states(x, rep->u.get_org_state.states, rep->u.get_org_state.state_n);
+    /* The patch as parsed: an earlier try's merge changed x->org and x->whsec_generated. */
+    x->org = x->patch.org;
+    memcpy(x->whsec_generated, x->whsec_patch, sizeof(x->whsec_generated));
     gw_admin_org_merge(x, &cur);
     x->org = cur;
     OPENSSL_cleanse(&cur, sizeof(cur));
     gw_admin_req(x, PROTO_OP_PUT_ORG, "org", x->org.id);
     x->req.u.put_org.create_only = 0;
     x->req.u.put_org.org = x->org;
+    x->req.u.put_org.expect_rev = x->org.revision;
     return gw_admin_submit(x, gw_admin_org_patched, 1);
 }
 
@@ -471,6 +567,92 @@ int gw_admin_org_patch(gw_admin_ctx *x, const cg_http_req *req)
         gw_admin_org_parse_failed(x, e, err);
         return 0;
     }
-    gw_admin_req(x, PROTO_OP_GET_ORG_STATE, "org", x->id);
-    return gw_admin_submit(x, gw_admin_org_patch_got, 0);
+    x->patch.org = x->org;
+    memcpy(x->whsec_patch, x->whsec_generated, sizeof(x->whsec_patch));
+    x->rmw_got = gw_admin_org_patch_got;
+    return gw_admin_org_patch_read(x);
+}
+
+/* ---- DELETE /admin/v1/orgs/{org} ---- */
+
+static int gw_admin_org_deleted(gw_admin_ctx *x, const proto_rep *rep)
+{
+    if (gw_admin_rep_ok(x, rep, "org_not_found", "No organization with this id")) {
+        cg_log(CG_LOG_INFO, "admin: org deleted", "org", x->id, NULL);
+        gw_admin_send_deleted(x, NULL, x->id);
+    }
+    return 0;
+}
+
+/* One shard's LIST_KEYS (limit 1): x->list_n counts the keys seen (x->list stays NULL).
+ * The last reply answers: 503 if a shard failed, 409 if any has a key, else DELETE. */
+static void gw_admin_org_keys_cb(cg_err err, const proto_rep *rep, void *ud)
+{
+    gw_admin_ctx *x = ud;
+
+    x->a->pending--;
+    x->fan_left--;
+    if (err != CG_ERR_OK) {
+        x->fan_transport = x->fan_transport != CG_ERR_OK ? x->fan_transport : err;
+    } else if (rep->status != CG_ERR_OK) {
+        x->fan_status = x->fan_status != 0 ? x->fan_status : rep->status;
+    } else {
+        x->list_n += rep->u.list_keys.n;
+    }
+    if (x->fan_left > 0) {
+        return;
+    }
+    if (x->fan_transport != CG_ERR_OK || x->fan_status != CG_ERR_OK) {
+        /* A shard that did not answer may hold keys: never delete on a partial view. */
+        gw_admin_ledger_fail(x, x->fan_transport, x->fan_status);
+    } else if (x->c == NULL) {
+        gw_admin_log(x, 499); /* the client left before anything was written */
+    } else if (x->list_n > 0) {
+        gw_admin_error(x, 409, "invalid_request_error", "org_not_empty",
+                       "The organization still has API keys (revoked ones too); delete them "
+                       "first",
+                       NULL);
+    } else {
+        gw_admin_req(x, PROTO_OP_DELETE, "org", x->id);
+        if (gw_admin_submit(x, gw_admin_org_deleted, 1)) {
+            return; /* gw_admin_ledger_cb answers and frees x */
+        }
+    }
+    gw_admin_ctx_done(x);
+}
+
+/* The org exists: ask every shard whether it holds one of its keys. */
+static int gw_admin_org_delete_got(gw_admin_ctx *x, const proto_rep *rep)
+{
+    uint16_t n = (uint16_t)x->a->cfg->shard_n;
+
+    if (!gw_admin_rep_ok(x, rep, "org_not_found", "No organization with this id")) {
+        return 0;
+    }
+    memset(&x->req, 0, sizeof(x->req));
+    x->req.op = PROTO_OP_LIST_KEYS;
+    snprintf(x->req.u.list_keys.org, sizeof(x->req.u.list_keys.org), "%s", x->id);
+    x->req.u.list_keys.limit = 1;
+    x->list_n = 0;
+    for (uint16_t i = 0; i < n; i++) {
+        cg_err e = gw_ledger_submit_to(x->a->ledger, i, &x->req, gw_admin_org_keys_cb, x);
+        if (e != CG_ERR_OK) {
+            x->fan_transport = e == CG_ERR_INVAL ? CG_ERR_INTERNAL : e;
+            break;
+        }
+        x->a->pending++;
+        x->fan_left++;
+    }
+    if (x->fan_left == 0) {
+        gw_admin_ledger_fail(x, x->fan_transport, 0);
+        return 0;
+    }
+    return 1; /* the last shard's callback answers and frees x */
+}
+
+int gw_admin_org_delete(gw_admin_ctx *x, const cg_http_req *req)
+{
+    (void)req;
+    gw_admin_req(x, PROTO_OP_GET_ORG, "org", x->id);
+    return gw_admin_submit(x, gw_admin_org_delete_got, 0);
 }

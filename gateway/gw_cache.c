@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "cg_clock.h"
 #include "cg_ring.h"
 
 void gw_cache_init(gw_cache *c, uint32_t ttl_ms)
@@ -83,12 +84,22 @@ const gw_group_info *gw_cache_group_get(gw_cache *c, const char *org, const char
     return &e->info;
 }
 
+/* A drop of this slot (dropped_ms) or a clear so recent that a lookup may predate it. */
+static int gw_cache_guarded(const gw_cache *c, int64_t dropped_ms, int64_t now_ms)
+{
+    return c->guard_ms != 0 && ((c->cleared_ms != 0 && now_ms - c->cleared_ms < c->guard_ms) ||
+                                (dropped_ms != 0 && now_ms - dropped_ms < c->guard_ms));
+}
+
 void gw_cache_org_put(gw_cache *c, const gw_org_info *info, int64_t now_ms)
 {
     if (c->ttl_ms == 0) {
         return;
     }
     size_t i = cg_hash64(info->id, strlen(info->id)) % GW_CACHE_ORG_SLOTS;
+    if (gw_cache_guarded(c, c->org_dropped_ms[i], now_ms)) {
+        return;
+    }
     if (c->orgs[i] == NULL && (c->orgs[i] = malloc(sizeof(gw_cache_org))) == NULL) {
         return;
     }
@@ -102,9 +113,56 @@ void gw_cache_group_put(gw_cache *c, const gw_group_info *info, int64_t now_ms)
         return;
     }
     size_t i = gw_cache_hash2(info->org, info->id, GW_CACHE_GROUP_SLOTS);
+    if (gw_cache_guarded(c, c->group_dropped_ms[i], now_ms)) {
+        return;
+    }
     if (c->groups[i] == NULL && (c->groups[i] = malloc(sizeof(gw_cache_group))) == NULL) {
         return;
     }
     c->groups[i]->info = *info;
     c->groups[i]->fetched_ms = now_ms;
+}
+
+/* ---- invalidation by definition-change notices (gw_notify.c) ---- */
+
+void gw_cache_drop_org(gw_cache *c, const char *org)
+{
+    size_t i = cg_hash64(org, strlen(org)) % GW_CACHE_ORG_SLOTS;
+    c->org_dropped_ms[i] = cg_mono_ms();
+    if (c->orgs[i] != NULL && strcmp(c->orgs[i]->info.id, org) == 0) {
+        free(c->orgs[i]);
+        c->orgs[i] = NULL;
+    }
+}
+
+void gw_cache_drop_group(gw_cache *c, const char *org, const char *id)
+{
+    size_t i = gw_cache_hash2(org, id, GW_CACHE_GROUP_SLOTS);
+    gw_cache_group *e = c->groups[i];
+    c->group_dropped_ms[i] = cg_mono_ms();
+    if (e != NULL && strcmp(e->info.org, org) == 0 && strcmp(e->info.id, id) == 0) {
+        free(e);
+        c->groups[i] = NULL;
+    }
+}
+
+void gw_cache_clear(gw_cache *c)
+{
+    uint32_t ttl = c->ttl_ms, guard = c->guard_ms;
+    int had = 0;
+    for (size_t i = 0; i < GW_CACHE_ORG_SLOTS && !had; i++) {
+        had = c->orgs[i] != NULL;
+    }
+    for (size_t i = 0; i < GW_CACHE_GROUP_SLOTS && !had; i++) {
+        had = c->groups[i] != NULL;
+    }
+    gw_cache_fini(c);
+    gw_cache_init(c, ttl);
+    c->guard_ms = guard;
+    c->cleared_ms = had ? cg_mono_ms() : 0; /* as gw_keycache_clear */
+}
+
+void gw_cache_set_guard(gw_cache *c, uint32_t guard_ms)
+{
+    c->guard_ms = guard_ms;
 }

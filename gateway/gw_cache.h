@@ -53,6 +53,12 @@ typedef struct gw_cache {
     uint32_t ttl_ms; /* 0 = caching off */
     gw_cache_org *orgs[GW_CACHE_ORG_SLOTS];
     gw_cache_group *groups[GW_CACHE_GROUP_SLOTS];
+    /* Invalidation guard, as in gw_keycache: puts to a slot dropped (or a cache cleared)
+     * less than guard_ms ago are ignored. 0 = off. */
+    uint32_t guard_ms;
+    int64_t cleared_ms;
+    int64_t org_dropped_ms[GW_CACHE_ORG_SLOTS];
+    int64_t group_dropped_ms[GW_CACHE_GROUP_SLOTS];
 } gw_cache;
 
 void gw_cache_init(gw_cache *c, uint32_t ttl_ms);
@@ -71,5 +77,13 @@ const gw_group_info *gw_cache_group_get(gw_cache *c, const char *org, const char
 /* Remember an answer of the ledger (no-op when caching is off or out of memory). */
 void gw_cache_org_put(gw_cache *c, const gw_org_info *info, int64_t now_ms);
 void gw_cache_group_put(gw_cache *c, const gw_group_info *info, int64_t now_ms);
+
+/* Drop one entry (a definition-change notice named it); no-op when absent. */
+void gw_cache_drop_org(gw_cache *c, const char *org);
+void gw_cache_drop_group(gw_cache *c, const char *org, const char *id);
+/* Drop every entry (notices may have been missed). */
+void gw_cache_clear(gw_cache *c);
+/* Set guard_ms; kept across gw_cache_clear. */
+void gw_cache_set_guard(gw_cache *c, uint32_t guard_ms);
 
 #endif

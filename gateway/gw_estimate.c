@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cg_money.h"
+#include "proto.h"
 
 /* Bytes counted for a JSON number or boolean inside a message: its longest printed form. */
 #define GW_ESTIMATE_SCALAR_BYTES 24
@@ -457,4 +458,72 @@ int gw_body_has_nul_escape(const char *body, size_t len)
     /* The hex digits of NUL have no letter case, so one pattern covers every spelling. */
     static const char pat[] = "\\u0000";
     return memmem(body, len, pat, sizeof(pat) - 1) != NULL;
+}
+
+/* ---- pricing snapshots (per thread) ---- */
+
+typedef struct gw_price_table {
+    struct gw_price_table *older; /* retired snapshots, freed at thread end */
+    uint32_t n;
+    cg_model_cfg models[CG_MODELS_MAX];
+} gw_price_table;
+
+static _Thread_local gw_price_table *gw_price_current;
+
+const cg_model_cfg *gw_pricing_model(const cg_config *cfg, const char *name)
+{
+    const gw_price_table *t = gw_price_current;
+    if (t == NULL) {
+        return cg_config_model(cfg, name);
+    }
+    for (uint32_t i = 0; i < t->n; i++) {
+        if (strcmp(t->models[i].name, name) == 0) {
+            return &t->models[i];
+        }
+    }
+    return NULL;
+}
+
+void gw_pricing_apply(cg_model_cfg *m, int64_t input_nusd_per_mtok, int64_t output_nusd_per_mtok)
+{
+    m->prompt_nusd_per_mtok = input_nusd_per_mtok;
+    m->completion_nusd_per_mtok = output_nusd_per_mtok;
+    if (m->cached_prompt_nusd_per_mtok > input_nusd_per_mtok) {
+        m->cached_prompt_nusd_per_mtok = input_nusd_per_mtok;
+    }
+}
+
+cg_err gw_pricing_install(const cg_config *cfg, const proto_pricing *items, uint32_t n)
+{
+    gw_price_table *t = malloc(sizeof(*t));
+    if (t == NULL) {
+        return CG_ERR_NOMEM;
+    }
+    t->n = cfg->model_n;
+    memcpy(t->models, cfg->models, sizeof(t->models[0]) * cfg->model_n);
+    for (uint32_t i = 0; i < n; i++) {
+        for (uint32_t j = 0; j < t->n; j++) {
+            if (strcmp(t->models[j].name, items[i].model) == 0) {
+                gw_pricing_apply(&t->models[j], items[i].input_nusd_per_mtok,
+                                 items[i].output_nusd_per_mtok);
+            }
+        }
+    }
+    if (gw_price_current != NULL && gw_price_current->n == t->n &&
+        memcmp(gw_price_current->models, t->models, sizeof(t->models[0]) * t->n) == 0) {
+        free(t); /* nothing changed (a reload after a reconnect): keep the snapshot */
+        return CG_ERR_OK;
+    }
+    t->older = gw_price_current;
+    gw_price_current = t;
+    return CG_ERR_OK;
+}
+
+void gw_pricing_thread_fini(void)
+{
+    while (gw_price_current != NULL) {
+        gw_price_table *t = gw_price_current;
+        gw_price_current = t->older;
+        free(t);
+    }
 }

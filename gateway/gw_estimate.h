@@ -155,4 +155,25 @@ int gw_body_has_nul_escape(const char *body, size_t len);
  */
 int gw_usage_from_json(const cJSON *usage, gw_usage *out);
 
+/*
+ * Pricing overrides (issue 5; docs/contracts.md "Pricing"). Each worker thread
+ * has its own immutable snapshot of the model table: cfg's models with the
+ * admin overrides applied. gw_pricing_install (on that thread's loop) builds a
+ * new snapshot and makes it current; snapshots replaced are kept until
+ * gw_pricing_thread_fini, so a request holding a pointer into one (its
+ * reservation made at the old price) stays valid. Without a snapshot, the
+ * config is the table.
+ */
+/* The thread's entry for model name (NULL if not configured). */
+const cg_model_cfg *gw_pricing_model(const cg_config *cfg, const char *name);
+/* cfg's models with every override whose model is configured applied (input → prompt rate,
+ * output → completion rate; a cached-prompt rate above the new prompt rate is lowered to
+ * it); made the calling thread's current snapshot. CG_ERR_NOMEM leaves the current one. */
+typedef struct proto_pricing proto_pricing;
+cg_err gw_pricing_install(const cg_config *cfg, const proto_pricing *items, uint32_t n);
+/* Free the calling thread's snapshots (at the end of the worker thread). */
+void gw_pricing_thread_fini(void);
+/* Apply one override to a model entry (shared with the admin API's listing). */
+void gw_pricing_apply(cg_model_cfg *m, int64_t input_nusd_per_mtok, int64_t output_nusd_per_mtok);
+
 #endif

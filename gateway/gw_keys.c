@@ -114,6 +114,31 @@ cg_err gw_key_generate(char *key_out, size_t keycap, char *id_out, size_t idcap)
     return CG_ERR_OK;
 }
 
+cg_err gw_key_generate_for(const char *id, char *key_out, size_t keycap)
+{
+    uint8_t secret[GW_KEY_SECRET_BYTES];
+    char key[GW_KEY_LEN + 1];
+
+    assert(id != NULL && key_out != NULL && keycap >= GW_KEY_MAX + 1);
+    if (strlen(id) != GW_KEY_ID_LEN || strncmp(id, "k_", 2) != 0 ||
+        strspn(id + 2, "0123456789abcdef") != GW_KEY_ID_HEX) {
+        return CG_ERR_INVAL;
+    }
+    if (RAND_bytes(secret, sizeof(secret)) != 1) {
+        return CG_ERR_INTERNAL;
+    }
+    memcpy(key, GW_KEY_PREFIX, GW_KEY_PREFIX_LEN);
+    memcpy(key + GW_KEY_PREFIX_LEN, id, GW_KEY_ID_LEN);
+    key[GW_KEY_SECRET_OFF - 1] = '-';
+    gw_b62_encode(secret, sizeof(secret), key + GW_KEY_SECRET_OFF, GW_KEY_SECRET_DIGITS);
+    gw_key_sum_encode(gw_key_crc(key, GW_KEY_SUM_OFF), key + GW_KEY_SUM_OFF);
+    key[GW_KEY_LEN] = '\0';
+    memcpy(key_out, key, GW_KEY_LEN + 1);
+    OPENSSL_cleanse(secret, sizeof(secret));
+    OPENSSL_cleanse(key, sizeof(key));
+    return CG_ERR_OK;
+}
+
 /* Character classes of the fixed layout; the checksum is verified separately. */
 static int gw_key_layout_ok(const char *key)
 {

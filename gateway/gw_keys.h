@@ -19,6 +19,9 @@
 
 /* New random key. key_out >= GW_KEY_MAX + 1, id_out >= GW_KEY_ID_MAX + 1. */
 cg_err gw_key_generate(char *key_out, size_t keycap, char *id_out, size_t idcap);
+/* A new random secret for an existing key id (rotation): the key keeps its id. CG_ERR_INVAL
+ * if id is not a key id of this format. key_out >= GW_KEY_MAX + 1. */
+cg_err gw_key_generate_for(const char *id, char *key_out, size_t keycap);
 /* Check format and checksum; on success write the key id. CG_ERR_UNAUTHORIZED otherwise. */
 cg_err gw_key_parse(const char *key, size_t len, char *id_out, size_t idcap);
 /* HMAC-SHA256(pepper, key). */

@@ -2,13 +2,19 @@
  * gw_main.c — capgate-gateway: the client-facing gateway process.
  *
  *   capgate-gateway --config FILE      (default: $CAPGATE_CONFIG)
+ *   capgate-gateway --check-config [--config FILE]
+ *                                      load and check the config as the gateway
+ *                                      would, print "config ok", exit 0 (2 if bad)
  *
  * Loads the config (a bad one: exit 2 with a message naming the field),
  * requires admin_token, key_pepper and at least one shard, then starts
  * `workers` client worker threads listening on `listen` (SO_REUSEPORT) and one
  * admin thread on `admin_listen`. SIGINT/SIGTERM are blocked in every thread
- * and taken here with sigwait: every worker drains (bounded by min(upstream
- * timeout, 30 s)), settles, closes; the process exits 0.
+ * and taken here with sigwait: every worker stops accepting (its listener
+ * closes, so new connections are refused), lets requests in flight finish for
+ * up to `shutdown_timeout_ms`, then stops the rest, settles, closes; the
+ * process exits 0. The admin listener also serves /metrics, /healthz and
+ * /readyz without the admin token (gw_metrics.h).
  */
 #include <curl/curl.h>
 #include <pthread.h>
@@ -20,6 +26,7 @@
 #include "cg_config.h"
 #include "cg_log.h"
 #include "cg_ring.h"
+#include "gw_metrics.h"
 #include "gw_worker.h"
 
 #define GW_EXIT_CONFIG 2
@@ -29,17 +36,19 @@
 
 static void gw_usage(FILE *f)
 {
-    fprintf(f, "usage: capgate-gateway [--config FILE]\n"
+    fprintf(f, "usage: capgate-gateway [--check-config] [--config FILE]\n"
                "  FILE defaults to $CAPGATE_CONFIG; every directive may be overridden by\n"
                "  CAPGATE_<DIRECTIVE> environment variables.\n");
 }
 
 /* Parse argv; returns the config path (may be NULL), or exits. */
-static const char *gw_args(int argc, char **argv)
+static const char *gw_args(int argc, char **argv, int *check_only)
 {
     const char *path = getenv("CAPGATE_CONFIG");
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
+        if (strcmp(argv[i], "--check-config") == 0) {
+            *check_only = 1;
+        } else if (strcmp(argv[i], "--config") == 0 && i + 1 < argc) {
             path = argv[++i];
         } else if (strncmp(argv[i], "--config=", 9) == 0) {
             path = argv[i] + 9;
@@ -80,8 +89,8 @@ static void gw_load_config(cg_config *cfg, const char *path)
 /* Start the admin thread and the client workers; 0 on success. */
 static int gw_start_all(const cg_config *cfg, const cg_ring *ring, gw_worker **ws, uint32_t *n)
 {
-    uint32_t drain_ms =
-        cfg->upstream_timeout_ms < GW_DRAIN_MAX_MS ? cfg->upstream_timeout_ms : GW_DRAIN_MAX_MS;
+    /* SIGTERM: requests in flight get shutdown_timeout_ms to finish (SPEC §9). */
+    uint32_t drain_ms = cfg->shutdown_timeout_ms;
     *n = 0;
     if (gw_worker_start(cfg, ring, GW_WORKER_ADMIN, 0, drain_ms, &ws[(*n)]) != CG_ERR_OK) {
         return -1;
@@ -98,9 +107,21 @@ static int gw_start_all(const cg_config *cfg, const cg_ring *ring, gw_worker **w
 
 int main(int argc, char **argv)
 {
-    const char *path = gw_args(argc, argv);
+    int check_only = 0;
+    const char *path = gw_args(argc, argv, &check_only);
     static cg_config cfg; /* large; static storage */
     gw_load_config(&cfg, path);
+    if (check_only) {
+        cg_ring ring;
+        if (cg_config_ring(&cfg, &ring) != CG_ERR_OK) {
+            fprintf(stderr, "capgate-gateway: config: shard: cannot build the ring\n");
+            return GW_EXIT_CONFIG;
+        }
+        cg_ring_fini(&ring);
+        printf("config ok: %u shards, %u providers, %u models\n", cfg.shard_n, cfg.provider_n,
+               cfg.model_n);
+        return 0;
+    }
     cg_clock_set_offset_ms(cfg.clock_offset_s * 1000);
     if (cfg.clock_file[0]) {
         cg_clock_set_file(cfg.clock_file);
@@ -124,6 +145,10 @@ int main(int argc, char **argv)
         fprintf(stderr, "capgate-gateway: config: shard: cannot build the ring\n");
         return GW_EXIT_CONFIG;
     }
+    if (gw_metrics_init(&cfg) != CG_ERR_OK) {
+        fprintf(stderr, "capgate-gateway: cannot create the metrics registry\n");
+        return GW_EXIT_START;
+    }
     gw_worker *ws[GW_THREADS_MAX];
     uint32_t n = 0;
     int rc = gw_start_all(&cfg, &ring, ws, &n);
@@ -143,6 +168,7 @@ int main(int argc, char **argv)
     for (uint32_t i = 0; i < n; i++) {
         gw_worker_join(ws[i]);
     }
+    gw_metrics_fini();
     cg_ring_fini(&ring);
     curl_global_cleanup();
     cg_log(CG_LOG_INFO, rc == 0 ? "gateway stopped" : "gateway failed to start", NULL);

@@ -13,6 +13,7 @@
  * on the deferred list is freed only by that list's processor.
  */
 #include "gw_upstream.h"
+#include "gw_metrics.h"
 
 #include <assert.h>
 #include <curl/curl.h>
@@ -290,6 +291,7 @@ static void gw_xfer_finish(gw_xfer *x, CURLcode rc)
         cg_err err = x->aborted ? CG_ERR_IO : gw_up_err_from_curl(rc);
         const char *detail = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
         gw_xfer_done_cb cb = x->done_cb;
+        gw_metrics_upstream_curl(x->easy);
         x->data_cb = NULL;
         x->done_cb = NULL;
         cb(x->ud, err, x->status, x->ctype, detail);

@@ -22,7 +22,10 @@
 #include "cg_log.h"
 #include "gw_admin.h"
 #include "gw_body.h"
+#include "gw_estimate.h"
 #include "gw_ledger.h"
+#include "gw_metrics.h"
+#include "gw_notify.h"
 #include "gw_proxy.h"
 #include "gw_upstream.h"
 
@@ -51,6 +54,7 @@ struct gw_worker {
     cg_http_server *server;
     gw_admin *admin;
     gw_ledger *ledger;
+    gw_notify *notify; /* client workers: definition-change notices, pricing */
     gw_proxy_env env;
     uint8_t env_ready;
     uint8_t phase; /* gw_worker_phase */
@@ -172,6 +176,47 @@ static void gw_readyz_start(gw_worker *w, cg_http_conn *c)
 
 /* ---- routes ---- */
 
+/* GET /metrics: the process's registry in Prometheus text. */
+static void gw_worker_metrics(cg_http_conn *c)
+{
+    char *txt = NULL;
+    size_t n = 0;
+    cg_metrics *m = gw_metrics_registry();
+    if (m == NULL || cg_metrics_render(m, &txt, &n) != CG_ERR_OK) {
+        cg_http_respond_error(c, 503, "service_unavailable", "overloaded", "Out of memory.", NULL);
+        return;
+    }
+    cg_http_respond(c, 200, NULL, CG_METRICS_CONTENT_TYPE, txt, n);
+    free(txt);
+}
+
+/* The admin listener's token-free paths (contracts.md "Issues 6 and 7"); 1 if answered. */
+static int gw_worker_admin_open_cb(cg_http_conn *c, const cg_http_req *req, void *ud)
+{
+    static const char ok_body[] = "{\"status\":\"ok\"}";
+    gw_worker *w = ud;
+    int metrics = strcmp(req->path, "/metrics") == 0;
+    int health = strcmp(req->path, "/healthz") == 0;
+    int ready = strcmp(req->path, "/readyz") == 0;
+    if (!metrics && !health && !ready) {
+        return 0;
+    }
+    if (strcmp(req->method, "GET") != 0) {
+        cg_http_respond_error(c, 405, "invalid_request_error", "method_not_allowed",
+                              "Only GET is served on this path.", "Allow: GET\r\n");
+    } else if (metrics) {
+        gw_worker_metrics(c);
+    } else if (health) {
+        cg_http_respond(c, 200, NULL, "application/json", ok_body, sizeof(ok_body) - 1);
+    } else if (w->phase != GW_W_RUNNING) {
+        cg_http_respond_error(c, 503, "service_unavailable", "shutting_down", "Shutting down.",
+                              NULL);
+    } else {
+        gw_readyz_start(w, c);
+    }
+    return 1;
+}
+
 static void gw_worker_handle(cg_http_conn *c, const cg_http_req *req, void *ud)
 {
     static const char ok_body[] = "{\"status\":\"ok\"}";
@@ -235,6 +280,10 @@ static void gw_worker_finish(gw_worker *w)
     if (w->admin != NULL) {
         gw_admin_stop(w->admin);
         w->admin = NULL;
+    }
+    if (w->notify != NULL) {
+        gw_notify_close(w->notify); /* before the ledger: its loads complete on ledger free */
+        w->notify = NULL;
     }
     if (w->ledger != NULL) {
         /* Cleared first: callbacks run from gw_ledger_free must not submit again. */
@@ -311,7 +360,11 @@ static cg_err gw_worker_setup(gw_worker *w)
         return err;
     }
     if (w->kind == GW_WORKER_ADMIN) {
-        return gw_admin_start(&w->loop, cfg, w->ring, w->ledger, &w->admin);
+        err = gw_admin_start(&w->loop, cfg, w->ring, w->ledger, &w->admin);
+        if (err == CG_ERR_OK) {
+            gw_admin_set_open_routes(w->admin, gw_worker_admin_open_cb, w);
+        }
+        return err;
     }
     err = gw_proxy_env_init(&w->env, &w->loop, cfg);
     w->env_ready = 1;
@@ -322,6 +375,10 @@ static cg_err gw_worker_setup(gw_worker *w)
     w->env.on_idle = gw_worker_idle_cb;
     w->env.on_idle_ud = w;
     err = gw_upstream_new(&w->loop, cfg->conns_max, &w->env.upstream);
+    if (err != CG_ERR_OK) {
+        return err;
+    }
+    err = gw_notify_start(&w->loop, cfg, w->ledger, &w->env.keys, &w->env.defs, &w->notify);
     if (err != CG_ERR_OK) {
         return err;
     }
@@ -365,6 +422,7 @@ static void gw_worker_main(void *arg)
     if (w->env_ready) {
         gw_proxy_env_fini(&w->env);
     }
+    gw_pricing_thread_fini();
     cg_log(CG_LOG_INFO, "stopped", "thread", what, "index", idx, NULL);
 }
 

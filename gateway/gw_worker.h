@@ -11,12 +11,14 @@
  * method).
  *
  * The admin worker owns a loop, its own ledger client and the admin API
- * (gw_admin) on cfg->admin_listen.
+ * (gw_admin) on cfg->admin_listen, where it also answers GET /metrics,
+ * /healthz and /readyz without the admin token (gw_metrics.h).
  *
  * Shutdown (gw_worker_stop, from any thread): stop accepting; let requests in
- * flight finish for up to drain_ms; then stop their upstream transfers (each
- * settles what it knows) and give the ledger a last bounded grace period;
- * then close everything. The thread ends when its loop has no handle left.
+ * flight finish for up to drain_ms (the `shutdown_timeout_ms` directive); then
+ * stop their upstream transfers (each settles what it knows) and give the
+ * ledger a last bounded grace period; then close everything. The thread ends
+ * when its loop has no handle left.
  */
 #ifndef GW_WORKER_H
 #define GW_WORKER_H
@@ -28,9 +30,6 @@
 typedef struct gw_worker gw_worker;
 
 typedef enum gw_worker_kind { GW_WORKER_CLIENT = 0, GW_WORKER_ADMIN = 1 } gw_worker_kind;
-
-/* Upper bound of the drain period on shutdown. */
-#define GW_DRAIN_MAX_MS 30000u
 
 /*
  * Start a worker thread of the given kind and wait until it listens. cfg and

@@ -117,7 +117,25 @@ CG_TEST(key_hash)
     CG_CHECK(memcmp(h1, want, 32) == 0);
 }
 
+/* Rotation: a new secret for the same id, a valid key, never the old string. */
+CG_TEST(key_generate_for_id)
+{
+    char key[GW_KEY_MAX + 1], id[GW_KEY_ID_MAX + 1], k2[GW_KEY_MAX + 1], out[GW_KEY_ID_MAX + 1];
+
+    CG_CHECK(gw_key_generate(key, sizeof(key), id, sizeof(id)) == CG_ERR_OK);
+    CG_CHECK(gw_key_generate_for(id, k2, sizeof(k2)) == CG_ERR_OK);
+    CG_CHECK(strcmp(key, k2) != 0);
+    CG_CHECK_EQ_INT(strlen(k2), strlen(key));
+    CG_CHECK(gw_key_parse(k2, strlen(k2), out, sizeof(out)) == CG_ERR_OK);
+    CG_CHECK_EQ_STR(out, id);
+    CG_CHECK(gw_key_generate_for("k_0123", k2, sizeof(k2)) == CG_ERR_INVAL);
+    CG_CHECK(gw_key_generate_for("k_0123456789ABCDEF", k2, sizeof(k2)) == CG_ERR_INVAL);
+    CG_CHECK(gw_key_generate_for("x_0123456789abcdef", k2, sizeof(k2)) == CG_ERR_INVAL);
+    CG_CHECK(gw_key_generate_for("k_0123456789abcdef0", k2, sizeof(k2)) == CG_ERR_INVAL);
+}
+
 int main(void)
 {
-    return CG_TEST_RUN(key_roundtrip, key_unique, key_one_char_changed, key_bad_shapes, key_hash);
+    return CG_TEST_RUN(key_roundtrip, key_unique, key_one_char_changed, key_bad_shapes, key_hash,
+                       key_generate_for_id);
 }
