@@ -22,7 +22,14 @@
  *
  * Delivery. Records due (index by next attempt time) start attempts up to
  * ALERTER_INFLIGHT_MAX; finished attempts are written back in one transaction per
- * loop turn: delivered, rescheduled by the backoff, or failed.
+ * loop turn: delivered, rescheduled by the backoff, or failed. One record per
+ * (event, webhook endpoint) and one per (event, email recipient: smtp_to and the org's
+ * own `emails`, which come with the org from GET_ORG like its webhooks). A 410 disables
+ * the endpoint (persisted in the outbox's `endpoint` table); a due record of a
+ * disabled endpoint is marked failed ("endpoint disabled") without an attempt.
+ *
+ * State for people: counters and histograms in a cg_metrics registry, and the
+ * listener of alerter_http.c (its own thread) reading the outbox.
  */
 #include "alerter.h"
 
@@ -30,16 +37,32 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/random.h>
 
 #include "alerter_deliver.h"
+#include "alerter_http.h"
 #include "alerter_ledger.h"
 #include "alerter_limits.h"
 #include "alerter_outbox.h"
 #include "alerter_webhook.h"
 #include "cg_clock.h"
 #include "cg_log.h"
+#include "cg_metrics.h"
 #include "cg_ring.h"
+
+/* Recipients of every alert email (smtp_to), parsed at start. */
+#define ALERTER_EMAIL_TO_MAX 8
+
+/* Metric series, registered once; cg_metrics updates are lock-free. */
+typedef struct alerter_stats {
+    cg_counter *events;     /* events written to the outbox */
+    cg_counter *out[2][4];  /* [channel][delivered, retried, failed, disabled] */
+    cg_histo *attempt_s[2]; /* one attempt's duration */
+    cg_histo *latency_s[2]; /* event created -> delivered */
+} alerter_stats;
+
+enum { ALERTER_M_DELIVERED, ALERTER_M_RETRIED, ALERTER_M_FAILED, ALERTER_M_DISABLED };
 
 typedef struct alerter_shard {
     const cg_shard_cfg *cfg;
@@ -78,6 +101,13 @@ struct alerter {
     int64_t next_due_ms;   /* wall: when the outbox next has a record due */
     int64_t next_sweep_ms; /* mono */
     uint64_t rng;          /* xorshift64 state for the backoff jitter */
+    char email_to[ALERTER_EMAIL_TO_MAX][PROTO_URL_MAX + 1];
+    uint32_t email_to_n;
+    cg_metrics *metrics;
+    alerter_stats st;
+    alerter_http *http;
+    atomic_int ready; /* set once the loop runs; read by the HTTP thread */
+    alerter_result skipped[ALERTER_INFLIGHT_MAX]; /* due records of disabled endpoints */
 };
 
 static void alerter_wake(void *arg)
@@ -322,6 +352,80 @@ static void alerter_org_done(alerter *a, alerter_shard *s, int64_t now)
 
 /* ---- writing events to the outbox ---------------------------------------------------- */
 
+/* The action of the org-scope limit the event is about, or -1 when not known here. */
+static int alerter_event_action(const proto_event *e, const proto_org *org)
+{
+    if (org == NULL || e->scope != PROTO_SCOPE_ORG) {
+        return -1;
+    }
+    for (uint32_t i = 0; i < org->limit_n; i++) {
+        if (org->limits[i].id == e->limit_id) {
+            return org->limits[i].action;
+        }
+    }
+    return -1;
+}
+
+/* Recipient i of event e's emails: smtp_to first, then the org's own addresses; NULL for
+ * an org address smtp_to already names (ignoring case). No email at all without smtp_url. */
+static const char *alerter_email_rcpt(const alerter *a, const proto_org *org, uint32_t i)
+{
+    if (i < a->email_to_n) {
+        return a->email_to[i];
+    }
+    const char *to = org->emails[i - a->email_to_n];
+    for (uint32_t j = 0; j < a->email_to_n; j++) {
+        if (strcasecmp(a->email_to[j], to) == 0) {
+            return NULL;
+        }
+    }
+    return to;
+}
+
+/* One email record per recipient (smtp_to and the org's emails) for event e, created if
+ * absent, inside t. */
+static cg_err alerter_email_records(alerter *a, alerter_txn *t, const proto_event *e,
+                                    const proto_org *org, uint32_t *created)
+{
+    alerter_record *r = &a->recs[0];
+    int action = alerter_event_action(e, org);
+    uint32_t n = a->email_to_n;
+    if (a->cfg->smtp_url[0] != '\0' && org != NULL) {
+        n += org->email_n;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        size_t len = 0;
+        int made = 0;
+        const char *to = alerter_email_rcpt(a, org, i);
+        if (to == NULL) {
+            continue;
+        }
+        memset(r, 0, sizeof *r);
+        cg_err err =
+            alerter_email_build(e, a->cfg->smtp_from, to, action, r->body, sizeof r->body, &len);
+        if (err != CG_ERR_OK) {
+            cg_log(CG_LOG_ERROR, "alert email cannot be written; skipped", "event", e->id, "to", to,
+                   "error", cg_err_name(err), NULL);
+            continue;
+        }
+        r->body_len = (uint32_t)len;
+        snprintf(r->event_id, sizeof r->event_id, "%s", e->id);
+        snprintf(r->org, sizeof r->org, "%s", e->org);
+        r->type = e->type;
+        r->channel = ALERTER_CH_EMAIL;
+        r->state = ALERTER_PENDING;
+        r->created_ms = cg_now_ms();
+        r->next_ms = r->created_ms;
+        snprintf(r->url, sizeof r->url, "%s%s", ALERTER_MAILTO, to);
+        alerter_record_key(r->event_id, r->url, r->key);
+        if ((err = alerter_outbox_create(t, r, &made)) != CG_ERR_OK) {
+            return err;
+        }
+        *created += (uint32_t)made;
+    }
+    return CG_ERR_OK;
+}
+
 /* One record per webhook of org for event e, created if absent, inside t. */
 static cg_err alerter_event_records(alerter *a, alerter_txn *t, const proto_event *e,
                                     const proto_org *org, uint32_t *created)
@@ -338,6 +442,9 @@ static cg_err alerter_event_records(alerter *a, alerter_txn *t, const proto_even
     }
     r->body_len = (uint32_t)len;
     snprintf(r->event_id, sizeof r->event_id, "%s", e->id);
+    snprintf(r->org, sizeof r->org, "%s", e->org);
+    r->type = e->type;
+    r->channel = ALERTER_CH_WEBHOOK;
     r->state = ALERTER_PENDING;
     r->created_ms = cg_now_ms();
     r->next_ms = r->created_ms;
@@ -346,12 +453,13 @@ static cg_err alerter_event_records(alerter *a, alerter_txn *t, const proto_even
         snprintf(r->url, sizeof r->url, "%s", org->webhooks[i].url);
         snprintf(r->secret, sizeof r->secret, "%s", org->webhooks[i].secret);
         alerter_record_key(r->event_id, r->url, r->key);
-        if ((err = alerter_outbox_create(t, r, &made)) != CG_ERR_OK) {
+        if ((err = alerter_outbox_create(t, r, &made)) != CG_ERR_OK ||
+            (err = alerter_outbox_endpoint_seen(t, r->org, r->url)) != CG_ERR_OK) {
             return err;
         }
         *created += (uint32_t)made;
     }
-    return CG_ERR_OK;
+    return alerter_email_records(a, t, e, org, created);
 }
 
 static void alerter_log_event(const alerter_shard *s, const proto_event *e, uint32_t created)
@@ -417,6 +525,7 @@ static void alerter_ingest(alerter *a, alerter_shard *s, int64_t now)
         s->hold_until_ms = now + ALERTER_DB_RETRY_MS;
         return;
     }
+    cg_counter_add(a->st.events, n);
     for (uint32_t i = 0; i < n; i++) {
         alerter_log_event(s, &s->pend[s->pend_head + i], created[i]);
         if (created[i] > 0) {
@@ -447,15 +556,25 @@ static void alerter_shard_step(alerter *a, alerter_shard *s, int64_t now)
 
 /* ---- deliveries ---------------------------------------------------------------------- */
 
-/* Apply one attempt's result to its record r (read in the same transaction). */
-static void alerter_result_apply(alerter *a, alerter_record *r, const alerter_result *res,
-                                 int64_t now_ms)
+/* Apply one attempt's result to its record r (read in the same transaction t). */
+static cg_err alerter_result_apply(alerter *a, alerter_txn *t, alerter_record *r,
+                                   const alerter_result *res, int64_t now_ms)
 {
     char origin[96], ep[20], status[16], attempts[16], extra[32];
-    r->attempts++;
+    int ch = r->channel == ALERTER_CH_EMAIL;
+    if (res->outcome != ALERTER_OUT_DISABLED) {
+        r->attempts++;
+        r->last_ms = now_ms;
+        cg_histo_observe(a->st.attempt_s[ch], (double)res->elapsed_ms / 1000.0);
+    }
     /* The origin says where; the URL hash tells endpoints on one host apart. Neither
-     * carries the path or query, which may hold a token. */
-    alerter_url_origin(r->url, origin, sizeof origin);
+     * carries the path or query, which may hold a token. An email's target is its
+     * recipient address (smtp_to or one of the org's emails): no secret in it. */
+    if (ch) {
+        snprintf(origin, sizeof origin, "%s", r->url + strlen(ALERTER_MAILTO));
+    } else {
+        alerter_url_origin(r->url, origin, sizeof origin);
+    }
     for (int i = 0; i < 8; i++) {
         snprintf(ep + (size_t)i * 2, 3, "%02x", r->key[PROTO_EVENT_ID_MAX + i]);
     }
@@ -465,30 +584,48 @@ static void alerter_result_apply(alerter *a, alerter_record *r, const alerter_re
     if (res->outcome == ALERTER_OUT_DELIVERED) {
         r->state = ALERTER_DELIVERED;
         r->next_ms = now_ms;
-        cg_log(CG_LOG_INFO, "webhook delivered", "event", r->event_id, "endpoint", origin,
-               "endpoint_id", ep, "status", status, "attempts", attempts, NULL);
-        return;
+        cg_counter_add(a->st.out[ch][ALERTER_M_DELIVERED], 1);
+        cg_histo_observe(a->st.latency_s[ch], (double)(now_ms - r->created_ms) / 1000.0);
+        cg_log(CG_LOG_INFO, ch ? "email delivered" : "webhook delivered", "event", r->event_id,
+               "endpoint", origin, "endpoint_id", ep, "status", status, "attempts", attempts, NULL);
+        return CG_ERR_OK;
     }
     int64_t delay_ms = 0;
     if (res->outcome == ALERTER_OUT_RETRY &&
         alerter_backoff(a->cfg->alert_retry_s, a->cfg->alert_retry_n, r->attempts,
                         res->retry_after_s, alerter_rand(a), &delay_ms)) {
         r->next_ms = now_ms + delay_ms;
+        cg_counter_add(a->st.out[ch][ALERTER_M_RETRIED], 1);
         snprintf(extra, sizeof extra, "%" PRId64, delay_ms);
-        cg_log(CG_LOG_WARN, "webhook attempt failed; will retry", "event", r->event_id, "endpoint",
-               origin, "endpoint_id", ep, "error", res->error, "attempts", attempts, "retry_in_ms",
-               extra, NULL);
-        return;
+        cg_log(CG_LOG_WARN,
+               ch ? "email attempt failed; will retry" : "webhook attempt failed; will retry",
+               "event", r->event_id, "endpoint", origin, "endpoint_id", ep, "error", res->error,
+               "attempts", attempts, "retry_in_ms", extra, NULL);
+        return CG_ERR_OK;
     }
     r->state = ALERTER_FAILED;
     r->next_ms = now_ms;
-    cg_log(CG_LOG_ERROR, "webhook delivery failed", "event", r->event_id, "endpoint", origin,
-           "endpoint_id", ep, "error", res->error, "attempts", attempts, NULL);
+    if (res->outcome == ALERTER_OUT_DISABLED) {
+        cg_counter_add(a->st.out[ch][ALERTER_M_DISABLED], 1);
+        cg_log(CG_LOG_WARN, "webhook not attempted: endpoint disabled", "event", r->event_id,
+               "endpoint", origin, "endpoint_id", ep, NULL);
+        return CG_ERR_OK;
+    }
+    cg_counter_add(a->st.out[ch][ALERTER_M_FAILED], 1);
+    if (res->outcome == ALERTER_OUT_GONE_410) {
+        cg_log(CG_LOG_WARN, "webhook endpoint answered 410: disabled", "endpoint", origin,
+               "endpoint_id", ep, "event", r->event_id, NULL);
+        return alerter_outbox_endpoint_disable(t, r->org, r->url, now_ms);
+    }
+    cg_log(CG_LOG_ERROR, ch ? "email delivery failed" : "webhook delivery failed", "event",
+           r->event_id, "endpoint", origin, "endpoint_id", ep, "error", res->error, "attempts",
+           attempts, NULL);
+    return CG_ERR_OK;
 }
 
-static void alerter_results(alerter *a)
+/* Write n results back to their records in one transaction. */
+static void alerter_apply(alerter *a, const alerter_result *res, uint32_t n)
 {
-    uint32_t n = alerter_deliver_collect(a->dl, a->results, ALERTER_INFLIGHT_MAX);
     if (n == 0) {
         return;
     }
@@ -497,13 +634,15 @@ static void alerter_results(alerter *a)
     cg_err err = alerter_outbox_begin(a->ob, &t);
     for (uint32_t i = 0; i < n && err == CG_ERR_OK; i++) {
         alerter_record *r = &a->recs[0];
-        err = alerter_outbox_get_txn(&t, a->results[i].key, r);
+        err = alerter_outbox_get_txn(&t, res[i].key, r);
         if (err == CG_ERR_NOTFOUND) {
             err = CG_ERR_OK; /* swept meanwhile: nothing to record */
             continue;
         }
         if (err == CG_ERR_OK) {
-            alerter_result_apply(a, r, &a->results[i], now_ms);
+            err = alerter_result_apply(a, &t, r, &res[i], now_ms);
+        }
+        if (err == CG_ERR_OK) {
             err = alerter_outbox_update(&t, r);
         }
     }
@@ -517,6 +656,11 @@ static void alerter_results(alerter *a)
         cg_log(CG_LOG_ERROR, "cannot record delivery results", "error", cg_err_name(err), NULL);
     }
     a->due_dirty = 1;
+}
+
+static void alerter_results(alerter *a)
+{
+    alerter_apply(a, a->results, alerter_deliver_collect(a->dl, a->results, ALERTER_INFLIGHT_MAX));
 }
 
 static int alerter_skip_busy(const uint8_t key[ALERTER_KEY_BYTES], void *arg)
@@ -540,7 +684,20 @@ static void alerter_start_due(alerter *a)
     }
     a->due_dirty = 0;
     a->next_due_ms = next;
+    uint32_t skipped = 0;
     for (uint32_t i = 0; i < n; i++) {
+        int64_t disabled_ms = 0;
+        if (a->recs[i].channel == ALERTER_CH_WEBHOOK &&
+            alerter_outbox_endpoint_state(a->ob, a->recs[i].url, &disabled_ms) == CG_ERR_OK &&
+            disabled_ms != 0) {
+            alerter_result *res = &a->skipped[skipped++];
+            memset(res, 0, sizeof *res);
+            memcpy(res->key, a->recs[i].key, ALERTER_KEY_BYTES);
+            res->outcome = ALERTER_OUT_DISABLED;
+            res->channel = ALERTER_CH_WEBHOOK;
+            snprintf(res->error, sizeof res->error, "endpoint disabled");
+            continue;
+        }
         err = alerter_deliver_start(a->dl, &a->recs[i], now_ms / 1000);
         if (err != CG_ERR_OK) {
             cg_log(CG_LOG_ERROR, "cannot start webhook attempt", "event", a->recs[i].event_id,
@@ -549,6 +706,8 @@ static void alerter_start_due(alerter *a)
             break;
         }
     }
+    /* recs is scratch for alerter_apply too: the due batch is no longer needed. */
+    alerter_apply(a, a->skipped, skipped);
 }
 
 static void alerter_sweep(alerter *a, int64_t now)
@@ -608,6 +767,7 @@ cg_err alerter_run(alerter *a, const volatile sig_atomic_t *stop)
     char shards[16];
     snprintf(shards, sizeof shards, "%" PRIu32, a->cfg->shard_n);
     cg_log(CG_LOG_INFO, "alerter running", "shards", shards, NULL);
+    atomic_store(&a->ready, 1);
     while (!*stop) {
         int64_t now = cg_mono_ms();
         alerter_take_pubs(a);
@@ -621,6 +781,15 @@ cg_err alerter_run(alerter *a, const volatile sig_atomic_t *stop)
         if (err != CG_ERR_OK) {
             return err;
         }
+    }
+    /* Let attempts in flight finish and record them, for a bounded time, so a restart
+     * does not send again what a receiver already took. No new attempts start. */
+    int64_t drain_end = cg_mono_ms() + ALERTER_DRAIN_MS;
+    while (alerter_deliver_inflight(a->dl) > 0 && cg_mono_ms() < drain_end) {
+        if (alerter_deliver_poll(a->dl, ALERTER_LOOP_WAIT_MS) != CG_ERR_OK) {
+            break;
+        }
+        alerter_results(a);
     }
     char inflight[16];
     snprintf(inflight, sizeof inflight, "%" PRIu32, alerter_deliver_inflight(a->dl));
@@ -668,6 +837,109 @@ static void alerter_log_outbox(alerter *a)
             counts[ALERTER_PENDING], counts[ALERTER_DELIVERED], counts[ALERTER_FAILED]);
 }
 
+static double alerter_pending_cb(void *ud)
+{
+    uint64_t n = 0;
+    return alerter_outbox_pending(ud, &n) == CG_ERR_OK ? (double)n : 0.0;
+}
+
+static cg_err alerter_metrics_open(alerter *a)
+{
+    static const char *const ch[2] = {"webhook", "email"};
+    static const char *const oc[4] = {"delivered", "retried", "failed", "disabled"};
+    /* Event to delivery: seconds to a day, as retries stretch it. */
+    static const double lat[] = {0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 14400, 86400};
+    cg_err err = cg_metrics_new(&a->metrics);
+    if (err != CG_ERR_OK) {
+        return err;
+    }
+    a->st.events =
+        cg_metrics_counter(a->metrics, "capgate_alerter_events_total",
+                           "Threshold events taken from the shards into the outbox.", NULL);
+    for (int c = 0; c < 2; c++) {
+        for (int o = 0; o < 4; o++) {
+            a->st.out[c][o] = cg_metrics_counter(
+                a->metrics, "capgate_alerter_deliveries_total",
+                "Delivery attempts by outcome: delivered, retried (will try again), failed (given "
+                "up), disabled (endpoint disabled, not attempted).",
+                "channel", ch[c], "outcome", oc[o], NULL);
+        }
+    }
+    cg_metrics_gauge_cb(a->metrics, "capgate_alerter_outbox_pending",
+                        "Deliveries waiting for their next attempt.", alerter_pending_cb, a->ob,
+                        NULL);
+    for (int c = 0; c < 2; c++) {
+        a->st.attempt_s[c] =
+            cg_metrics_histo(a->metrics, "capgate_alerter_attempt_seconds",
+                             "Duration of one delivery attempt.", NULL, 0, "channel", ch[c], NULL);
+        a->st.latency_s[c] = cg_metrics_histo(
+            a->metrics, "capgate_alerter_delivery_latency_seconds",
+            "From the event's creation in the alerter's outbox to its successful delivery.", lat,
+            sizeof lat / sizeof lat[0], "channel", ch[c], NULL);
+    }
+    return CG_ERR_OK;
+}
+
+/* smtp_to into email_to (validated by alerter_config_check). */
+static void alerter_email_to_parse(alerter *a)
+{
+    char buf[CG_URL_MAX + 1];
+    snprintf(buf, sizeof buf, "%s", a->cfg->smtp_to);
+    a->email_to_n = 0;
+    if (a->cfg->smtp_url[0] == '\0') {
+        return;
+    }
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save);
+         tok != NULL && a->email_to_n < ALERTER_EMAIL_TO_MAX; tok = strtok_r(NULL, ",", &save)) {
+        snprintf(a->email_to[a->email_to_n++], sizeof a->email_to[0], "%s", tok);
+    }
+}
+
+cg_err alerter_config_check(const cg_config *cfg, char *msg, size_t cap)
+{
+    if (cfg->shard_n == 0) {
+        snprintf(msg, cap, "shard: at least one shard is required");
+        return CG_ERR_INVAL;
+    }
+    if (cfg->smtp_url[0] == '\0') {
+        return CG_ERR_OK;
+    }
+    int smtps = strncasecmp(cfg->smtp_url, "smtps://", 8) == 0;
+    if (!smtps && strncasecmp(cfg->smtp_url, "smtp://", 7) != 0) {
+        snprintf(msg, cap, "smtp_url: must be smtp://host[:port] or smtps://host[:port]");
+        return CG_ERR_INVAL;
+    }
+    if (cfg->smtp_tls == 2 && !smtps) {
+        snprintf(msg, cap, "smtp_url: smtp_tls implicit needs an smtps:// URL");
+        return CG_ERR_INVAL;
+    }
+    if (cfg->smtp_tls != 2 && smtps) {
+        snprintf(msg, cap, "smtp_tls: an smtps:// URL needs smtp_tls implicit");
+        return CG_ERR_INVAL;
+    }
+    if (!alerter_email_ok(cfg->smtp_from)) {
+        snprintf(msg, cap, "smtp_from: must be an email address (required with smtp_url)");
+        return CG_ERR_INVAL;
+    }
+    char buf[CG_URL_MAX + 1];
+    uint32_t n = 0;
+    snprintf(buf, sizeof buf, "%s", cfg->smtp_to);
+    for (char *save = NULL, *tok = strtok_r(buf, ",", &save); tok != NULL;
+         tok = strtok_r(NULL, ",", &save)) {
+        if (!alerter_email_ok(tok)) {
+            snprintf(msg, cap, "smtp_to: \"%.64s\" is not an email address", tok);
+            return CG_ERR_INVAL;
+        }
+        n++;
+    }
+    if (n == 0 || n > ALERTER_EMAIL_TO_MAX) {
+        snprintf(msg, cap, "smtp_to: 1..%d comma-separated addresses are required with smtp_url",
+                 ALERTER_EMAIL_TO_MAX);
+        return CG_ERR_INVAL;
+    }
+    return CG_ERR_OK;
+}
+
 static cg_err alerter_open_parts(alerter *a)
 {
     char dir[CG_PATH_MAX + 16];
@@ -684,8 +956,17 @@ static cg_err alerter_open_parts(alerter *a)
         return err;
     }
     alerter_log_outbox(a);
-    if ((err = alerter_deliver_new(a->cfg->alert_allow_http, a->cfg->alert_allow_private,
+    alerter_smtp smtp = {.url = a->cfg->smtp_url,
+                         .from = a->cfg->smtp_from,
+                         .user = a->cfg->smtp_user,
+                         .password = a->cfg->smtp_password,
+                         .tls = a->cfg->smtp_tls,
+                         .ca_file = a->cfg->smtp_ca_file};
+    if ((err = alerter_deliver_new(a->cfg->alert_allow_http, a->cfg->alert_allow_private, &smtp,
                                    &a->dl)) != CG_ERR_OK) {
+        return err;
+    }
+    if ((err = alerter_metrics_open(a)) != CG_ERR_OK) {
         return err;
     }
     for (uint32_t i = 0; i < a->cfg->shard_n && err == CG_ERR_OK; i++) {
@@ -693,6 +974,9 @@ static cg_err alerter_open_parts(alerter *a)
     }
     if (err == CG_ERR_OK) {
         err = alerter_sub_open(&a->sub, a->cfg->shards, a->cfg->shard_n, alerter_wake, a->dl);
+    }
+    if (err == CG_ERR_OK && a->cfg->alerter_listen[0] != '\0') {
+        err = alerter_http_start(a->cfg, a->ob, a->metrics, &a->ready, &a->http);
     }
     return err;
 }
@@ -718,6 +1002,13 @@ cg_err alerter_new(const cg_config *cfg, alerter **out)
         a->rng = (uint64_t)cg_mono_ms() * 0x9e3779b97f4a7c15ull | 1u;
     }
     a->due_dirty = 1;
+    char msg[160];
+    if (alerter_config_check(cfg, msg, sizeof msg) != CG_ERR_OK) {
+        cg_log(CG_LOG_ERROR, "bad config", "error", msg, NULL);
+        err = CG_ERR_INVAL;
+        goto fail;
+    }
+    alerter_email_to_parse(a);
     if ((err = alerter_open_parts(a)) != CG_ERR_OK) {
         goto fail;
     }
@@ -733,6 +1024,8 @@ void alerter_free(alerter *a)
     if (a == NULL) {
         return;
     }
+    /* The listener reads the outbox and the registry: it goes first. */
+    alerter_http_stop(a->http);
     /* NNG callbacks wake the curl multi: stop them all before the multi goes. */
     alerter_sub_close(&a->sub);
     for (uint32_t i = 0; a->shards != NULL && i < a->cfg->shard_n; i++) {
@@ -747,6 +1040,7 @@ void alerter_free(alerter *a)
     }
     alerter_deliver_free(a->dl);
     alerter_outbox_close(a->ob);
+    cg_metrics_free(a->metrics);
     if (a->ring_ok) {
         cg_ring_fini(&a->ring);
     }

@@ -1,6 +1,6 @@
 /*
- * alerter_deliver.c — webhook attempts on a libcurl multi handle (contract in
- * alerter_deliver.h).
+ * alerter_deliver.c — webhook and email attempts on a libcurl multi handle
+ * (contract in alerter_deliver.h).
  *
  * A fixed table of ALERTER_INFLIGHT_MAX slots: FREE -> RUNNING (easy handle in the
  * multi) -> FINISHED (result waiting for alerter_deliver_collect) -> FREE. A slot
@@ -32,7 +32,9 @@ typedef enum alerter_slot_state {
 typedef struct alerter_slot {
     uint8_t state; /* alerter_slot_state */
     CURL *easy;
-    struct curl_slist *headers;
+    struct curl_slist *headers; /* webhook headers, or the email's RCPT list */
+    char *mail;                 /* email: the message being uploaded (a copy) */
+    size_t mail_len, mail_off;
     size_t resp_bytes;   /* response body bytes seen, bounded by ALERTER_RESP_BODY_MAX */
     const char *refused; /* reason the SSRF guard gave for the last refused address */
     int64_t started_mono_ms;
@@ -44,11 +46,13 @@ struct alerter_deliver {
     CURLM *multi;
     int allow_http;
     int allow_private;
+    alerter_smtp smtp;
     uint32_t busy_n; /* RUNNING + FINISHED */
     alerter_slot slots[ALERTER_INFLIGHT_MAX];
 };
 
-cg_err alerter_deliver_new(int allow_http, int allow_private, alerter_deliver **out)
+cg_err alerter_deliver_new(int allow_http, int allow_private, const alerter_smtp *smtp,
+                           alerter_deliver **out)
 {
     alerter_deliver *d = calloc(1, sizeof *d);
     if (d == NULL) {
@@ -61,6 +65,9 @@ cg_err alerter_deliver_new(int allow_http, int allow_private, alerter_deliver **
     }
     d->allow_http = allow_http;
     d->allow_private = allow_private;
+    if (smtp != NULL) {
+        d->smtp = *smtp;
+    }
     *out = d;
     return CG_ERR_OK;
 }
@@ -74,6 +81,8 @@ static void alerter_slot_release(alerter_deliver *d, alerter_slot *s)
     }
     curl_slist_free_all(s->headers);
     s->headers = NULL;
+    free(s->mail);
+    s->mail = NULL;
 }
 
 void alerter_deliver_free(alerter_deliver *d)
@@ -125,6 +134,19 @@ static size_t alerter_write_cb(char *ptr, size_t size, size_t nmemb, void *userd
     return n;
 }
 
+/* Email upload: the message bytes, then end of data. */
+static size_t alerter_read_cb(char *buf, size_t size, size_t nitems, void *userdata)
+{
+    alerter_slot *s = userdata;
+    size_t n = size * nitems, left = s->mail_len - s->mail_off;
+    if (n > left) {
+        n = left;
+    }
+    memcpy(buf, s->mail + s->mail_off, n);
+    s->mail_off += n;
+    return n;
+}
+
 /* The SSRF guard: runs for every address curl is about to connect to, after DNS. */
 static curl_socket_t alerter_opensocket_cb(void *clientp, curlsocktype purpose,
                                            struct curl_sockaddr *addr)
@@ -155,6 +177,7 @@ static alerter_slot *alerter_slot_take(alerter_deliver *d, const alerter_record 
         if (s->state == ALERTER_SLOT_FREE) {
             memset(&s->result, 0, sizeof s->result);
             memcpy(s->result.key, r->key, ALERTER_KEY_BYTES);
+            s->result.channel = r->channel;
             s->resp_bytes = 0;
             s->refused = NULL;
             s->errbuf[0] = '\0';
@@ -242,11 +265,82 @@ static cg_err alerter_easy_setup(alerter_deliver *d, alerter_slot *s, const aler
     return CG_ERR_OK;
 }
 
+/* SMTP transfer of an email record: one recipient, the stored message. */
+static cg_err alerter_mail_setup(alerter_deliver *d, alerter_slot *s, const alerter_record *r)
+{
+    char rcpt[PROTO_URL_MAX + 3], from[PROTO_URL_MAX + 3];
+    snprintf(rcpt, sizeof rcpt, "<%s>", r->url + strlen(ALERTER_MAILTO));
+    snprintf(from, sizeof from, "<%s>", d->smtp.from);
+    if ((s->headers = curl_slist_append(NULL, rcpt)) == NULL ||
+        (s->mail = malloc(r->body_len + 1)) == NULL) {
+        return CG_ERR_NOMEM;
+    }
+    memcpy(s->mail, r->body, r->body_len);
+    s->mail_len = r->body_len;
+    s->mail_off = 0;
+    CURL *e = s->easy;
+    CURLcode c = CURLE_OK;
+#define ALERTER_SETOPT(opt, val)           \
+    if (c == CURLE_OK) {                   \
+        c = curl_easy_setopt(e, opt, val); \
+    }
+    ALERTER_SETOPT(CURLOPT_URL, d->smtp.url);
+    ALERTER_SETOPT(CURLOPT_PROTOCOLS_STR, "smtp,smtps");
+    ALERTER_SETOPT(CURLOPT_PROXY, "");
+    ALERTER_SETOPT(CURLOPT_NOSIGNAL, 1L);
+    ALERTER_SETOPT(CURLOPT_TIMEOUT_MS, (long)ALERTER_ATTEMPT_TIMEOUT_MS);
+    ALERTER_SETOPT(CURLOPT_CONNECTTIMEOUT_MS, (long)ALERTER_CONNECT_TIMEOUT_MS);
+    ALERTER_SETOPT(CURLOPT_MAIL_FROM, from);
+    ALERTER_SETOPT(CURLOPT_MAIL_RCPT, s->headers);
+    ALERTER_SETOPT(CURLOPT_UPLOAD, 1L);
+    ALERTER_SETOPT(CURLOPT_INFILESIZE_LARGE, (curl_off_t)s->mail_len);
+    ALERTER_SETOPT(CURLOPT_READFUNCTION, alerter_read_cb);
+    ALERTER_SETOPT(CURLOPT_READDATA, s);
+    ALERTER_SETOPT(CURLOPT_ERRORBUFFER, s->errbuf);
+    ALERTER_SETOPT(CURLOPT_PRIVATE, s);
+    if (d->smtp.tls == 1) {
+        ALERTER_SETOPT(CURLOPT_USE_SSL, (long)CURLUSESSL_ALL); /* no plain-text fallback */
+    }
+    if (d->smtp.ca_file != NULL && d->smtp.ca_file[0] != '\0') {
+        ALERTER_SETOPT(CURLOPT_CAINFO, d->smtp.ca_file);
+    }
+    if (d->smtp.user != NULL && d->smtp.user[0] != '\0') {
+        ALERTER_SETOPT(CURLOPT_USERNAME, d->smtp.user);
+        ALERTER_SETOPT(CURLOPT_PASSWORD, d->smtp.password != NULL ? d->smtp.password : "");
+    }
+#undef ALERTER_SETOPT
+    if (c != CURLE_OK) {
+        cg_log(CG_LOG_ERROR, "curl setup failed", "curl", curl_easy_strerror(c), NULL);
+        return CG_ERR_NOMEM;
+    }
+    return CG_ERR_OK;
+}
+
+static cg_err alerter_mail_start(alerter_deliver *d, alerter_slot *s, const alerter_record *r)
+{
+    if (d->smtp.url == NULL || d->smtp.url[0] == '\0') {
+        alerter_slot_gone(d, s, "email not configured (smtp_url)");
+        return CG_ERR_OK;
+    }
+    cg_err err = CG_ERR_NOMEM;
+    if ((s->easy = curl_easy_init()) == NULL || (err = alerter_mail_setup(d, s, r)) != CG_ERR_OK ||
+        curl_multi_add_handle(d->multi, s->easy) != CURLM_OK) {
+        alerter_slot_release(d, s);
+        return err == CG_ERR_OK ? CG_ERR_NOMEM : err;
+    }
+    s->state = ALERTER_SLOT_RUNNING;
+    d->busy_n++;
+    return CG_ERR_OK;
+}
+
 cg_err alerter_deliver_start(alerter_deliver *d, const alerter_record *r, int64_t now_s)
 {
     alerter_slot *s = alerter_slot_take(d, r);
     if (s == NULL) {
         return CG_ERR_RATE;
+    }
+    if (r->channel == ALERTER_CH_EMAIL) {
+        return alerter_mail_start(d, s, r);
     }
     if (alerter_url_check(r->url, d->allow_http) != CG_ERR_OK) {
         alerter_slot_gone(d, s, d->allow_http ? "url not allowed" : "url not allowed: https only");
@@ -290,12 +384,22 @@ static void alerter_classify(alerter_slot *s, CURLcode code)
     curl_easy_getinfo(s->easy, CURLINFO_RESPONSE_CODE, &status);
     res->status = status;
     res->elapsed_ms = cg_mono_ms() - s->started_mono_ms;
+    if (res->channel == ALERTER_CH_EMAIL) {
+        if (code == CURLE_OK) {
+            res->outcome = ALERTER_OUT_DELIVERED;
+            return;
+        }
+        res->outcome = ALERTER_OUT_RETRY;
+        snprintf(res->error, sizeof res->error, "smtp %ld: %.60s%s%.50s", status,
+                 curl_easy_strerror(code), s->errbuf[0] != '\0' ? ": " : "", s->errbuf);
+        return;
+    }
     if (status >= 200 && status <= 299) {
         res->outcome = ALERTER_OUT_DELIVERED;
         return;
     }
     if (status == 410) {
-        res->outcome = ALERTER_OUT_GONE;
+        res->outcome = ALERTER_OUT_GONE_410;
         snprintf(res->error, sizeof res->error, "410 gone");
         return;
     }

@@ -1,5 +1,5 @@
 /*
- * alerter_deliver.h — webhook attempts over one libcurl multi handle.
+ * alerter_deliver.h — webhook and email attempts over one libcurl multi handle.
  *
  * The alerter loop starts attempts for due outbox records, drives them with
  * alerter_deliver_poll (curl_multi_poll, which also sleeps the loop and is woken
@@ -13,6 +13,11 @@
  * alerter_addr_refusal in CURLOPT_OPENSOCKETFUNCTION, so DNS rebinding cannot reach
  * an internal host. Proxies from the environment are ignored for the same reason.
  *
+ * An email record (channel ALERTER_CH_EMAIL) is sent over SMTP to smtp_url: MAIL
+ * FROM smtp_from, RCPT TO the record's address, the record's body as the message;
+ * STARTTLS required when smtp_tls is starttls, smtps:// when implicit; AUTH when
+ * smtp_user is set. The SMTP server is the operator's, so no address guard applies.
+ *
  * At most ALERTER_INFLIGHT_MAX attempts run at once. Everything except
  * alerter_deliver_wakeup is called on the loop thread only.
  */
@@ -25,12 +30,15 @@
 typedef enum alerter_outcome {
     ALERTER_OUT_DELIVERED = 0, /* 2xx */
     ALERTER_OUT_RETRY = 1,     /* any other status, timeout, connect or TLS error */
-    ALERTER_OUT_GONE = 2,      /* 410, or an error no retry can fix (bad secret, bad URL) */
+    ALERTER_OUT_GONE = 2,      /* an error no retry can fix (bad secret, bad URL, no SMTP) */
+    ALERTER_OUT_GONE_410 = 3,  /* the receiver answered 410: the endpoint is disabled */
+    ALERTER_OUT_DISABLED = 4,  /* not attempted: the endpoint was disabled (made by the loop) */
 } alerter_outcome;
 
 typedef struct alerter_result {
     uint8_t key[ALERTER_KEY_BYTES];
     uint8_t outcome;       /* alerter_outcome */
+    uint8_t channel;       /* alerter_channel of the record */
     long status;           /* HTTP status, 0 if none was received */
     int64_t retry_after_s; /* receiver's Retry-After in seconds, 0 if none */
     int64_t elapsed_ms;
@@ -39,8 +47,19 @@ typedef struct alerter_result {
 
 typedef struct alerter_deliver alerter_deliver;
 
+/* SMTP settings (borrowed strings; must outlive the deliverer). url "" = no email. */
+typedef struct alerter_smtp {
+    const char *url;
+    const char *from;
+    const char *user;
+    const char *password; /* never logged */
+    int tls;              /* 0 off, 1 starttls, 2 implicit */
+    const char *ca_file;  /* CA bundle for the server's certificate; "" = system CAs */
+} alerter_smtp;
+
 /* curl_global_init must have been called. Returns CG_ERR_NOMEM if curl cannot start. */
-cg_err alerter_deliver_new(int allow_http, int allow_private, alerter_deliver **out);
+cg_err alerter_deliver_new(int allow_http, int allow_private, const alerter_smtp *smtp,
+                           alerter_deliver **out);
 /* Abandon attempts in flight (their records stay due and are retried later) and free. */
 void alerter_deliver_free(alerter_deliver *d);
 

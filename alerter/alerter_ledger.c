@@ -208,7 +208,9 @@ static void alerter_sub_cb(void *arg)
 
 static cg_err alerter_sub_dial(alerter_sub *s, const cg_shard_cfg *shards, uint32_t n)
 {
-    int rc = nng_socket_set(s->sock, NNG_OPT_SUB_SUBSCRIBE, "", 0);
+    /* Threshold events only: definition-change notices (topic "d") are for gateways. */
+    int rc = nng_socket_set(s->sock, NNG_OPT_SUB_SUBSCRIBE, PROTO_PUB_TOPIC_EVENT,
+                            sizeof(PROTO_PUB_TOPIC_EVENT) - 1);
     if (rc != 0) {
         return cg_err_from_nng(rc);
     }

@@ -40,6 +40,10 @@
 /* Longest sleep in the loop: bounds how late a signal or a due record is noticed. NNG
  * completions wake the loop at once (curl_multi_wakeup). */
 #define ALERTER_LOOP_WAIT_MS 100
+/* On SIGTERM/SIGINT, attempts in flight get this long to finish and be recorded
+ * before the process exits (the rest are retried after a restart). */
+#define ALERTER_DRAIN_MS 3000
+
 /* After an LMDB error, a shard's event processing pauses this long before retrying. */
 #define ALERTER_DB_RETRY_MS 1000
 

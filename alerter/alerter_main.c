@@ -70,8 +70,8 @@ int main(int argc, char **argv)
         cg_log(CG_LOG_ERROR, "bad config", "error", msg, NULL);
         return 2;
     }
-    if (cfg.shard_n == 0) {
-        cg_log(CG_LOG_ERROR, "bad config", "error", "shard: at least one shard is required", NULL);
+    if (alerter_config_check(&cfg, msg, sizeof msg) != CG_ERR_OK) {
+        cg_log(CG_LOG_ERROR, "bad config", "error", msg, NULL);
         return 2;
     }
     cg_clock_set_offset_ms(cfg.clock_offset_s * 1000);

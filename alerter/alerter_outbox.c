@@ -2,10 +2,12 @@
  * alerter_outbox.c — LMDB storage of cursors and delivery records (contract in
  * alerter_outbox.h).
  *
- * Record value layout (little-endian, version 1):
+ * Record value layout (little-endian, version 2):
  *   0 u8 version | 1 u8 state | 2 u16 attempts | 4 u16 url_len | 6 u16 secret_len
  *   8 u16 err_len | 10 u16 id_len | 12 u32 body_len | 16 i64 created_ms | 24 i64 next_ms
- *   32 event id | url | secret | last error | body
+ *   32 i64 last_ms | 40 u8 channel | 41 u8 event type | 42 u16 org_len | 44 4 bytes zero
+ *   48 event id | url | secret | last error | org | body
+ * Version 1 (read only) had a 32-byte header and no last_ms, channel, type or org.
  * Every length is checked against its bound when read back, so a damaged value is
  * an error (CG_ERR_DB), never an overrun.
  */
@@ -20,13 +22,17 @@
 #include "cg_log.h"
 #include "cg_ring.h"
 
-#define ALERTER_REC_VERSION 1
-#define ALERTER_REC_HDR 32
+#define ALERTER_REC_VERSION 2
+#define ALERTER_REC_HDR 48
+#define ALERTER_REC_HDR_V1 32
 #define ALERTER_REC_MAX                                                                          \
     (ALERTER_REC_HDR + PROTO_EVENT_ID_MAX + PROTO_URL_MAX + PROTO_SECRET_MAX + ALERTER_ERR_MAX + \
-     ALERTER_BODY_MAX)
+     PROTO_ID_MAX + ALERTER_BODY_MAX)
 #define ALERTER_IDX_BYTES (8 + ALERTER_KEY_BYTES)
-#define ALERTER_DBS 4
+#define ALERTER_DBS 5
+/* Endpoint value: i64 disabled_ms | u16 org_len | u16 url_len | org | url. */
+#define ALERTER_EP_HDR 12
+#define ALERTER_EP_MAX (ALERTER_EP_HDR + PROTO_ID_MAX + PROTO_URL_MAX)
 
 struct alerter_outbox {
     MDB_env *env;
@@ -34,6 +40,7 @@ struct alerter_outbox {
     MDB_dbi outbox_db;
     MDB_dbi due_db;
     MDB_dbi done_db;
+    MDB_dbi endpoint_db;
     uint8_t scratch[ALERTER_REC_MAX]; /* encode buffer; one thread by contract */
 };
 
@@ -104,7 +111,8 @@ void alerter_record_key(const char *event_id, const char *url, uint8_t key[ALERT
 static size_t alerter_rec_encode(const alerter_record *r, uint8_t *out)
 {
     size_t id = strlen(r->event_id), url = strlen(r->url), sec = strlen(r->secret);
-    size_t err = strlen(r->last_error);
+    size_t err = strlen(r->last_error), org = strlen(r->org);
+    memset(out, 0, ALERTER_REC_HDR);
     out[0] = ALERTER_REC_VERSION;
     out[1] = r->state;
     alerter_put_le(out + 2, r->attempts, 2);
@@ -115,6 +123,10 @@ static size_t alerter_rec_encode(const alerter_record *r, uint8_t *out)
     alerter_put_le(out + 12, r->body_len, 4);
     alerter_put_le(out + 16, (uint64_t)r->created_ms, 8);
     alerter_put_le(out + 24, (uint64_t)r->next_ms, 8);
+    alerter_put_le(out + 32, (uint64_t)r->last_ms, 8);
+    out[40] = r->channel;
+    out[41] = r->type;
+    alerter_put_le(out + 42, org, 2);
     size_t o = ALERTER_REC_HDR;
     memcpy(out + o, r->event_id, id);
     o += id;
@@ -124,6 +136,8 @@ static size_t alerter_rec_encode(const alerter_record *r, uint8_t *out)
     o += sec;
     memcpy(out + o, r->last_error, err);
     o += err;
+    memcpy(out + o, r->org, org);
+    o += org;
     memcpy(out + o, r->body, r->body_len);
     return o + r->body_len;
 }
@@ -143,14 +157,17 @@ static int alerter_rec_str(const uint8_t *v, size_t *o, size_t n, size_t max, ch
 static cg_err alerter_rec_decode(const MDB_val *key, const MDB_val *val, alerter_record *r)
 {
     const uint8_t *v = val->mv_data;
-    if (key->mv_size != ALERTER_KEY_BYTES || val->mv_size < ALERTER_REC_HDR ||
-        v[0] != ALERTER_REC_VERSION) {
+    if (key->mv_size != ALERTER_KEY_BYTES || val->mv_size < ALERTER_REC_HDR_V1 ||
+        (v[0] != ALERTER_REC_VERSION && v[0] != 1) ||
+        (v[0] == ALERTER_REC_VERSION && val->mv_size < ALERTER_REC_HDR)) {
         return CG_ERR_DB;
     }
+    int v1 = v[0] == 1;
+    size_t hdr = v1 ? ALERTER_REC_HDR_V1 : ALERTER_REC_HDR;
     size_t url = alerter_get_le(v + 4, 2), sec = alerter_get_le(v + 6, 2);
     size_t err = alerter_get_le(v + 8, 2), id = alerter_get_le(v + 10, 2);
-    size_t body = alerter_get_le(v + 12, 4);
-    if (ALERTER_REC_HDR + id + url + sec + err + body != val->mv_size || body > ALERTER_BODY_MAX ||
+    size_t body = alerter_get_le(v + 12, 4), org = v1 ? 0 : alerter_get_le(v + 42, 2);
+    if (hdr + id + url + sec + err + org + body != val->mv_size || body > ALERTER_BODY_MAX ||
         v[1] > ALERTER_FAILED) {
         return CG_ERR_DB;
     }
@@ -159,11 +176,15 @@ static cg_err alerter_rec_decode(const MDB_val *key, const MDB_val *val, alerter
     r->attempts = (uint16_t)alerter_get_le(v + 2, 2);
     r->created_ms = (int64_t)alerter_get_le(v + 16, 8);
     r->next_ms = (int64_t)alerter_get_le(v + 24, 8);
-    size_t o = ALERTER_REC_HDR;
+    r->last_ms = v1 ? 0 : (int64_t)alerter_get_le(v + 32, 8);
+    r->channel = v1 ? ALERTER_CH_WEBHOOK : v[40];
+    r->type = v1 ? 0xff : v[41];
+    size_t o = hdr;
     if (alerter_rec_str(v, &o, id, PROTO_EVENT_ID_MAX, r->event_id) != 0 ||
         alerter_rec_str(v, &o, url, PROTO_URL_MAX, r->url) != 0 ||
         alerter_rec_str(v, &o, sec, PROTO_SECRET_MAX, r->secret) != 0 ||
-        alerter_rec_str(v, &o, err, ALERTER_ERR_MAX, r->last_error) != 0) {
+        alerter_rec_str(v, &o, err, ALERTER_ERR_MAX, r->last_error) != 0 ||
+        alerter_rec_str(v, &o, org, PROTO_ID_MAX, r->org) != 0) {
         return CG_ERR_DB;
     }
     memcpy(r->body, v + o, body);
@@ -208,7 +229,8 @@ static cg_err alerter_outbox_dbs(alerter_outbox *ob)
     if ((rc = mdb_dbi_open(txn, "cursor", MDB_CREATE, &ob->cursor_db)) != MDB_SUCCESS ||
         (rc = mdb_dbi_open(txn, "outbox", MDB_CREATE, &ob->outbox_db)) != MDB_SUCCESS ||
         (rc = mdb_dbi_open(txn, "due", MDB_CREATE, &ob->due_db)) != MDB_SUCCESS ||
-        (rc = mdb_dbi_open(txn, "done", MDB_CREATE, &ob->done_db)) != MDB_SUCCESS) {
+        (rc = mdb_dbi_open(txn, "done", MDB_CREATE, &ob->done_db)) != MDB_SUCCESS ||
+        (rc = mdb_dbi_open(txn, "endpoint", MDB_CREATE, &ob->endpoint_db)) != MDB_SUCCESS) {
         mdb_txn_abort(txn);
         return alerter_db_err(rc, "dbi_open");
     }
@@ -558,25 +580,35 @@ fail:
     return err;
 }
 
+/* A read-only transaction and a cursor on db in it; the caller closes cur and aborts txn. */
+static cg_err alerter_ro_cursor(alerter_outbox *ob, MDB_dbi db, MDB_txn **txn, MDB_cursor **cur)
+{
+    int rc = mdb_txn_begin(ob->env, NULL, MDB_RDONLY, txn);
+    if (rc != MDB_SUCCESS) {
+        return alerter_db_err(rc, "txn_begin");
+    }
+    if ((rc = mdb_cursor_open(*txn, db, cur)) != MDB_SUCCESS) {
+        mdb_txn_abort(*txn);
+        return alerter_db_err(rc, "cursor_open");
+    }
+    return CG_ERR_OK;
+}
+
 cg_err alerter_outbox_count(alerter_outbox *ob, uint64_t counts[3])
 {
     MDB_txn *txn = NULL;
     MDB_cursor *cur = NULL;
     MDB_val k, v;
-    int rc = mdb_txn_begin(ob->env, NULL, MDB_RDONLY, &txn);
-    if (rc != MDB_SUCCESS) {
-        return alerter_db_err(rc, "txn_begin");
-    }
-    if ((rc = mdb_cursor_open(txn, ob->outbox_db, &cur)) != MDB_SUCCESS) {
-        mdb_txn_abort(txn);
-        return alerter_db_err(rc, "cursor_open");
+    int rc;
+    cg_err err = alerter_ro_cursor(ob, ob->outbox_db, &txn, &cur);
+    if (err != CG_ERR_OK) {
+        return err;
     }
     counts[0] = counts[1] = counts[2] = 0;
-    cg_err err = CG_ERR_OK;
     for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS;
          rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
         const uint8_t *p = v.mv_data;
-        if (v.mv_size < ALERTER_REC_HDR || p[1] > ALERTER_FAILED) {
+        if (v.mv_size < ALERTER_REC_HDR_V1 || p[1] > ALERTER_FAILED) {
             err = CG_ERR_DB;
             break;
         }
@@ -588,4 +620,240 @@ cg_err alerter_outbox_count(alerter_outbox *ob, uint64_t counts[3])
     mdb_cursor_close(cur);
     mdb_txn_abort(txn);
     return err;
+}
+
+/* ---- the delivery-state API ---------------------------------------------------------- */
+
+/* Visit the records of one index db in the given direction; *left counts down. */
+static cg_err alerter_list_idx(alerter_outbox *ob, MDB_txn *txn, MDB_dbi db, int newest_first,
+                               uint32_t *left, alerter_visit_fn fn, void *arg, int *stopped,
+                               alerter_record *r)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val ik, iv, k, v;
+    int rc = mdb_cursor_open(txn, db, &cur);
+    if (rc != MDB_SUCCESS) {
+        return alerter_db_err(rc, "cursor_open");
+    }
+    cg_err err = CG_ERR_OK;
+    MDB_cursor_op first = newest_first ? MDB_LAST : MDB_FIRST;
+    MDB_cursor_op next = newest_first ? MDB_PREV : MDB_NEXT;
+    for (rc = mdb_cursor_get(cur, &ik, &iv, first); rc == MDB_SUCCESS && *left > 0 && !*stopped;
+         rc = mdb_cursor_get(cur, &ik, &iv, next)) {
+        if (ik.mv_size != ALERTER_IDX_BYTES) {
+            err = CG_ERR_DB;
+            break;
+        }
+        k.mv_size = ALERTER_KEY_BYTES;
+        k.mv_data = (uint8_t *)ik.mv_data + 8;
+        int grc = mdb_get(txn, ob->outbox_db, &k, &v);
+        if (grc == MDB_NOTFOUND) {
+            continue;
+        }
+        err = grc == MDB_SUCCESS ? alerter_rec_decode(&k, &v, r) : alerter_db_err(grc, "get");
+        if (err != CG_ERR_OK) {
+            break;
+        }
+        (*left)--;
+        *stopped = fn(r, arg) != 0;
+    }
+    if (err == CG_ERR_OK && rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
+        err = alerter_db_err(rc, "cursor_get");
+    }
+    mdb_cursor_close(cur);
+    return err;
+}
+
+cg_err alerter_outbox_list(alerter_outbox *ob, int state, uint32_t max, alerter_visit_fn fn,
+                           void *arg)
+{
+    MDB_txn *txn = NULL;
+    alerter_record *r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        return CG_ERR_NOMEM;
+    }
+    int rc = mdb_txn_begin(ob->env, NULL, MDB_RDONLY, &txn);
+    if (rc != MDB_SUCCESS) {
+        free(r);
+        return alerter_db_err(rc, "txn_begin");
+    }
+    cg_err err = CG_ERR_OK;
+    int stopped = 0;
+    uint32_t left = max;
+    /* A finished-state filter walks `done`, whose records are both states: fn sees both
+     * and filters; pending ones come from `due` only. */
+    if (state < 0 || state == ALERTER_PENDING) {
+        err = alerter_list_idx(ob, txn, ob->due_db, 0, &left, fn, arg, &stopped, r);
+    }
+    if (err == CG_ERR_OK && state != ALERTER_PENDING) {
+        err = alerter_list_idx(ob, txn, ob->done_db, 1, &left, fn, arg, &stopped, r);
+    }
+    mdb_txn_abort(txn);
+    free(r);
+    return err;
+}
+
+static void alerter_ep_key(const char *url, uint8_t k[8])
+{
+    alerter_put_be64(k, cg_hash64(url, strlen(url)));
+}
+
+static size_t alerter_ep_encode(const char *org, const char *url, int64_t disabled_ms, uint8_t *out)
+{
+    size_t on = strnlen(org, PROTO_ID_MAX), un = strnlen(url, PROTO_URL_MAX);
+    alerter_put_le(out, (uint64_t)disabled_ms, 8);
+    alerter_put_le(out + 8, on, 2);
+    alerter_put_le(out + 10, un, 2);
+    memcpy(out + ALERTER_EP_HDR, org, on);
+    memcpy(out + ALERTER_EP_HDR + on, url, un);
+    return ALERTER_EP_HDR + on + un;
+}
+
+static cg_err alerter_ep_decode(const MDB_val *k, const MDB_val *v, alerter_endpoint *e)
+{
+    const uint8_t *p = v->mv_data;
+    if (k->mv_size != 8 || v->mv_size < ALERTER_EP_HDR) {
+        return CG_ERR_DB;
+    }
+    size_t on = alerter_get_le(p + 8, 2), un = alerter_get_le(p + 10, 2);
+    if (on > PROTO_ID_MAX || un > PROTO_URL_MAX || ALERTER_EP_HDR + on + un != v->mv_size) {
+        return CG_ERR_DB;
+    }
+    e->id = alerter_get_be64(k->mv_data);
+    e->disabled_ms = (int64_t)alerter_get_le(p, 8);
+    memcpy(e->org, p + ALERTER_EP_HDR, on);
+    e->org[on] = '\0';
+    memcpy(e->url, p + ALERTER_EP_HDR + on, un);
+    e->url[un] = '\0';
+    return CG_ERR_OK;
+}
+
+static cg_err alerter_ep_put(MDB_txn *txn, MDB_dbi db, const char *org, const char *url,
+                             int64_t disabled_ms, int only_new)
+{
+    uint8_t k[8], buf[ALERTER_EP_MAX];
+    alerter_ep_key(url, k);
+    MDB_val kv = {sizeof k, k}, vv = {alerter_ep_encode(org, url, disabled_ms, buf), buf};
+    int rc = mdb_put(txn, db, &kv, &vv, only_new ? MDB_NOOVERWRITE : 0);
+    return rc == MDB_KEYEXIST ? CG_ERR_OK : alerter_db_err(rc, "put endpoint");
+}
+
+cg_err alerter_outbox_endpoint_seen(alerter_txn *t, const char *org, const char *url)
+{
+    return alerter_ep_put(t->txn, t->ob->endpoint_db, org, url, 0, 1);
+}
+
+cg_err alerter_outbox_endpoint_disable(alerter_txn *t, const char *org, const char *url,
+                                       int64_t now_ms)
+{
+    uint8_t k[8];
+    alerter_ep_key(url, k);
+    MDB_val kv = {sizeof k, k}, vv;
+    int rc = mdb_get(t->txn, t->ob->endpoint_db, &kv, &vv);
+    if (rc == MDB_SUCCESS) {
+        alerter_endpoint e;
+        cg_err err = alerter_ep_decode(&kv, &vv, &e);
+        if (err != CG_ERR_OK) {
+            return err;
+        }
+        if (e.disabled_ms != 0) {
+            return CG_ERR_OK;
+        }
+        org = e.org[0] != '\0' ? e.org : org;
+        return alerter_ep_put(t->txn, t->ob->endpoint_db, org, url, now_ms > 0 ? now_ms : 1, 0);
+    }
+    if (rc != MDB_NOTFOUND) {
+        return alerter_db_err(rc, "get endpoint");
+    }
+    return alerter_ep_put(t->txn, t->ob->endpoint_db, org, url, now_ms > 0 ? now_ms : 1, 0);
+}
+
+cg_err alerter_outbox_endpoint_enable(alerter_outbox *ob, uint64_t id)
+{
+    alerter_txn t = {NULL, NULL};
+    uint8_t k[8];
+    alerter_put_be64(k, id);
+    MDB_val kv = {sizeof k, k}, vv;
+    cg_err err = alerter_outbox_begin(ob, &t);
+    if (err != CG_ERR_OK) {
+        return err;
+    }
+    int rc = mdb_get(t.txn, ob->endpoint_db, &kv, &vv);
+    alerter_endpoint e;
+    err = rc == MDB_SUCCESS ? alerter_ep_decode(&kv, &vv, &e) : alerter_db_err(rc, "get endpoint");
+    if (err == CG_ERR_OK) {
+        err = alerter_ep_put(t.txn, ob->endpoint_db, e.org, e.url, 0, 0);
+    }
+    if (err != CG_ERR_OK) {
+        alerter_outbox_abort(&t);
+        return err;
+    }
+    return alerter_outbox_commit(&t);
+}
+
+cg_err alerter_outbox_endpoint_state(alerter_outbox *ob, const char *url, int64_t *disabled_ms)
+{
+    MDB_txn *txn = NULL;
+    uint8_t k[8];
+    alerter_ep_key(url, k);
+    MDB_val kv = {sizeof k, k}, vv;
+    int rc = mdb_txn_begin(ob->env, NULL, MDB_RDONLY, &txn);
+    if (rc != MDB_SUCCESS) {
+        return alerter_db_err(rc, "txn_begin");
+    }
+    rc = mdb_get(txn, ob->endpoint_db, &kv, &vv);
+    cg_err err = CG_ERR_OK;
+    *disabled_ms = 0;
+    if (rc == MDB_SUCCESS) {
+        alerter_endpoint e;
+        if ((err = alerter_ep_decode(&kv, &vv, &e)) == CG_ERR_OK) {
+            *disabled_ms = e.disabled_ms;
+        }
+    } else if (rc != MDB_NOTFOUND) {
+        err = alerter_db_err(rc, "get endpoint");
+    }
+    mdb_txn_abort(txn);
+    return err;
+}
+
+cg_err alerter_outbox_endpoints(alerter_outbox *ob, alerter_endpoint_fn fn, void *arg)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_val k, v;
+    int rc;
+    cg_err err = alerter_ro_cursor(ob, ob->endpoint_db, &txn, &cur);
+    if (err != CG_ERR_OK) {
+        return err;
+    }
+    for (rc = mdb_cursor_get(cur, &k, &v, MDB_FIRST); rc == MDB_SUCCESS;
+         rc = mdb_cursor_get(cur, &k, &v, MDB_NEXT)) {
+        alerter_endpoint e;
+        if ((err = alerter_ep_decode(&k, &v, &e)) != CG_ERR_OK || fn(&e, arg) != 0) {
+            break;
+        }
+    }
+    if (err == CG_ERR_OK && rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
+        err = alerter_db_err(rc, "cursor_get");
+    }
+    mdb_cursor_close(cur);
+    mdb_txn_abort(txn);
+    return err;
+}
+
+cg_err alerter_outbox_pending(alerter_outbox *ob, uint64_t *n)
+{
+    MDB_txn *txn = NULL;
+    MDB_stat st;
+    int rc = mdb_txn_begin(ob->env, NULL, MDB_RDONLY, &txn);
+    if (rc != MDB_SUCCESS) {
+        return alerter_db_err(rc, "txn_begin");
+    }
+    rc = mdb_stat(txn, ob->due_db, &st);
+    mdb_txn_abort(txn);
+    if (rc != MDB_SUCCESS) {
+        return alerter_db_err(rc, "stat");
+    }
+    *n = st.ms_entries;
+    return CG_ERR_OK;
 }

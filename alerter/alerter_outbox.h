@@ -7,6 +7,9 @@
  *   outbox  record key (48 bytes) -> record (see alerter_outbox.c for the layout)
  *   due     next_ms (u64 BE) + record key -> "" ; exactly the PENDING records
  *   done    finished_ms (u64 BE) + record key -> "" ; DELIVERED and FAILED, for the sweep
+ *   endpoint XXH3-64 of a webhook URL (u64 BE) -> org, URL, disabled_ms (0 = enabled);
+ *           every webhook endpoint the alerter has queued a delivery for. A 410 sets
+ *           disabled_ms; a disabled endpoint gets no further attempts.
  *
  * Invariants: a record is in exactly one of due/done, under the time stored in it;
  * the cursor of a shard and the records of the events up to it are written in one
@@ -38,9 +41,21 @@ typedef enum alerter_state {
     ALERTER_FAILED = 2,    /* schedule exhausted, 410, or a permanent error */
 } alerter_state;
 
+typedef enum alerter_channel {
+    ALERTER_CH_WEBHOOK = 0, /* url is the endpoint */
+    ALERTER_CH_EMAIL = 1,   /* url is "mailto:<address>"; body is the whole RFC 5322 message */
+} alerter_channel;
+
+/* Prefix of an email record's url. */
+#define ALERTER_MAILTO "mailto:"
+
 typedef struct alerter_record {
     uint8_t key[ALERTER_KEY_BYTES];
     char event_id[PROTO_EVENT_ID_MAX + 1];
+    char org[PROTO_ID_MAX + 1];
+    uint8_t type;    /* proto_event_type; 0xff when unknown (records of format 1) */
+    uint8_t channel; /* alerter_channel */
+    int64_t last_ms; /* when the last attempt finished; 0 = none yet */
     char url[PROTO_URL_MAX + 1];
     char secret[PROTO_SECRET_MAX + 1]; /* never logged */
     uint8_t state;                     /* alerter_state */
@@ -119,6 +134,42 @@ cg_err alerter_outbox_next_due(alerter_outbox *ob, int64_t *next_ms);
 
 /* Delete up to max finished records that finished before before_ms; *removed counts them. */
 cg_err alerter_outbox_sweep(alerter_outbox *ob, int64_t before_ms, uint32_t max, uint32_t *removed);
+
+/*
+ * Visit records for the delivery-state API, up to max of them: state < 0 means every
+ * state (pending first, by next attempt; then finished, newest first), otherwise only
+ * that state (pending by next attempt, finished newest first). fn returns non-zero to
+ * stop. Uses its own read transaction, so it may run on any thread (one call at a time
+ * per thread); r is valid during the callback only.
+ */
+typedef int (*alerter_visit_fn)(const alerter_record *r, void *arg);
+cg_err alerter_outbox_list(alerter_outbox *ob, int state, uint32_t max, alerter_visit_fn fn,
+                           void *arg);
+
+/* A webhook endpoint as stored in `endpoint`. */
+typedef struct alerter_endpoint {
+    uint64_t id; /* XXH3-64 of url */
+    char org[PROTO_ID_MAX + 1];
+    char url[PROTO_URL_MAX + 1];
+    int64_t disabled_ms; /* 0 = enabled */
+} alerter_endpoint;
+
+/* Record that org uses url (kept as it is if already known). */
+cg_err alerter_outbox_endpoint_seen(alerter_txn *t, const char *org, const char *url);
+/* Disable url's endpoint at now_ms (adding it if unknown); a disabled one keeps its time. */
+cg_err alerter_outbox_endpoint_disable(alerter_txn *t, const char *org, const char *url,
+                                       int64_t now_ms);
+/* Enable the endpoint with this id again. CG_ERR_NOTFOUND if unknown. */
+cg_err alerter_outbox_endpoint_enable(alerter_outbox *ob, uint64_t id);
+/* *disabled_ms = when url's endpoint was disabled, 0 if it is not (or unknown). Own read
+ * transaction; any thread. */
+cg_err alerter_outbox_endpoint_state(alerter_outbox *ob, const char *url, int64_t *disabled_ms);
+/* Visit every endpoint, in id order; fn returns non-zero to stop. Any thread. */
+typedef int (*alerter_endpoint_fn)(const alerter_endpoint *e, void *arg);
+cg_err alerter_outbox_endpoints(alerter_outbox *ob, alerter_endpoint_fn fn, void *arg);
+
+/* Number of PENDING records (entries of `due`; O(1)). Any thread. */
+cg_err alerter_outbox_pending(alerter_outbox *ob, uint64_t *n);
 
 /* Number of records per state (counts[ALERTER_PENDING..ALERTER_FAILED]); full scan, for
  * tests and start-up logging. */

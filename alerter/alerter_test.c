@@ -209,6 +209,7 @@ static void config_make(const char *dir)
     cfg.ledger_timeout_ms = 500;
     cfg.alert_retry_s[0] = 3600; /* one retry, an hour away: records stay PENDING */
     cfg.alert_retry_n = 1;
+    cfg.alerter_listen[0] = '\0'; /* no HTTP listener in unit tests */
 }
 
 static int run_until(unsigned long long seq, void (*during)(void))

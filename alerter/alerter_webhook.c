@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
 #include <openssl/core_names.h>
 #include <openssl/evp.h>
@@ -193,6 +194,203 @@ cg_err alerter_payload_build(const proto_event *e, char *buf, size_t cap, size_t
         return err;
     }
     alerter_buf_raw(&b, "}", 1);
+    if (b.full) {
+        return CG_ERR_TOOBIG;
+    }
+    *len = b.len;
+    return CG_ERR_OK;
+}
+
+/* ---- email --------------------------------------------------------------------------- */
+
+static void alerter_bufp(alerter_buf *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void alerter_bufp(alerter_buf *b, const char *fmt, ...)
+{
+    char tmp[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
+    va_end(ap);
+    if (n < 0 || (size_t)n >= sizeof tmp) {
+        b->full = 1;
+        return;
+    }
+    alerter_buf_raw(b, tmp, (size_t)n);
+}
+
+/* A header value: bytes outside printable ASCII become '?', so nothing can start a new
+ * header line. */
+static void alerter_hdr_clean(const char *in, char *out, size_t cap)
+{
+    size_t i = 0;
+    for (; in[i] != '\0' && i + 1 < cap; i++) {
+        unsigned char c = (unsigned char)in[i];
+        out[i] = c < 0x20 || c >= 0x7f ? '?' : (char)c;
+    }
+    out[i] = '\0';
+}
+
+/* The same rules as an org's emails (the admin API), so smtp_to and org addresses agree. */
+int alerter_email_ok(const char *addr)
+{
+    return proto_email_ok(addr);
+}
+
+static const char *alerter_scope_words(uint8_t scope)
+{
+    switch (scope) {
+    case PROTO_SCOPE_KEY:
+        return "API key";
+    case PROTO_SCOPE_GROUP:
+        return "key group";
+    case PROTO_SCOPE_CUSTOMER:
+        return "customer";
+    case PROTO_SCOPE_ORG:
+        return "organization";
+    }
+    return NULL;
+}
+
+static const char *alerter_metric_words(uint8_t metric)
+{
+    switch (metric) {
+    case PROTO_METRIC_COST:
+        return "spend cap";
+    case PROTO_METRIC_TOKENS:
+        return "token quota";
+    case PROTO_METRIC_REQUESTS:
+        return "request quota";
+    }
+    return NULL;
+}
+
+/* "$801.20" for cost, "1200 tokens" / "50 requests" otherwise. */
+static int alerter_amount_words(uint8_t metric, int64_t v, char *out, size_t cap)
+{
+    char tmp[40];
+    if (metric == PROTO_METRIC_COST) {
+        if (cg_money_format(v, 2, tmp, sizeof tmp) == 0) {
+            return -1;
+        }
+        snprintf(out, cap, "$%s", tmp);
+    } else {
+        snprintf(out, cap, "%" PRId64 " %s", v,
+                 metric == PROTO_METRIC_TOKENS ? "tokens" : "requests");
+    }
+    return 0;
+}
+
+/* The body: which, how much, when, and what happens next. id and org are cleaned. */
+static void alerter_email_text(alerter_buf *b, const proto_event *e, int reached, int action,
+                               const char *id, const char *org, const char *what, const char *win,
+                               const char *used, const char *max, const char *start,
+                               const char *end, const char *thr)
+{
+    const char *sw = alerter_scope_words(e->scope);
+    const char *verb = reached ? "has been reached" : "has passed a warning threshold";
+    if (e->scope == PROTO_SCOPE_ORG) {
+        alerter_bufp(b, "The %s of organization %s %s.\r\n\r\n", what, org, verb);
+    } else {
+        alerter_bufp(b, "The %s of %s %s in organization %s %s.\r\n\r\n", what, sw, id, org, verb);
+    }
+    alerter_bufp(b, "  Organization: %s\r\n", org);
+    alerter_bufp(b, "  Scope:        %s %s\r\n", sw, id);
+    alerter_bufp(b, "  Limit:        %s, window %s\r\n", what, win);
+    alerter_bufp(b, "  Used:         %s of %s\r\n", used, max);
+    if (!reached) {
+        alerter_bufp(b, "  Threshold:    %s%% of the limit\r\n", thr);
+    }
+    alerter_bufp(b, "  Period:       %s to %s\r\n\r\n", start, end);
+    alerter_bufp(b, "What happens next:\r\n");
+    char until[96];
+    if (e->period_end_ms > 0 && e->period_end_ms != INT64_MAX) {
+        snprintf(until, sizeof until, "until the period ends at %s", end);
+    } else {
+        snprintf(until, sizeof until, "for good (a lifetime limit never resets)");
+    }
+    if (!reached && action == PROTO_ACTION_WARN) {
+        alerter_bufp(b,
+                     "Nothing is blocked: this limit only warns. You will be told again\r\n"
+                     "when used reaches %s; requests will still be served.\r\n",
+                     max);
+    } else if (!reached) {
+        alerter_bufp(b,
+                     "Nothing is blocked yet; requests continue. Once used reaches %s,\r\n"
+                     "requests that would go over the limit are refused with HTTP 402\r\n"
+                     "(budget_exceeded) %s%s.\r\n",
+                     max, until, action < 0 ? ",\r\nunless the limit is set to only warn" : "");
+    } else if (action == PROTO_ACTION_WARN) {
+        alerter_bufp(b, "This limit only warns: requests continue to be served.\r\n");
+    } else {
+        alerter_bufp(b,
+                     "Requests that would go over this limit are now refused with HTTP 402\r\n"
+                     "(budget_exceeded) %s%s.\r\n",
+                     until, action < 0 ? ",\r\nunless the limit is set to only warn" : "");
+    }
+    alerter_bufp(b, "To change this, raise the limit through the capgate admin API.\r\n\r\n");
+    alerter_bufp(b, "Event id: %s\r\nEvent type: %s\r\n", e->id, proto_event_type_name(e->type));
+}
+
+cg_err alerter_email_build(const proto_event *e, const char *from, const char *to, int action,
+                           char *buf, size_t cap, size_t *len)
+{
+    const char *type = proto_event_type_name(e->type);
+    const char *scope = alerter_scope_words(e->scope);
+    const char *what = alerter_metric_words(e->metric);
+    char win[32], used[48], max[48], start[40], end[40], thr[16], date[64];
+    char hfrom[300], hto[300], hid[PROTO_EVENT_ID_MAX + 1], hscope[PROTO_ID_MAX + 1],
+        horg[PROTO_ID_MAX + 1];
+    if (type == NULL || scope == NULL || what == NULL || e->id[0] == '\0' ||
+        cg_window_format(e->window, win, sizeof win) == 0 ||
+        alerter_amount_words(e->metric, e->used, used, sizeof used) != 0 ||
+        alerter_amount_words(e->metric, e->max, max, sizeof max) != 0 ||
+        cg_time_format(e->period_start_ms, start, sizeof start) == 0) {
+        return CG_ERR_INVAL;
+    }
+    if (e->period_end_ms == 0 || e->period_end_ms == INT64_MAX) {
+        snprintf(end, sizeof end, "(never: lifetime limit)");
+    } else if (cg_time_format(e->period_end_ms, end, sizeof end) == 0) {
+        return CG_ERR_INVAL;
+    }
+    /* The threshold as a percentage: bp / 100. */
+    snprintf(thr, sizeof thr, "%u", (unsigned)(e->threshold_bp / 100));
+    if (e->threshold_bp % 100 != 0) {
+        snprintf(thr, sizeof thr, "%u.%02u", (unsigned)(e->threshold_bp / 100),
+                 (unsigned)(e->threshold_bp % 100));
+    }
+    time_t t = (time_t)(e->created_ms / 1000);
+    struct tm tm;
+    if (gmtime_r(&t, &tm) == NULL ||
+        strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S +0000", &tm) == 0) {
+        return CG_ERR_INVAL;
+    }
+    alerter_hdr_clean(from, hfrom, sizeof hfrom);
+    alerter_hdr_clean(to, hto, sizeof hto);
+    alerter_hdr_clean(e->id, hid, sizeof hid);
+    alerter_hdr_clean(e->scope_id, hscope, sizeof hscope);
+    alerter_hdr_clean(e->org, horg, sizeof horg);
+    int reached = e->type == PROTO_EVT_SPEND_REACHED || e->type == PROTO_EVT_TOKEN_REACHED ||
+                  e->type == PROTO_EVT_REQUEST_REACHED;
+    if (cap == 0) {
+        return CG_ERR_TOOBIG;
+    }
+    alerter_buf b = {.p = buf, .cap = cap, .len = 0, .full = 0};
+    buf[0] = '\0';
+    alerter_bufp(&b, "From: %s\r\nTo: %s\r\n", hfrom, hto);
+    if (reached) {
+        alerter_bufp(&b, "Subject: [capgate] %c%s reached: %s %s (org %s)\r\n", what[0] - 32,
+                     what + 1, scope, hscope, horg);
+    } else {
+        alerter_bufp(&b, "Subject: [capgate] %c%s at %s%%: %s %s (org %s)\r\n", what[0] - 32,
+                     what + 1, thr, scope, hscope, horg);
+    }
+    alerter_bufp(&b, "Date: %s\r\nMessage-ID: <%s@capgate>\r\n", date, hid);
+    alerter_bufp(&b, "MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n"
+                     "Content-Transfer-Encoding: 8bit\r\n");
+    alerter_bufp(&b, "X-Capgate-Event-Id: %s\r\nX-Capgate-Event-Type: %s\r\n\r\n", hid, type);
+    alerter_email_text(&b, e, reached, action, hscope, horg, what, win, used, max, start, end, thr);
     if (b.full) {
         return CG_ERR_TOOBIG;
     }

@@ -33,6 +33,25 @@
 cg_err alerter_payload_build(const proto_event *e, char *buf, size_t cap, size_t *len);
 
 /*
+ * The alert email for event e to one recipient: an RFC 5322 message with CRLF line
+ * ends (From, To, Subject, Date of the event, Message-ID "<event id@capgate>" so every
+ * retry and copy is recognisably the same message, MIME headers for UTF-8 plain text)
+ * and a plain-text body saying which scope, which limit, used vs max, the period and
+ * what happens next. action: PROTO_ACTION_BLOCK / PROTO_ACTION_WARN when known, -1 when
+ * not (the text then covers both). Control bytes in header values become '?'.
+ * Returns CG_ERR_OK and *len; CG_ERR_INVAL for an event that cannot be described;
+ * CG_ERR_TOOBIG if cap is too small.
+ */
+cg_err alerter_email_build(const proto_event *e, const char *from, const char *to, int action,
+                           char *buf, size_t cap, size_t *len);
+
+/*
+ * An email address acceptable for SMTP: 3..254 bytes, one '@' with text on both sides,
+ * no spaces, control bytes, quotes, commas, '<', '>' or ';'. Returns 1 if acceptable.
+ */
+int alerter_email_ok(const char *addr);
+
+/*
  * Standard Webhooks signature: "v1," + base64(HMAC-SHA256(key, id "." ts "." body)),
  * key = base64-decoded secret after an optional "whsec_" prefix. Writes a
  * NUL-terminated string into out (cap >= ALERTER_SIG_MAX). Returns CG_ERR_INVAL for a

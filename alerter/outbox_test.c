@@ -1,7 +1,9 @@
 /*
  * outbox_test.c — the LMDB outbox (alerter_outbox.h): idempotent create, cursor
  * and records surviving a reopen, cursor + records committed together or not at
- * all, due ordering, updates moving index entries, the sweep, and a tiny map.
+ * all, due ordering, updates moving index entries, the sweep, a tiny map, the
+ * format-2 fields (org, type, channel, last attempt), the delivery-state listing,
+ * and endpoints disabled by a 410.
  *
  * Each test uses its own scratch directory under /tmp, so ctest -j is safe.
  */
@@ -287,9 +289,106 @@ CG_TEST(record_key_layout)
     CG_CHECK(memcmp(a, "evt_x\0\0", 7) == 0);
 }
 
+static int count_visit(const alerter_record *r, void *arg)
+{
+    int *n = arg;
+    (*n)++;
+    return r->state == ALERTER_FAILED; /* stop at the first failed one */
+}
+
+CG_TEST(format2_fields_list_and_pending)
+{
+    alerter_outbox *ob = NULL;
+    CG_CHECK_EQ_INT(alerter_outbox_open(new_dir("fmt2"), 1 << 24, &ob), CG_ERR_OK);
+    alerter_record *a = rec_new("evt_a", "mailto:ops@x.test", 10);
+    alerter_record *b = rec_new("evt_b", "https://h.example/x", 20);
+    alerter_record *got = calloc(1, sizeof *got);
+    snprintf(a->org, sizeof a->org, "acme");
+    a->type = PROTO_EVT_TOKEN_REACHED;
+    a->channel = ALERTER_CH_EMAIL;
+    int created = 0;
+    CG_CHECK_EQ_INT(put_one(ob, a, &created), CG_ERR_OK);
+    CG_CHECK_EQ_INT(put_one(ob, b, &created), CG_ERR_OK);
+    CG_CHECK_EQ_INT(alerter_outbox_get(ob, a->key, got), CG_ERR_OK);
+    CG_CHECK_EQ_STR(got->org, "acme");
+    CG_CHECK_EQ_INT(got->type, PROTO_EVT_TOKEN_REACHED);
+    CG_CHECK_EQ_INT(got->channel, ALERTER_CH_EMAIL);
+    uint64_t pending = 0;
+    CG_CHECK_EQ_INT(alerter_outbox_pending(ob, &pending), CG_ERR_OK);
+    CG_CHECK_EQ_INT(pending, 2);
+    /* b fails: listing walks pending (a) then finished (b), and stops when told. */
+    alerter_txn t;
+    b->state = ALERTER_FAILED;
+    b->last_ms = 30;
+    b->next_ms = 30;
+    CG_CHECK_EQ_INT(alerter_outbox_begin(ob, &t), CG_ERR_OK);
+    CG_CHECK_EQ_INT(alerter_outbox_update(&t, b), CG_ERR_OK);
+    CG_CHECK_EQ_INT(alerter_outbox_commit(&t), CG_ERR_OK);
+    CG_CHECK_EQ_INT(alerter_outbox_pending(ob, &pending), CG_ERR_OK);
+    CG_CHECK_EQ_INT(pending, 1);
+    int n = 0;
+    CG_CHECK_EQ_INT(alerter_outbox_list(ob, -1, 100, count_visit, &n), CG_ERR_OK);
+    CG_CHECK_EQ_INT(n, 2);
+    n = 0;
+    CG_CHECK_EQ_INT(alerter_outbox_list(ob, ALERTER_PENDING, 100, count_visit, &n), CG_ERR_OK);
+    CG_CHECK_EQ_INT(n, 1);
+    n = 0;
+    CG_CHECK_EQ_INT(alerter_outbox_list(ob, -1, 1, count_visit, &n), CG_ERR_OK);
+    CG_CHECK_EQ_INT(n, 1); /* bounded by max */
+    CG_CHECK_EQ_INT(alerter_outbox_get(ob, b->key, got), CG_ERR_OK);
+    CG_CHECK_EQ_INT(got->last_ms, 30);
+    free(a);
+    free(b);
+    free(got);
+    alerter_outbox_close(ob);
+    rm_dir();
+}
+
+static int ep_visit(const alerter_endpoint *e, void *arg)
+{
+    *(alerter_endpoint *)arg = *e;
+    return 0;
+}
+
+CG_TEST(endpoint_disable_persists_and_enables)
+{
+    alerter_outbox *ob = NULL;
+    const char *dir = new_dir("ep");
+    const char *url = "https://h.example/gone";
+    CG_CHECK_EQ_INT(alerter_outbox_open(dir, 1 << 24, &ob), CG_ERR_OK);
+    alerter_txn t;
+    CG_CHECK_EQ_INT(alerter_outbox_begin(ob, &t), CG_ERR_OK);
+    CG_CHECK_EQ_INT(alerter_outbox_endpoint_seen(&t, "acme", url), CG_ERR_OK);
+    CG_CHECK_EQ_INT(alerter_outbox_commit(&t), CG_ERR_OK);
+    int64_t dis = -1;
+    CG_CHECK_EQ_INT(alerter_outbox_endpoint_state(ob, url, &dis), CG_ERR_OK);
+    CG_CHECK_EQ_INT(dis, 0);
+    CG_CHECK_EQ_INT(alerter_outbox_begin(ob, &t), CG_ERR_OK);
+    CG_CHECK_EQ_INT(alerter_outbox_endpoint_disable(&t, "acme", url, 5000), CG_ERR_OK);
+    CG_CHECK_EQ_INT(alerter_outbox_endpoint_disable(&t, "acme", url, 9000), CG_ERR_OK);
+    CG_CHECK_EQ_INT(alerter_outbox_endpoint_seen(&t, "acme", url), CG_ERR_OK); /* keeps it */
+    CG_CHECK_EQ_INT(alerter_outbox_commit(&t), CG_ERR_OK);
+    alerter_outbox_close(ob);
+    CG_CHECK_EQ_INT(alerter_outbox_open(dir, 1 << 24, &ob), CG_ERR_OK);
+    CG_CHECK_EQ_INT(alerter_outbox_endpoint_state(ob, url, &dis), CG_ERR_OK);
+    CG_CHECK_EQ_INT(dis, 5000); /* the first 410's time, after a reopen */
+    alerter_endpoint e;
+    memset(&e, 0, sizeof e);
+    CG_CHECK_EQ_INT(alerter_outbox_endpoints(ob, ep_visit, &e), CG_ERR_OK);
+    CG_CHECK_EQ_STR(e.url, url);
+    CG_CHECK_EQ_STR(e.org, "acme");
+    CG_CHECK_EQ_INT(alerter_outbox_endpoint_enable(ob, e.id), CG_ERR_OK);
+    CG_CHECK_EQ_INT(alerter_outbox_endpoint_state(ob, url, &dis), CG_ERR_OK);
+    CG_CHECK_EQ_INT(dis, 0);
+    CG_CHECK_EQ_INT(alerter_outbox_endpoint_enable(ob, e.id ^ 1), CG_ERR_NOTFOUND);
+    alerter_outbox_close(ob);
+    rm_dir();
+}
+
 int main(void)
 {
-    return CG_TEST_RUN(create_if_absent_is_idempotent, cursor_and_records_survive_reopen,
+    return CG_TEST_RUN(format2_fields_list_and_pending, endpoint_disable_persists_and_enables,
+                       create_if_absent_is_idempotent, cursor_and_records_survive_reopen,
                        due_ordering_and_update, sweep_removes_old_finished_only,
                        tiny_map_fills_with_an_error, record_key_layout);
 }

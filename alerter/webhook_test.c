@@ -413,11 +413,74 @@ CG_TEST(backoff_retry_after)
     CG_CHECK_EQ_INT(alerter_backoff(sched, 2, 3, 60, 0, &d), 0);   /* still exhausts */
 }
 
+/* The alert email: headers a mail client needs, a body a person can act on. */
+CG_TEST(email_org_warning)
+{
+    proto_event e = cost_event();
+    e.org[0] = 'a';
+    char buf[ALERTER_BODY_MAX];
+    size_t len = 0;
+    CG_CHECK_EQ_INT(alerter_email_build(&e, "alerts@x.test", "ops@acme.test", PROTO_ACTION_BLOCK,
+                                        buf, sizeof buf, &len),
+                    CG_ERR_OK);
+    CG_CHECK_EQ_INT(len, strlen(buf));
+    if (getenv("ALERTER_SHOW_EMAIL") != NULL) {
+        fputs(buf, stderr);
+    }
+    CG_CHECK(strstr(buf, "From: alerts@x.test\r\nTo: ops@acme.test\r\n") == buf);
+    CG_CHECK(
+        strstr(buf, "\r\nSubject: [capgate] Spend cap at 80%: organization acme (org acme)\r\n") !=
+        NULL);
+    CG_CHECK(strstr(buf, "\r\nDate: Sat, 21 Nov 2026 10:04:05 +0000\r\n") != NULL);
+    CG_CHECK(strstr(buf, "\r\nMessage-ID: <evt_0123456789abcdef0123456789abcdef@capgate>\r\n") !=
+             NULL);
+    CG_CHECK(strstr(buf, "Used:         $801.20 of $1000.00\r\n") != NULL);
+    CG_CHECK(strstr(buf, "2026-11-01T00:00:00Z to 2026-12-01T00:00:00Z") != NULL);
+    CG_CHECK(strstr(buf, "are refused with HTTP 402\r\n(budget_exceeded) until the period ends at "
+                         "2026-12-01T00:00:00Z.\r\n") != NULL);
+    CG_CHECK(strstr(buf, "only warn") == NULL); /* the action is known */
+    /* Every line ends in CRLF; no bare LF. */
+    for (size_t i = 0; i < len; i++) {
+        CG_CHECK(buf[i] != '\n' || (i > 0 && buf[i - 1] == '\r'));
+    }
+}
+
+CG_TEST(email_reached_and_errors)
+{
+    proto_event e = cost_event();
+    e.type = PROTO_EVT_REQUEST_REACHED;
+    e.metric = PROTO_METRIC_REQUESTS;
+    e.scope = PROTO_SCOPE_KEY;
+    snprintf(e.scope_id, sizeof e.scope_id, "k_1\r\nBcc: evil@x");
+    e.max = 100;
+    e.used = 100;
+    char buf[ALERTER_BODY_MAX];
+    size_t len = 0;
+    CG_CHECK_EQ_INT(alerter_email_build(&e, "a@x.test", "b@x.test", -1, buf, sizeof buf, &len),
+                    CG_ERR_OK);
+    CG_CHECK(strstr(buf, "Subject: [capgate] Request quota reached: API key k_1??Bcc: evil@x") !=
+             NULL);
+    CG_CHECK(strstr(buf, "\r\nBcc:") == NULL); /* no header injection */
+    CG_CHECK(strstr(buf, "Used:         100 requests of 100 requests") != NULL);
+    CG_CHECK(strstr(buf, "unless the limit is set to only warn") != NULL);
+    CG_CHECK_EQ_INT(alerter_email_build(&e, "a@x.test", "b@x.test", -1, buf, 64, &len),
+                    CG_ERR_TOOBIG);
+    e.type = 0;
+    CG_CHECK_EQ_INT(alerter_email_build(&e, "a@x.test", "b@x.test", -1, buf, sizeof buf, &len),
+                    CG_ERR_INVAL);
+    CG_CHECK(alerter_email_ok("ops@acme.test"));
+    CG_CHECK(!alerter_email_ok("ops"));
+    CG_CHECK(!alerter_email_ok("a@b@c"));
+    CG_CHECK(!alerter_email_ok("a b@c.d"));
+    CG_CHECK(!alerter_email_ok("<a@c.d>"));
+    CG_CHECK(!alerter_email_ok("a@c.d\r\nRCPT TO:x"));
+}
+
 int main(void)
 {
-    return CG_TEST_RUN(sign_matches_independent_hmac, sign_standard_webhooks_vector,
-                       sign_refuses_bad_secrets, b64_decode_strict, payload_cost_event,
-                       payload_exact_bytes, payload_token_event_lifetime,
+    return CG_TEST_RUN(email_org_warning, email_reached_and_errors, sign_matches_independent_hmac,
+                       sign_standard_webhooks_vector, sign_refuses_bad_secrets, b64_decode_strict,
+                       payload_cost_event, payload_exact_bytes, payload_token_event_lifetime,
                        payload_requests_and_escaping, payload_errors, url_policy, ssrf_table,
                        backoff_schedule, backoff_jitter_bounds, backoff_retry_after);
 }

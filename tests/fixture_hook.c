@@ -5,35 +5,60 @@
  * loop, listening on 127.0.0.1 port 0 (the kernel picks a free port). It
  * records every request (method, path, headers, body) under a mutex and
  * answers from a configured status sequence. The test thread reads the
- * records; only the hook thread touches the loop. Stopping goes through a
- * uv_async so the loop closes its own handles.
+ * records; only the hook thread touches the loop. Beyond the first
+ * FX_HOOK_REQS_MAX requests stored in full, every request is tallied by its
+ * webhook-id in a hash table (FX_HOOK_IDS_MAX ids), so a test of thousands of
+ * deliveries can check that each id was delivered, and how often.
  */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <uv.h>
 #include "cg_http.h"
 #include "fixture.h"
 
 #define FX_HOOK_REQS_MAX 256
 #define FX_HOOK_STATUSES_MAX 16
+#define FX_HOOK_IDS_MAX 16384 /* power of two */
+
+typedef struct fx_hook_id {
+    char id[72]; /* "" = empty slot */
+    uint32_t ok; /* 2xx answers */
+} fx_hook_id;
 
 struct fx_hook {
-    pthread_t thread;
+    cg_http_thread *srv; /* the server's thread and loop */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    uv_loop_t loop;
-    uv_async_t stop;
-    cg_http_server *server;
-    int port;
-    int state; /* 0 starting, 1 listening, -1 failed; under mu */
     int statuses[FX_HOOK_STATUSES_MAX];
     size_t status_n;
     fx_hook_req reqs[FX_HOOK_REQS_MAX]; /* under mu */
     size_t req_n;
+    size_t total_n;  /* every request, stored or not; under mu */
+    fx_hook_id *ids; /* FX_HOOK_IDS_MAX; under mu */
+    size_t ids_n;
+    size_t bad_sigs;
+    char secret[80];        /* "" = do not verify */
+    int forced;             /* status answered to everything; 0 = the sequence */
+    char extra_header[256]; /* "Name: value\r\n" added to every answer, or "" */
 };
+
+/* The slot of id (existing or empty); NULL if the table is full. Under mu. */
+static fx_hook_id *fx_hook_id_slot(fx_hook *h, const char *id)
+{
+    uint64_t x = 1469598103934665603ull;
+    for (const char *p = id; *p != '\0'; p++) {
+        x = (x ^ (unsigned char)*p) * 1099511628211ull;
+    }
+    for (size_t i = 0; i < FX_HOOK_IDS_MAX; i++) {
+        fx_hook_id *e = &h->ids[(x + i) & (FX_HOOK_IDS_MAX - 1)];
+        if (e->id[0] == '\0' || strcmp(e->id, id) == 0) {
+            return e;
+        }
+    }
+    return NULL;
+}
 
 static void fx_hook_copy(fx_hook_req *dst, const fx_hook_req *src)
 {
@@ -75,10 +100,28 @@ static void fx_hook_handler_cb(cg_http_conn *conn, const cg_http_req *req, void 
     rec.body_len = req->body_len;
     rec.at_ms = fx_now_ms();
     int status = 200;
+    char ra[256] = "";
     pthread_mutex_lock(&h->mu);
-    size_t i = h->req_n;
+    size_t i = h->total_n++;
     if (h->status_n > 0) {
         status = h->statuses[i < h->status_n ? i : h->status_n - 1];
+    }
+    if (h->forced != 0) {
+        status = h->forced;
+    }
+    snprintf(ra, sizeof(ra), "%s", h->extra_header);
+    if (h->secret[0] != '\0' && !fx_sig_verifies(&rec, h->secret)) {
+        h->bad_sigs++;
+    }
+    const char *wid = cg_http_req_header(req, "webhook-id");
+    fx_hook_id *slot =
+        wid != NULL && strlen(wid) < sizeof(slot->id) ? fx_hook_id_slot(h, wid) : NULL;
+    if (slot != NULL) {
+        if (slot->id[0] == '\0') {
+            snprintf(slot->id, sizeof(slot->id), "%s", wid);
+            h->ids_n++;
+        }
+        slot->ok += status >= 200 && status <= 299;
     }
     if (i < FX_HOOK_REQS_MAX) {
         fx_hook_copy(&h->reqs[i], &rec);
@@ -91,56 +134,7 @@ static void fx_hook_handler_cb(cg_http_conn *conn, const cg_http_req *req, void 
     }
     pthread_cond_broadcast(&h->cv);
     pthread_mutex_unlock(&h->mu);
-    cg_http_respond(conn, status, NULL, "text/plain", "ok\n", 3);
-}
-
-static void fx_hook_stop_cb(uv_async_t *a)
-{
-    fx_hook *h = a->data;
-    if (h->server != NULL) {
-        cg_http_server_close(h->server);
-        h->server = NULL;
-    }
-    uv_close((uv_handle_t *)&h->stop, NULL);
-}
-
-static void fx_hook_set_state(fx_hook *h, int state)
-{
-    pthread_mutex_lock(&h->mu);
-    h->state = state;
-    pthread_cond_broadcast(&h->cv);
-    pthread_mutex_unlock(&h->mu);
-}
-
-static void *fx_hook_main(void *arg)
-{
-    fx_hook *h = arg;
-    cg_http_opts o = {
-        .body_max_bytes = 1u << 20,
-        .header_max_bytes = 64u << 10,
-        .request_timeout_ms = 10000,
-        .idle_timeout_ms = 30000,
-        .conns_max = 64,
-    };
-    /* Port 0: the kernel picks a free port, read back from the server. */
-    cg_err err = cg_http_listen(&h->loop, "127.0.0.1:0", 0, &o, fx_hook_handler_cb, h, &h->server);
-    if (err == CG_ERR_OK) {
-        h->port = cg_http_server_port(h->server);
-        if (h->port <= 0) {
-            cg_http_server_close(h->server);
-            h->server = NULL;
-            err = CG_ERR_IO;
-        }
-    }
-    if (err != CG_ERR_OK) {
-        uv_close((uv_handle_t *)&h->stop, NULL);
-        uv_run(&h->loop, UV_RUN_DEFAULT);
-        fx_hook_set_state(h, -1);
-        return NULL;
-    }
-    fx_hook_set_state(h, 1);
-    uv_run(&h->loop, UV_RUN_DEFAULT);
-    return NULL;
+    cg_http_respond(conn, status, ra[0] != '\0' ? ra : NULL, "text/plain", "ok\n", 3);
 }
 
 fx_hook *fx_hook_start(const int *statuses, size_t n)
@@ -151,29 +145,28 @@ fx_hook *fx_hook_start(const int *statuses, size_t n)
     for (size_t i = 0; statuses != NULL && i < n; i++) {
         h->statuses[h->status_n++] = statuses[i];
     }
+    h->ids = calloc(FX_HOOK_IDS_MAX, sizeof(*h->ids));
+    FX_CHECK(h->ids != NULL, "calloc");
     pthread_mutex_init(&h->mu, NULL);
     pthread_cond_init(&h->cv, NULL);
-    FX_CHECK(uv_loop_init(&h->loop) == 0, "uv_loop_init");
-    FX_CHECK(uv_async_init(&h->loop, &h->stop, fx_hook_stop_cb) == 0, "uv_async_init");
-    h->stop.data = h;
-    FX_CHECK(pthread_create(&h->thread, NULL, fx_hook_main, h) == 0, "pthread_create");
-    pthread_mutex_lock(&h->mu);
-    while (h->state == 0) {
-        pthread_cond_wait(&h->cv, &h->mu);
-    }
-    int state = h->state;
-    pthread_mutex_unlock(&h->mu);
-    if (state != 1) {
-        pthread_join(h->thread, NULL);
+    cg_http_opts o = {
+        .body_max_bytes = 1u << 20,
+        .header_max_bytes = 64u << 10,
+        .request_timeout_ms = 10000,
+        .idle_timeout_ms = 30000,
+        .conns_max = 64,
+    };
+    /* Port 0: the kernel picks a free port, read back from the server. */
+    if (cg_http_thread_start("127.0.0.1:0", &o, fx_hook_handler_cb, h, &h->srv) != CG_ERR_OK) {
         fx_fail(__FILE__, __LINE__, "webhook receiver could not listen");
     }
-    fx_log("webhook receiver on 127.0.0.1:%d", h->port);
+    fx_log("webhook receiver on 127.0.0.1:%d", cg_http_thread_port(h->srv));
     return h;
 }
 
 int fx_hook_port(const fx_hook *h)
 {
-    return h->port;
+    return cg_http_thread_port(h->srv);
 }
 
 size_t fx_hook_count(fx_hook *h)
@@ -229,13 +222,51 @@ const char *fx_hook_req_header(const fx_hook_req *r, const char *name)
 
 void fx_hook_stop(fx_hook *h)
 {
-    uv_async_send(&h->stop);
-    pthread_join(h->thread, NULL);
-    uv_loop_close(&h->loop);
+    cg_http_thread_stop(h->srv);
     for (size_t i = 0; i < h->req_n && i < FX_HOOK_REQS_MAX; i++) {
         fx_hook_req_free(&h->reqs[i]);
     }
     pthread_mutex_destroy(&h->mu);
     pthread_cond_destroy(&h->cv);
+    free(h->ids);
     free(h);
+}
+
+fx_hook_tally fx_hook_tally_get(fx_hook *h)
+{
+    fx_hook_tally t = {0, 0, 0, 0, 0};
+    pthread_mutex_lock(&h->mu);
+    t.requests = h->total_n;
+    t.bad_sigs = h->bad_sigs;
+    for (size_t i = 0; i < FX_HOOK_IDS_MAX; i++) {
+        t.ok_ids += h->ids[i].ok > 0;
+        t.ok_dup_ids += h->ids[i].ok > 1;
+        t.ok_answers += h->ids[i].ok;
+    }
+    pthread_mutex_unlock(&h->mu);
+    return t;
+}
+
+void fx_hook_set_secret(fx_hook *h, const char *secret)
+{
+    pthread_mutex_lock(&h->mu);
+    snprintf(h->secret, sizeof(h->secret), "%s", secret != NULL ? secret : "");
+    pthread_mutex_unlock(&h->mu);
+}
+
+void fx_hook_force_status(fx_hook *h, int status)
+{
+    pthread_mutex_lock(&h->mu);
+    h->forced = status;
+    pthread_mutex_unlock(&h->mu);
+}
+
+void fx_hook_set_header(fx_hook *h, const char *name, const char *value)
+{
+    pthread_mutex_lock(&h->mu);
+    h->extra_header[0] = '\0';
+    if (name != NULL && value != NULL) {
+        snprintf(h->extra_header, sizeof(h->extra_header), "%s: %s\r\n", name, value);
+    }
+    pthread_mutex_unlock(&h->mu);
 }

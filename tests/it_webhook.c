@@ -33,21 +33,6 @@ static const fx_model models[] = {
 
 static char secret[64]; /* "whsec_" + base64 of 24 random bytes */
 
-static void spend(fx_cluster *c, const char *key, int max_tokens, int times)
-{
-    char body[256];
-    snprintf(body, sizeof(body),
-             "{\"model\":\"demo-flat\",\"max_tokens\":%d,"
-             "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
-             max_tokens);
-    for (int i = 0; i < times; i++) {
-        fx_resp r;
-        long st = fx_chat(c, 0, &r, key, body);
-        FX_CHECK(st == 200, "spend %d tokens: %ld %s %s", max_tokens, st, r.err, r.body);
-        fx_resp_free(&r);
-    }
-}
-
 static const char *str_at(const cJSON *o, const char *name)
 {
     const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, name);
@@ -108,12 +93,7 @@ static void expect_deliveries(fx_hook *h, size_t n)
 static void setup(fx_cluster *c, fx_hook *h, char id[64], char key[128])
 {
     fx_webhook_secret(secret);
-    char org[512];
-    snprintf(org, sizeof(org),
-             "{\"id\":\"acme\",\"name\":\"Acme Inc.\",\"webhooks\":[{\"url\":"
-             "\"http://127.0.0.1:%d/hook\",\"secret\":\"%s\"}]}",
-             fx_hook_port(h), secret);
-    fx_org_create(c, org);
+    fx_org_with_hook(c, "acme", "Acme Inc.", h, secret);
     fx_key_create(c, "acme",
                   "{\"name\":\"hooked\",\"limits\":[{\"metric\":\"cost\","
                   "\"window\":\"month\",\"max\":\"0.01\",\"warn_at\":[0.5]}]}",
@@ -130,7 +110,7 @@ int main(void)
     char id[64], key[128], ev1[128], ev2[128];
     setup(&c, h, id, key);
 
-    spend(&c, key, 7, 8); /* 0.0056: past 50%, alerter not running */
+    fx_spend(&c, key, "demo-flat", 7, 8); /* 0.0056: past 50%, alerter not running */
     fx_limit l = fx_key_limit_settled(&c, id, 0, TOKEN_NUSD * 8 * 7);
     FX_CHECK_EQ_INT(l.used, TOKEN_NUSD * 8 * 7);
     FX_CHECK_EQ_INT(fx_hook_count(h), 0);
@@ -139,8 +119,8 @@ int main(void)
     check_event(h, 0, "spend_cap_warning_threshold_reached", id, "0.0056", 0.5, ev1);
     fx_log("warning delivered once, signature verified (%s)", ev1);
 
-    spend(&c, key, 10, 4);
-    spend(&c, key, 4, 1); /* exactly the cap */
+    fx_spend(&c, key, "demo-flat", 10, 4);
+    fx_spend(&c, key, "demo-flat", 4, 1); /* exactly the cap */
     l = fx_key_limit_settled(&c, id, 0, CAP_NUSD);
     FX_CHECK_EQ_INT(l.used, CAP_NUSD);
     fx_resp r;
