@@ -14,6 +14,17 @@ packages=(
     python3-aiosmtpd
     curl openssl ca-certificates
 )
+# CAPGATE_DEPS=build (deploy/Dockerfile's build stage): the build and unit tests only.
+if [ "${CAPGATE_DEPS:-all}" != build ]; then
+    # Deployment checks (scripts/validate-deploy.sh): Compose's own config check;
+    # iproute2 for the multi-host test (tests/it_netns.c).
+    packages+=(docker-compose iproute2)
+    # node/npm run the Kubernetes schema validator. Only asked of apt when missing: a machine
+    # may carry another nodejs build (with its own npm) that Debian's npm conflicts with.
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        packages+=(nodejs npm)
+    fi
+fi
 
 missing=()
 for p in "${packages[@]}"; do
