@@ -40,6 +40,7 @@
  *    <= GW_LEDGER_POOL_MAX.
  */
 #include "gw_ledger.h"
+#include "gw_metrics.h"
 
 #include <assert.h>
 #include <stdlib.h>
@@ -340,6 +341,7 @@ static void gw_flight_deliver(gw_ledger *l, gw_flight *f)
                    "nng", f->nng_rv ? nng_strerror(f->nng_rv) : "", NULL);
         }
     }
+    gw_metrics_ledger_rtt(f->shard->index, f->deadline_ms - (int64_t)l->cfg->ledger_timeout_ms);
     for (uint32_t i = 0; i < f->op_n && !l->closing; i++) {
         gw_ledger_cb cb = f->ops[i].cb;
         if (cb == NULL) {
@@ -495,7 +497,8 @@ cg_err gw_ledger_submit_to(gw_ledger *l, uint16_t shard, const proto_req *req, g
         return CG_ERR_UNAVAILABLE;
     }
     s = &l->shards[shard];
-    solo = req->op == PROTO_OP_EVENTS_SINCE;
+    solo = req->op == PROTO_OP_EVENTS_SINCE || req->op == PROTO_OP_LIST_KEYS ||
+           req->op == PROTO_OP_LIST_PRICING; /* large replies (issue 5 lists too) */
     if (solo && s->fill != NULL) {
         gw_ledger_flush_shard(l, s);
     }

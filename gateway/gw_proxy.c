@@ -35,6 +35,7 @@
 #include "gw_body.h"
 #include "gw_json.h"
 #include "gw_proxy_int.h"
+#include "gw_metrics.h"
 #include "gw_rules.h"
 
 /* ---- environment ---- */
@@ -98,6 +99,7 @@ static void gw_proxy_free(gw_proxy *p)
     free(p->up_body);
     free(p->buf);
     free(p);
+    gw_metrics_inflight(-1);
     if (--env->active_n == 0 && env->on_idle != NULL) {
         env->on_idle(env->on_idle_ud);
     }
@@ -154,6 +156,7 @@ void gw_proxy_fail_ex(gw_proxy *p, int status, const char *type, const char *cod
         p->req = NULL;
     }
     cJSON_Delete(limit);
+    gw_metrics_request(status, code, p->t0_ms);
     p->answered = 1;
     gw_proxy_done(p);
 }
@@ -245,7 +248,7 @@ static int gw_proxy_check_model(gw_proxy *p, const char *name)
 {
     const cg_config *cfg = p->env->cfg;
     char msg[192];
-    p->model = cg_config_model(cfg, name);
+    p->model = gw_pricing_model(cfg, name); /* this worker's pricing snapshot */
     if (p->model == NULL) {
         snprintf(msg, sizeof(msg), "The model `%.64s` does not exist.", name);
         gw_proxy_bad_request(p, "model_not_found", msg, "model");
@@ -485,6 +488,7 @@ static void gw_proxy_models(gw_proxy *p)
     gw_proxy_rid_header(p, hdr, sizeof(hdr));
     cg_http_respond(p->conn, 200, hdr, "application/json", body, len);
     cJSON_free(body);
+    gw_metrics_request(200, "ok", p->t0_ms);
     p->conn = NULL;
     p->req = NULL;
     p->answered = 1;
@@ -727,6 +731,7 @@ void gw_proxy_start(gw_proxy_env *env, cg_http_conn *c, const cg_http_req *req, 
     }
     env->active = p;
     env->active_n++;
+    gw_metrics_inflight(1);
     gw_proxy_reqid(env, p->rid);
     cg_http_conn_set_callbacks(c, gw_proxy_abort_cb, gw_proxy_drain_cb, p);
     if (env->closing || env->ledger == NULL || env->upstream == NULL) {

@@ -4,7 +4,7 @@
  *
  * Outcomes (SPEC §3, §4):
  *   upstream 2xx, buffered   → settle actual usage (worst case, estimated, when
- *                              the body has none), then answer with the body
+ *                              the body has none) and answer with the body at once
  *   upstream 2xx, streamed   → relayed as it arrives (usage chunk stripped if
  *                              the gateway asked for it); at the end settle the
  *                              usage, or an estimate if the stream broke, then end
@@ -13,8 +13,10 @@
  *   client left mid-stream   → stop the transfer, settle the estimate
  * Every scope that was reserved is settled with the same request id and the
  * same actual amounts; only the key scope's settle carries the usage record.
- * A failed settle never withholds the answer: the client is answered and the
- * settles still unconfirmed are retried with backoff; if every try fails the
+ * The answer never waits for a settle (issue 4): the settles are submitted, the
+ * client is answered in the same loop turn, and the settles complete in the
+ * background; the proxy (and so a SIGTERM drain) lives until each is confirmed.
+ * Settles still unconfirmed are retried with backoff; if every try fails the
  * usage is lost for good on that scope (logged as an error; the reservation's
  * lease then expires).
  */
@@ -27,6 +29,7 @@
 #include "cg_money.h"
 #include "gw_body.h"
 #include "gw_proxy_int.h"
+#include "gw_metrics.h"
 
 /* Status recorded for a request whose client went away (nginx's convention). */
 #define GW_STATUS_CLIENT_GONE 499
@@ -43,6 +46,8 @@ static void gw_proxy_answer(gw_proxy *p)
         return;
     }
     p->answered = 1;
+    gw_metrics_request(p->err_status ? p->err_status : p->client_status,
+                       p->err_status ? p->err_code : NULL, p->t0_ms);
     cg_http_conn *c = p->conn;
     if (c == NULL) {
         return;
@@ -103,7 +108,7 @@ static int gw_settle_retriable(cg_err st)
     return st == CG_ERR_TIMEOUT || st == CG_ERR_UNAVAILABLE;
 }
 
-/* Every settle of the attempt has answered: answer the client, then retry what failed. */
+/* Every settle of the attempt has answered: end, or retry what failed. */
 static void gw_proxy_settle_round_end(gw_proxy *p)
 {
     cg_err st = (cg_err)p->settle_err;
@@ -227,7 +232,6 @@ static void gw_proxy_settle(gw_proxy *p)
         int64_t lat = cg_mono_ms() - p->t0_ms;
         p->latency_ms = lat > INT32_MAX ? INT32_MAX : (int32_t)lat;
     }
-    int unreserved = 0;
     p->settle_err = CG_ERR_OK;
     p->settle_wait = 1; /* held while submitting */
     gw_proxy_ref(p);
@@ -244,7 +248,6 @@ static void gw_proxy_settle(gw_proxy *p)
             s->settled = 1;
             continue;
         }
-        unreserved |= s->st != CG_ERR_OK;
         proto_req rq;
         gw_proxy_settle_req(p, s, &rq);
         p->settle_wait++;
@@ -254,11 +257,12 @@ static void gw_proxy_settle(gw_proxy *p)
             gw_proxy_settle_outcome(p, s, err == CG_ERR_SHUTDOWN ? err : CG_ERR_UNAVAILABLE, 0);
         }
     }
-    if (unreserved) {
-        /* Served fail-open (a scope without reservation): the ledger was just found
-         * unreachable, so the client does not wait for these settles too. */
-        gw_proxy_answer(p);
-    }
+    /* The client never waits for a settle: its answer goes out now, while the settles
+     * (already encoded into their shards' batches) commit in the background. The
+     * reservations hold until the shard confirms each settle, so every cap still holds;
+     * the proxy stays active (SIGTERM's drain waits for it) until every scope is
+     * confirmed or given up. */
+    gw_proxy_answer(p);
     if (--p->settle_wait == 0) {
         gw_proxy_settle_round_end(p);
     }

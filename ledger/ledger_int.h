@@ -52,12 +52,21 @@ struct ledger_store {
     MDB_dbi db_customers; /* "<org>/<customer id>" -> proto_customer override (msgpack) */
     MDB_dbi db_counters;  /* route 0x00 limit_id:BE32 period_index:BE64 -> ls_counter, or
                             (sliding: period index LS_SLIDE_PERIOD) -> ls_slide record */
-    MDB_dbi db_resv;      /* request_id 0x00 route -> ls_resv */
-    MDB_dbi db_leases;    /* expires_ms:BE64 request_id 0x00 route -> "" (active only) */
-    MDB_dbi db_gc;        /* delete_at_ms:BE64 request_id 0x00 route -> "" (finished only) */
+    MDB_dbi db_resv;      /* request_id 0x00 route -> ls_resv: SETTLED records, and durable
+                             copies of partially settled (lease) reservations */
+    MDB_dbi db_leases;    /* unused since issue 4 (reservations moved to renv); kept opened */
+    MDB_dbi db_gc;        /* delete_at_ms:BE64 request_id 0x00 route -> "" (db_resv records) */
     MDB_dbi db_usage;     /* ts_ms:BE64 request_id -> proto_usage (msgpack) */
     MDB_dbi db_events;    /* seq:BE64 -> proto_event (msgpack) */
     MDB_dbi db_meta;      /* "schema" -> u32 LE, "last_seq" -> u64 LE */
+    /* The reservation env (docs/ledger-durability.md): MDB_NOSYNC, recreated empty when the
+     * machine rebooted since it was written. Its dbi values carry LS_RSV_DBI. */
+    MDB_env *renv;
+    MDB_dbi rdb_resv;   /* request_id 0x00 route -> ls_resv: ACTIVE, RELEASED, EXPIRED */
+    MDB_dbi rdb_leases; /* expires_ms:BE64 request_id 0x00 route -> "" (active only) */
+    MDB_dbi rdb_gc;     /* delete_at_ms:BE64 request_id 0x00 route -> "" (rdb_resv records) */
+    MDB_dbi rdb_sum;    /* counter key -> reserved i64 LE (absent = 0) */
+    MDB_dbi rdb_meta;   /* "boot_id" -> the boot id the env was written under */
     const cg_ring *ring;
     uint16_t shard_index;
     char shard[PROTO_SHARD_MAX + 1];
@@ -67,8 +76,10 @@ struct ledger_store {
     size_t event_cap;
     msgpack_sbuffer sbuf; /* scratch for record encoding (writer thread only) */
     ledger_store_stats stats;
-    ls_scope_slot *scope_cache; /* LS_SCOPE_CACHE_SLOTS entries */
-    uint64_t def_gen;           /* starts at 1; an entry with another gen is stale */
+    ls_scope_slot *scope_cache;  /* LS_SCOPE_CACHE_SLOTS entries */
+    uint64_t def_gen;            /* starts at 1; an entry with another gen is stale */
+    int64_t usage_retention_ms;  /* usage records older than this are swept; 0 = kept forever */
+    int64_t usage_sweep_next_ms; /* the retention sweep's next look (ledger_usage.c) */
 };
 
 /* Invalidate every scope cache entry. */
@@ -83,13 +94,21 @@ typedef struct ls_pending {
     uint64_t gc_deleted;
 } ls_pending;
 
+/* A dbi of the reservation env: ls_get / ls_put / ls_del run it in t->rtxn. */
+#define LS_RSV_DBI 0x40000000u
+/* Bits of ls_txn.dirty: which env the current operation wrote. */
+#define LS_DIRTY_DURABLE 1
+#define LS_DIRTY_RSV 2
+
 /* The context of one (possibly nested) transaction. */
 typedef struct ls_txn {
     ledger_store *s;
-    MDB_txn *txn;
+    MDB_txn *txn;   /* the durable env's */
+    MDB_txn *rtxn;  /* the reservation env's (same nesting as txn) */
     int64_t now_ms; /* one clock reading for the whole batch */
-    int dirty;      /* the current operation has written */
+    int dirty;      /* the current operation has written (LS_DIRTY_* bits) */
     int broken;     /* an LMDB call failed: this txn can only be aborted */
+    int poisoned;   /* a nested pair merged only half: the whole batch must fail */
     int no_cache;   /* isolated mode: scopes are neither taken from nor put in the cache */
     cg_err broken_err;
     ls_pending p;
@@ -102,6 +121,8 @@ cg_err ls_get(ls_txn *t, MDB_dbi dbi, const void *k, size_t kn, MDB_val *val);
 /* Put / delete (delete of a missing key is OK). Marks dirty; on failure marks broken. */
 cg_err ls_put(ls_txn *t, MDB_dbi dbi, const void *k, size_t kn, const void *v, size_t vn);
 cg_err ls_del(ls_txn *t, MDB_dbi dbi, const void *k, size_t kn);
+/* The transaction a dbi belongs to (t->txn or t->rtxn); clears LS_RSV_DBI from *dbi. */
+MDB_txn *ls_txn_of(ls_txn *t, MDB_dbi *dbi);
 /* Note an LMDB failure: logs the original code, marks broken, returns the cg_err. */
 cg_err ls_lmdb_fail(ls_txn *t, int rc, const char *what);
 /* Append an event (seq and stored record assigned here). */
@@ -132,11 +153,17 @@ typedef struct ls_counter {
     uint32_t fired;   /* bit i: warn_bp[i] fired; LS_FIRED_REACHED: *_reached fired */
 } ls_counter;
 
-/* Counter of (route, limit, period); zero when absent. CG_ERR_DB if the record is corrupt. */
+/* Counter of (route, limit, period); zero when absent. CG_ERR_DB if the record is corrupt.
+ * used and fired come from the durable env, reserved from the reservation env. */
 cg_err ls_counter_get(ls_txn *t, const char *route, uint32_t limit_id, int64_t period_index,
                       ls_counter *out);
+/* Write c: used and fired to the durable env only when `durable`, reserved always (to the
+ * reservation env), so a reserve or release never dirties the durable env. */
 cg_err ls_counter_put(ls_txn *t, const char *route, uint32_t limit_id, int64_t period_index,
-                      const ls_counter *c);
+                      const ls_counter *c, int durable);
+/* The reserved sum under counter key k (reservation env; 0 when absent). */
+cg_err ls_reserved_get(ls_txn *t, const ls_key *k, int64_t *out);
+cg_err ls_reserved_put(ls_txn *t, const ls_key *k, int64_t reserved);
 
 typedef enum ls_resv_state {
     LS_RESV_ACTIVE = 1,
@@ -178,9 +205,20 @@ typedef struct ls_resv {
 /* The limit snapshot an item carries. */
 void ls_item_limit(const ls_item *it, proto_limit *out);
 
-/* CG_ERR_NOTFOUND if absent, CG_ERR_DB if corrupt. */
+/*
+ * A reservation as the two envs hold it: a SETTLED record of the durable env wins (a settle
+ * is committed there first); else the reservation env's record; else a durable copy left by
+ * a partial settle, whose hold was lost with the reservation env (read as EXPIRED).
+ * CG_ERR_NOTFOUND if absent, CG_ERR_DB if corrupt.
+ */
 cg_err ls_resv_get(ls_txn *t, const char *request_id, const char *route, ls_resv *out);
+/* The record of one database (db_resv or rdb_resv) only. */
+cg_err ls_resv_get_db(ls_txn *t, MDB_dbi dbi, const char *request_id, const char *route,
+                      ls_resv *out);
+/* SETTLED: into the durable env (and off the reservation env); else the reservation env. */
 cg_err ls_resv_put(ls_txn *t, const char *request_id, const char *route, const ls_resv *r);
+/* A durable copy of a partially settled reservation (its charge_seq survives an OS crash). */
+cg_err ls_resv_put_durable(ls_txn *t, const char *request_id, const char *route, const ls_resv *r);
 
 /* Records stored with the proto encoders; CG_ERR_NOTFOUND if absent, CG_ERR_DB if corrupt. */
 cg_err ls_org_get(ls_txn *t, const char *id, proto_org *out);
@@ -267,6 +305,7 @@ typedef struct ls_meter {
     int64_t start_ms;     /* calendar: period start (inclusive) */
     int64_t end_ms;       /* calendar: period end (exclusive), INT64_MAX for lifetime */
     ls_counter c;         /* reserved (both kinds); used and fired: calendar only */
+    uint8_t used_dirty;   /* used (or fired) changed: ls_meter_store writes the durable env */
     int64_t window_ms;    /* sliding only */
     int64_t bucket_ms;    /* sliding only */
     int64_t b_start_ms[LS_SLIDE_BUCKETS]; /* sliding: bucket start; meaningful if amount > 0 */
@@ -321,6 +360,15 @@ cg_err ls_op_delete(ls_txn *t, const proto_req *req, proto_rep *rep);
 /* Reads over the shard's logs (ledger_defs.c): usage totals, events since a seq. */
 cg_err ls_op_usage_query(ls_txn *t, const proto_req *req, proto_rep *rep);
 cg_err ls_op_events_since(ls_txn *t, const proto_req *req, proto_rep *rep);
+/* Usage series and raw records over the shard's usage log (ledger_usage.c). */
+cg_err ls_op_usage_series(ls_txn *t, const proto_req *req, proto_rep *rep);
+cg_err ls_op_usage_records(ls_txn *t, const proto_req *req, proto_rep *rep);
+/* Delete usage records past the store's retention (bounded per call; ledger_usage.c). */
+cg_err ls_usage_sweep(ls_txn *t);
+/* Issue 5 (ledger_defs.c, ledger_pricing.c): keys of an org, pricing overrides. */
+cg_err ls_op_list_keys(ls_txn *t, const proto_req *req, proto_rep *rep);
+cg_err ls_op_put_pricing(ls_txn *t, const proto_req *req, proto_rep *rep);
+cg_err ls_op_list_pricing(ls_txn *t, const proto_req *req, proto_rep *rep);
 
 /* Return expired leases and delete finished reservations past the dedup window
  * (ledger_sweep.c). */

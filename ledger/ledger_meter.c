@@ -23,6 +23,12 @@
  * bytes and stale buckets vanish on the next write. A bucket is placed in
  * slot (start / bucket_ms) % LS_SLIDE_BUCKETS; a slot holding an older bucket
  * is stale (60 buckets span at least the window) and is reused.
+ *
+ * Since issue 4 `reserved` (both kinds) lives in the reservation env
+ * (ls_reserved_get / ls_reserved_put); the durable record's reserved field is
+ * written 0 and not read. A meter writes its durable record only when `used`
+ * (or `fired`) changed (m->used_dirty), so reserves and releases never touch
+ * the durable env.
  */
 #include <inttypes.h>
 #include <string.h>
@@ -85,7 +91,11 @@ static cg_err ls_slide_get(ls_txn *t, const char *route, uint32_t limit_id, ls_m
     ls_key k;
     MDB_val v;
     ls_key_counter(&k, route, limit_id, m->period_index);
-    cg_err err = ls_get(t, t->s->db_counters, k.b, k.n, &v);
+    cg_err err = ls_reserved_get(t, &k, &m->c.reserved);
+    if (err != CG_ERR_OK) {
+        return err;
+    }
+    err = ls_get(t, t->s->db_counters, k.b, k.n, &v);
     if (err == CG_ERR_NOTFOUND) {
         return CG_ERR_OK;
     }
@@ -97,7 +107,6 @@ static cg_err ls_slide_get(ls_txn *t, const char *route, uint32_t limit_id, ls_m
         v.mv_size != LS_SLIDE_HEAD_BYTES + (size_t)p[9] * LS_SLIDE_ENTRY_BYTES) {
         goto corrupt;
     }
-    m->c.reserved = (int64_t)ls_le64_get(p + 1);
     for (uint8_t i = 0; i < p[9]; i++) {
         const uint8_t *q = p + LS_SLIDE_HEAD_BYTES + (size_t)i * LS_SLIDE_ENTRY_BYTES;
         int64_t start = (int64_t)ls_le64_get(q);
@@ -108,9 +117,6 @@ static cg_err ls_slide_get(ls_txn *t, const char *route, uint32_t limit_id, ls_m
         if (amount > 0) {
             ls_slide_place(m, ls_floor_to(start, m->bucket_ms), amount);
         }
-    }
-    if (m->c.reserved < 0) {
-        goto corrupt;
     }
     return CG_ERR_OK;
 corrupt:
@@ -123,8 +129,13 @@ static cg_err ls_slide_put(ls_txn *t, const char *route, uint32_t limit_id, cons
     uint8_t b[LS_SLIDE_MAX_BYTES];
     ls_key k;
     uint8_t n = 0;
+    ls_key_counter(&k, route, limit_id, m->period_index);
+    cg_err err = ls_reserved_put(t, &k, m->c.reserved);
+    if (err != CG_ERR_OK || !m->used_dirty) {
+        return err;
+    }
     b[0] = LS_SLIDE_VERSION;
-    ls_le64_put(b + 1, (uint64_t)m->c.reserved);
+    ls_le64_put(b + 1, 0); /* reserved lives in the reservation env */
     for (size_t i = 0; i < LS_SLIDE_BUCKETS; i++) {
         if (ls_bucket_counts(m, i, t->now_ms)) {
             uint8_t *q = b + LS_SLIDE_HEAD_BYTES + (size_t)n * LS_SLIDE_ENTRY_BYTES;
@@ -134,7 +145,6 @@ static cg_err ls_slide_put(ls_txn *t, const char *route, uint32_t limit_id, cons
         }
     }
     b[9] = n;
-    ls_key_counter(&k, route, limit_id, m->period_index);
     return ls_put(t, t->s->db_counters, k.b, k.n, b,
                   LS_SLIDE_HEAD_BYTES + (size_t)n * LS_SLIDE_ENTRY_BYTES);
 }
@@ -239,7 +249,7 @@ cg_err ls_meter_store(ls_txn *t, const char *route, uint32_t limit_id, const ls_
     if (m->sliding) {
         return ls_slide_put(t, route, limit_id, m);
     }
-    return ls_counter_put(t, route, limit_id, m->period_index, &m->c);
+    return ls_counter_put(t, route, limit_id, m->period_index, &m->c, m->used_dirty);
 }
 
 int64_t ls_meter_used(const ls_meter *m, int64_t now_ms)
@@ -258,6 +268,7 @@ int64_t ls_meter_used(const ls_meter *m, int64_t now_ms)
 
 void ls_meter_add_used(ls_meter *m, int64_t amount, int64_t created_ms, int64_t now_ms)
 {
+    m->used_dirty = 1;
     if (!m->sliding) {
         m->c.used = ls_sat_add(m->c.used, amount);
         return;

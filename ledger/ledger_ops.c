@@ -72,13 +72,16 @@ cg_err ls_resv_finish(ls_txn *t, const char *rid, const char *route, ls_resv *r,
     }
     if (was_state == LS_RESV_ACTIVE) {
         ls_key_index(&k, r->expires_ms, rid, route);
-        if ((err = ls_del(t, t->s->db_leases, k.b, k.n)) != CG_ERR_OK) {
+        if ((err = ls_del(t, t->s->rdb_leases, k.b, k.n)) != CG_ERR_OK) {
             return err;
         }
     }
-    if (was_state == LS_RESV_ACTIVE || was_state == 0) {
+    /* A SETTLED record moves to the durable env (ls_resv_put), so it gets a durable gc entry
+     * whatever state it came from; other finished records stay in the reservation env. */
+    if (was_state == LS_RESV_ACTIVE || was_state == 0 || new_state == LS_RESV_SETTLED) {
         ls_key_index(&k, ls_sat_add(r->expires_ms, LEDGER_DEDUP_MS), rid, route);
-        return ls_put(t, t->s->db_gc, k.b, k.n, "", 0);
+        return ls_put(t, new_state == LS_RESV_SETTLED ? t->s->db_gc : t->s->rdb_gc, k.b, k.n, "",
+                      0);
     }
     return CG_ERR_OK;
 }
@@ -214,7 +217,11 @@ static cg_err ls_op_auth(ls_txn *t, const proto_req *req, proto_rep *rep)
     if (err != CG_ERR_OK) {
         return err;
     }
-    if (CRYPTO_memcmp(k.hash, req->u.auth.hash, sizeof(k.hash)) != 0 || k.revoked) {
+    /* The current secret, or the previous one until its grace period ends (issue 5). */
+    int cur = CRYPTO_memcmp(k.hash, req->u.auth.hash, sizeof(k.hash)) == 0;
+    int prev = k.prev_expires_ms > t->now_ms &&
+               CRYPTO_memcmp(k.prev_hash, req->u.auth.hash, sizeof(k.prev_hash)) == 0;
+    if ((!cur && !prev) || k.revoked) {
         return CG_ERR_UNAUTHORIZED;
     }
     rep->u.auth.key = k;
@@ -275,7 +282,7 @@ static cg_err ls_reserve_write(ls_txn *t, const proto_req *req, const ls_scope *
         return err;
     }
     ls_key_index(&k, r.expires_ms, rid, req->route);
-    return ls_put(t, t->s->db_leases, k.b, k.n, "", 0);
+    return ls_put(t, t->s->rdb_leases, k.b, k.n, "", 0);
 }
 
 static cg_err ls_op_reserve(ls_txn *t, const proto_req *req, proto_rep *rep)
@@ -468,15 +475,24 @@ static cg_err ls_op_settle_partial(ls_txn *t, const proto_req *req, const ls_sco
     LS_RESV_CHARGE_SEQ(&r) = (int64_t)req->u.settle.charge_seq;
     if (holds) {
         ls_key_index(&k, r.expires_ms, rid, req->route);
-        if ((err = ls_del(t, t->s->db_leases, k.b, k.n)) != CG_ERR_OK) {
+        if ((err = ls_del(t, t->s->rdb_leases, k.b, k.n)) != CG_ERR_OK) {
             return err;
         }
         r.expires_ms = t->now_ms + req->u.settle.lease_ms;
+    }
+    /* The charge seq must survive an OS crash with the usage it counted: a durable copy. */
+    if (was_state == 0) {
+        r.state = LS_RESV_EXPIRED; /* an unknown id: recorded as finished (below) */
+    }
+    if ((err = ls_resv_put_durable(t, rid, req->route, &r)) != CG_ERR_OK) {
+        return err;
+    }
+    if (holds) {
         if ((err = ls_resv_put(t, rid, req->route, &r)) != CG_ERR_OK) {
             return err;
         }
         ls_key_index(&k, r.expires_ms, rid, req->route);
-        return ls_put(t, t->s->db_leases, k.b, k.n, "", 0);
+        return ls_put(t, t->s->rdb_leases, k.b, k.n, "", 0);
     }
     /* Late: counted as spend; an unknown id becomes an EXPIRED record (dedup of later seqs). */
     t->p.late_settles++;
@@ -486,7 +502,13 @@ static cg_err ls_op_settle_partial(ls_txn *t, const proto_req *req, const ls_sco
     if (was_state == 0) {
         return ls_resv_finish(t, rid, req->route, &r, 0, LS_RESV_EXPIRED);
     }
-    return ls_resv_put(t, rid, req->route, &r);
+    if ((err = ls_resv_put(t, rid, req->route, &r)) != CG_ERR_OK) {
+        return err;
+    }
+    /* Its gc entry again (the same key if it exists): the record may come from the durable
+     * copy alone, after the reservation env was recreated. */
+    ls_key_index(&k, ls_sat_add(r.expires_ms, LEDGER_DEDUP_MS), rid, req->route);
+    return ls_put(t, t->s->rdb_gc, k.b, k.n, "", 0);
 }
 
 static cg_err ls_op_settle(ls_txn *t, const proto_req *req, proto_rep *rep)
@@ -587,6 +609,11 @@ static const struct ls_op_desc {
     [PROTO_OP_DELETE] = {.fn = ls_op_delete, .routed = 1},
     [PROTO_OP_USAGE_QUERY] = {.fn = ls_op_usage_query, .routed = 0},
     [PROTO_OP_GET_ORG_STATE] = {.fn = ls_op_get_org_state, .routed = 1},
+    [PROTO_OP_LIST_KEYS] = {.fn = ls_op_list_keys, .routed = 0},
+    [PROTO_OP_PUT_PRICING] = {.fn = ls_op_put_pricing, .routed = 1},
+    [PROTO_OP_LIST_PRICING] = {.fn = ls_op_list_pricing, .routed = 0},
+    [PROTO_OP_USAGE_SERIES] = {.fn = ls_op_usage_series, .routed = 0},
+    [PROTO_OP_USAGE_RECORDS] = {.fn = ls_op_usage_records, .routed = 0},
 };
 
 /*
@@ -598,9 +625,7 @@ static const struct ls_op_desc {
 static void ls_rep_reset(proto_rep *rep, uint8_t op)
 {
     size_t body = sizeof(rep->u);
-    if (rep->op == PROTO_OP_EVENTS_SINCE) {
-        free(rep->u.events.events);
-    }
+    proto_rep_owned_free(rep);
     if (op == PROTO_OP_RESERVE) {
         body = sizeof(rep->u.reserve);
     } else if (op == PROTO_OP_SETTLE || op == PROTO_OP_RELEASE) {

@@ -168,7 +168,7 @@ cg_err ls_counter_get(ls_txn *t, const char *route, uint32_t limit_id, int64_t p
     cg_err err = ls_get(t, t->s->db_counters, k.b, k.n, &v);
     if (err == CG_ERR_NOTFOUND) {
         memset(out, 0, sizeof(*out));
-        return CG_ERR_OK;
+        return ls_reserved_get(t, &k, &out->reserved);
     }
     if (err != CG_ERR_OK) {
         return err;
@@ -178,29 +178,65 @@ cg_err ls_counter_get(ls_txn *t, const char *route, uint32_t limit_id, int64_t p
     if (v.mv_size != LS_COUNTER_BYTES) {
         goto corrupt;
     }
+    /* The durable record's reserved field is not read: the reservation env holds the sum
+     * (a store written before issue 4 may still carry one there). */
     c.used = (int64_t)ls_le64_get(p);
-    c.reserved = (int64_t)ls_le64_get(p + 8);
     c.fired = ls_le32_get(p + 16);
-    if (c.used < 0 || c.reserved < 0) {
+    if (c.used < 0) {
         goto corrupt;
     }
     *out = c;
-    return CG_ERR_OK;
+    return ls_reserved_get(t, &k, &out->reserved);
 corrupt:
     cg_log(CG_LOG_ERROR, "corrupt counter record", "route", route, NULL);
     return CG_ERR_DB;
 }
 
 cg_err ls_counter_put(ls_txn *t, const char *route, uint32_t limit_id, int64_t period_index,
-                      const ls_counter *c)
+                      const ls_counter *c, int durable)
 {
     ls_key k;
     uint8_t b[LS_COUNTER_BYTES];
     ls_key_counter(&k, route, limit_id, period_index);
-    ls_le64_put(b, (uint64_t)c->used);
-    ls_le64_put(b + 8, (uint64_t)c->reserved);
-    ls_le32_put(b + 16, c->fired);
-    return ls_put(t, t->s->db_counters, k.b, k.n, b, sizeof(b));
+    if (durable) {
+        ls_le64_put(b, (uint64_t)c->used);
+        ls_le64_put(b + 8, 0); /* reserved lives in the reservation env */
+        ls_le32_put(b + 16, c->fired);
+        cg_err err = ls_put(t, t->s->db_counters, k.b, k.n, b, sizeof(b));
+        if (err != CG_ERR_OK) {
+            return err;
+        }
+    }
+    return ls_reserved_put(t, &k, c->reserved);
+}
+
+cg_err ls_reserved_get(ls_txn *t, const ls_key *k, int64_t *out)
+{
+    MDB_val v;
+    cg_err err = ls_get(t, t->s->rdb_sum, k->b, k->n, &v);
+    *out = 0;
+    if (err == CG_ERR_NOTFOUND) {
+        return CG_ERR_OK;
+    }
+    if (err != CG_ERR_OK) {
+        return err;
+    }
+    if (v.mv_size != 8 || (int64_t)ls_le64_get(v.mv_data) < 0) {
+        cg_log(CG_LOG_ERROR, "corrupt reserved sum", NULL);
+        return CG_ERR_DB;
+    }
+    *out = (int64_t)ls_le64_get(v.mv_data);
+    return CG_ERR_OK;
+}
+
+cg_err ls_reserved_put(ls_txn *t, const ls_key *k, int64_t reserved)
+{
+    uint8_t b[8];
+    if (reserved <= 0) {
+        return ls_del(t, t->s->rdb_sum, k->b, k->n); /* absent = 0 (a missing key is OK) */
+    }
+    ls_le64_put(b, (uint64_t)reserved);
+    return ls_put(t, t->s->rdb_sum, k->b, k->n, b, sizeof(b));
 }
 
 /* ---- reservations ---- */
@@ -276,10 +312,35 @@ void ls_item_limit(const ls_item *it, proto_limit *out)
 
 cg_err ls_resv_get(ls_txn *t, const char *request_id, const char *route, ls_resv *out)
 {
+    ls_resv d;
+    cg_err derr = ls_resv_get_db(t, t->s->db_resv, request_id, route, &d);
+    if (derr == CG_ERR_OK && d.state == LS_RESV_SETTLED) {
+        *out = d;
+        return CG_ERR_OK;
+    }
+    if (derr != CG_ERR_OK && derr != CG_ERR_NOTFOUND) {
+        return derr;
+    }
+    cg_err err = ls_resv_get_db(t, t->s->rdb_resv, request_id, route, out);
+    if (err != CG_ERR_NOTFOUND || derr != CG_ERR_OK) {
+        return err;
+    }
+    /* Only the durable copy of a partially settled reservation (or a record written before
+     * issue 4): its hold went with the reservation env, so nothing is reserved any more. */
+    *out = d;
+    if (out->state == LS_RESV_ACTIVE) {
+        out->state = LS_RESV_EXPIRED;
+    }
+    return CG_ERR_OK;
+}
+
+cg_err ls_resv_get_db(ls_txn *t, MDB_dbi dbi, const char *request_id, const char *route,
+                      ls_resv *out)
+{
     ls_key k;
     MDB_val v;
     ls_key_resv(&k, request_id, route);
-    cg_err err = ls_get(t, t->s->db_resv, k.b, k.n, &v);
+    cg_err err = ls_get(t, dbi, k.b, k.n, &v);
     if (err != CG_ERR_OK) {
         return err;
     }
@@ -310,7 +371,9 @@ static void ls_item_encode(uint8_t *q, const ls_item *it)
     }
 }
 
-cg_err ls_resv_put(ls_txn *t, const char *request_id, const char *route, const ls_resv *r)
+/* Encode r into dbi. */
+static cg_err ls_resv_put_db(ls_txn *t, MDB_dbi dbi, const char *request_id, const char *route,
+                             const ls_resv *r)
 {
     uint8_t b[LS_RESV_HEAD_BYTES + PROTO_LIMITS_MAX * LS_ITEM_BYTES];
     ls_key k;
@@ -328,8 +391,26 @@ cg_err ls_resv_put(ls_txn *t, const char *request_id, const char *route, const l
         ls_item_encode(b + LS_RESV_HEAD_BYTES + (size_t)i * LS_ITEM_BYTES, &r->items[i]);
     }
     ls_key_resv(&k, request_id, route);
-    return ls_put(t, t->s->db_resv, k.b, k.n, b,
-                  LS_RESV_HEAD_BYTES + (size_t)r->item_n * LS_ITEM_BYTES);
+    return ls_put(t, dbi, k.b, k.n, b, LS_RESV_HEAD_BYTES + (size_t)r->item_n * LS_ITEM_BYTES);
+}
+
+cg_err ls_resv_put(ls_txn *t, const char *request_id, const char *route, const ls_resv *r)
+{
+    if (r->state != LS_RESV_SETTLED) {
+        return ls_resv_put_db(t, t->s->rdb_resv, request_id, route, r);
+    }
+    cg_err err = ls_resv_put_db(t, t->s->db_resv, request_id, route, r);
+    if (err != CG_ERR_OK) {
+        return err;
+    }
+    ls_key k;
+    ls_key_resv(&k, request_id, route);
+    return ls_del(t, t->s->rdb_resv, k.b, k.n); /* a missing record is OK */
+}
+
+cg_err ls_resv_put_durable(ls_txn *t, const char *request_id, const char *route, const ls_resv *r)
+{
+    return ls_resv_put_db(t, t->s->db_resv, request_id, route, r);
 }
 
 /* ---- proto-encoded records ---- */

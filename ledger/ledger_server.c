@@ -38,6 +38,7 @@
 
 #include "cg_clock.h"
 #include "cg_log.h"
+#include "ledger_metrics.h"
 #include "proto.h"
 
 /* Operations one batch can hold: lsv_take admits a job while the batch stays within
@@ -202,10 +203,7 @@ static void lsv_reply(ledger_server *srv, lsv_ctx *c)
     for (uint32_t i = 0; c->reps != NULL && i < c->n; i++) {
         /* Encoded: free what a reply owns (EVENTS_SINCE's array). The next apply clears the
          * body before use, so only op and status are reset here (no 8 KB memset). */
-        if (c->reps[i].op == PROTO_OP_EVENTS_SINCE) {
-            free(c->reps[i].u.events.events);
-            c->reps[i].u.events.events = NULL;
-        }
+        proto_rep_owned_free(&c->reps[i]);
         c->reps[i].op = 0;
         c->reps[i].status = 0;
     }
@@ -248,6 +246,42 @@ static void lsv_publish(ledger_server *srv)
             continue;
         }
         atomic_fetch_add(&srv->st_published, 1);
+        ledger_metrics_published(1);
+    }
+}
+
+/* Whether a committed op changed a definition gateways may cache (issue 5 notices). */
+static int lsv_is_def_write(uint8_t op)
+{
+    return op == PROTO_OP_PUT_ORG || op == PROTO_OP_PUT_KEY || op == PROTO_OP_PUT_GROUP ||
+           op == PROTO_OP_PUT_CUSTOMER || op == PROTO_OP_DELETE || op == PROTO_OP_PUT_PRICING;
+}
+
+/*
+ * Publish a definition-change notice (topic "d", docs/contracts.md "Issue 5") for every
+ * definition write of the batch that committed (status OK after ledger_store_apply).
+ * Sent before the replies, so a notice is on its way before the writer hears "done".
+ * A dropped notice is bounded by the gateways' key_cache_ms.
+ */
+static void lsv_publish_notices(ledger_server *srv, lsv_ctx **jobs, size_t jn)
+{
+    for (size_t j = 0; j < jn; j++) {
+        lsv_ctx *c = jobs[j];
+        for (uint32_t i = 0; c->decode_err == CG_ERR_OK && c->reps != NULL && i < c->n; i++) {
+            if (!lsv_is_def_write(c->reqs[i].op) || c->reps[i].status != CG_ERR_OK) {
+                continue;
+            }
+            msgpack_sbuffer_clear(&srv->sbuf);
+            cg_err err =
+                proto_notice_encode(ledger_store_shard(srv->store), c->reqs[i].route, &srv->sbuf);
+            int rv = err == CG_ERR_OK
+                         ? nng_send(srv->pub, srv->sbuf.data, srv->sbuf.size, NNG_FLAG_NONBLOCK)
+                         : NNG_EINVAL;
+            if (rv != 0) {
+                cg_log(CG_LOG_WARN, "notice not published", "route", c->reqs[i].route, "nng",
+                       nng_strerror(rv), NULL);
+            }
+        }
     }
 }
 
@@ -266,7 +300,10 @@ static void lsv_batch(ledger_server *srv, lsv_ctx **jobs, size_t jn)
             srv->ops[k++] = (ledger_op){.req = &c->reqs[i], .rep = &c->reps[i]};
         }
     }
-    (void)ledger_store_apply(srv->store, srv->ops, k);
+    int64_t t0_us = cg_mono_us();
+    cg_err rc = ledger_store_apply(srv->store, srv->ops, k);
+    ledger_metrics_batch(srv->ops, k, rc, cg_mono_us() - t0_us);
+    lsv_publish_notices(srv, jobs, jn);
     for (size_t j = 0; j < jn; j++) {
         lsv_reply(srv, jobs[j]);
     }

@@ -61,8 +61,9 @@ static void fx_fini(fx *f)
     char p[128];
     ledger_server_stop(f->srv);
     ledger_store_close(f->store);
-    const char *files[] = {"data.mdb", "lock.mdb", "req.ipc", "pub.ipc"};
-    for (size_t i = 0; i < 4; i++) {
+    const char *files[] = {"data.mdb", "lock.mdb", "reservations.mdb", "reservations.mdb-lock",
+                           "req.ipc",  "pub.ipc"};
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         snprintf(p, sizeof(p), "%s/%s", f->dir, files[i]);
         unlink(p);
     }
@@ -182,7 +183,16 @@ CG_TEST(batch_reply_and_published_event)
     size_t len = 0;
     char shard[PROTO_SHARD_MAX + 1];
     proto_event ev;
+    /* The key PUT's definition-change notice (topic "d") is published before the replies,
+     * the threshold event after them. */
+    char route[PROTO_ROUTE_MAX + 1];
     CG_CHECK(nng_recv(sub, &buf, &len, NNG_FLAG_ALLOC) == 0);
+    CG_CHECK(proto_notice_decode(buf, len, shard, route) == CG_ERR_OK);
+    CG_CHECK(proto_pub_decode(buf, len, shard, &ev) != CG_ERR_OK);
+    nng_free(buf, len);
+    CG_CHECK_EQ_STR(route, "key:k1");
+    CG_CHECK(nng_recv(sub, &buf, &len, NNG_FLAG_ALLOC) == 0);
+    CG_CHECK(proto_notice_decode(buf, len, shard, route) != CG_ERR_OK);
     CG_CHECK(proto_pub_decode(buf, len, shard, &ev) == CG_ERR_OK);
     nng_free(buf, len);
     CG_CHECK_EQ_STR(shard, "s0");

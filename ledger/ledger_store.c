@@ -17,12 +17,29 @@
  * fails. Nested transactions cost a few allocations each, which is why they
  * are the fallback and not the rule. A batch that wrote nothing is aborted
  * instead of committed: read-only batches cost no fsync.
+ *
+ * Two environments (issue 4, docs/ledger-durability.md): the durable one in
+ * the shard directory (definitions, used counters, settled reservations,
+ * usage, events) and the reservation env `reservations.mdb` beside it
+ * (active / released / expired reservations, their lease and gc indexes and
+ * the reserved sums), opened MDB_NOSYNC. A batch runs one write transaction
+ * in each (nested in step); the durable one is committed first, with its
+ * syncs, and only if it was written; the reservation env's commit never
+ * syncs. So a batch of reserves and releases costs no device sync at all,
+ * and a settle is confirmed only after its durable commit (SPEC §6). A
+ * process crash keeps the page cache, so the reservation env survives
+ * kill -9 intact; a different boot id at open means an OS crash (or a
+ * reboot) may have torn it, and it is recreated empty.
  */
 #include "ledger_store.h"
 
 #include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "cg_clock.h"
 #include "cg_log.h"
@@ -30,6 +47,14 @@
 
 static const char ls_meta_schema[] = "schema";
 static const char ls_meta_last_seq[] = "last_seq";
+static const char ls_rmeta_boot_id[] = "boot_id";
+/* The reservation env's file (and its lock file, with "-lock") in the shard directory. */
+#define LS_RSV_FILE "reservations.mdb"
+/* Named databases of the reservation env. */
+#define LS_RSV_DBS_MAX 6
+/* Where the kernel tells this boot's id. */
+#define LS_BOOT_ID_PATH "/proc/sys/kernel/random/boot_id"
+#define LS_BOOT_ID_MAX 64
 
 /* ---- LMDB access helpers ---- */
 
@@ -45,10 +70,20 @@ cg_err ls_lmdb_fail(ls_txn *t, int rc, const char *what)
     return err;
 }
 
+MDB_txn *ls_txn_of(ls_txn *t, MDB_dbi *dbi)
+{
+    if ((*dbi & LS_RSV_DBI) != 0) {
+        *dbi &= ~LS_RSV_DBI;
+        return t->rtxn;
+    }
+    return t->txn;
+}
+
 cg_err ls_get(ls_txn *t, MDB_dbi dbi, const void *k, size_t kn, MDB_val *val)
 {
     MDB_val key = {.mv_size = kn, .mv_data = (void *)k};
-    int rc = mdb_get(t->txn, dbi, &key, val);
+    MDB_txn *tx = ls_txn_of(t, &dbi);
+    int rc = mdb_get(tx, dbi, &key, val);
     if (rc == MDB_NOTFOUND) {
         return CG_ERR_NOTFOUND;
     }
@@ -71,9 +106,10 @@ cg_err ls_put(ls_txn *t, MDB_dbi dbi, const void *k, size_t kn, const void *v, s
 {
     MDB_val key = {.mv_size = kn, .mv_data = (void *)k};
     MDB_val val = {.mv_size = vn, .mv_data = (void *)v};
-    t->dirty = 1;
+    t->dirty |= (dbi & LS_RSV_DBI) ? LS_DIRTY_RSV : LS_DIRTY_DURABLE;
     ls_def_written(t, dbi);
-    int rc = mdb_put(t->txn, dbi, &key, &val, 0);
+    MDB_txn *tx = ls_txn_of(t, &dbi);
+    int rc = mdb_put(tx, dbi, &key, &val, 0);
     if (rc != MDB_SUCCESS) {
         return ls_lmdb_fail(t, rc, "put");
     }
@@ -83,9 +119,10 @@ cg_err ls_put(ls_txn *t, MDB_dbi dbi, const void *k, size_t kn, const void *v, s
 cg_err ls_del(ls_txn *t, MDB_dbi dbi, const void *k, size_t kn)
 {
     MDB_val key = {.mv_size = kn, .mv_data = (void *)k};
-    t->dirty = 1;
+    t->dirty |= (dbi & LS_RSV_DBI) ? LS_DIRTY_RSV : LS_DIRTY_DURABLE;
     ls_def_written(t, dbi);
-    int rc = mdb_del(t->txn, dbi, &key, NULL);
+    MDB_txn *tx = ls_txn_of(t, &dbi);
+    int rc = mdb_del(tx, dbi, &key, NULL);
     if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
         return ls_lmdb_fail(t, rc, "del");
     }
@@ -224,6 +261,134 @@ fail:
     return cg_err_from_lmdb(rc);
 }
 
+/* This boot's id ("" when the kernel does not tell: then a reservation env is never trusted). */
+static void ls_boot_id(char out[LS_BOOT_ID_MAX])
+{
+    out[0] = '\0';
+    int fd = open(LS_BOOT_ID_PATH, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return;
+    }
+    ssize_t n = read(fd, out, LS_BOOT_ID_MAX - 1);
+    close(fd);
+    while (n > 0 && (out[n - 1] == '\n' || out[n - 1] == ' ')) {
+        n--;
+    }
+    out[n > 0 ? n : 0] = '\0';
+}
+
+/* Open the reservation env's databases; *stale = 1 when it was written under another boot. */
+static int ls_rsv_dbs(ledger_store *s, MDB_txn *txn, const char *boot, int fresh, int *stale)
+{
+    static const struct {
+        const char *name;
+        size_t off;
+    } dbs[] = {
+        {"resv", offsetof(ledger_store, rdb_resv)}, {"leases", offsetof(ledger_store, rdb_leases)},
+        {"gc", offsetof(ledger_store, rdb_gc)},     {"sum", offsetof(ledger_store, rdb_sum)},
+        {"meta", offsetof(ledger_store, rdb_meta)},
+    };
+    static_assert(sizeof(dbs) / sizeof(dbs[0]) <= LS_RSV_DBS_MAX, "LS_RSV_DBS_MAX too small");
+    int rc = MDB_SUCCESS;
+    for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++) {
+        MDB_dbi *d = (MDB_dbi *)((char *)s + dbs[i].off);
+        if ((rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, d)) != MDB_SUCCESS) {
+            return rc;
+        }
+    }
+    MDB_val k = {.mv_size = sizeof(ls_rmeta_boot_id) - 1, .mv_data = (void *)ls_rmeta_boot_id};
+    MDB_val v;
+    rc = mdb_get(txn, s->rdb_meta, &k, &v);
+    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
+        return rc;
+    }
+    int same = rc == MDB_SUCCESS && boot[0] != '\0' && v.mv_size == strlen(boot) &&
+               memcmp(v.mv_data, boot, v.mv_size) == 0;
+    if (!same && !fresh) {
+        *stale = 1;
+        return MDB_SUCCESS;
+    }
+    v.mv_size = strlen(boot);
+    v.mv_data = (void *)boot;
+    rc = same ? MDB_SUCCESS : mdb_put(txn, s->rdb_meta, &k, &v, 0);
+    for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++) {
+        *(MDB_dbi *)((char *)s + dbs[i].off) |= LS_RSV_DBI;
+    }
+    return rc;
+}
+
+/* Open the reservation env once; *stale as ls_rsv_dbs (the env is then closed again). */
+static int ls_rsv_env_try(ledger_store *s, const char *path, uint64_t map_bytes, const char *boot,
+                          int *stale)
+{
+    MDB_txn *txn = NULL;
+    int fresh = access(path, F_OK) != 0;
+    int rc = mdb_env_create(&s->renv);
+    if (rc != MDB_SUCCESS) {
+        s->renv = NULL;
+        return rc;
+    }
+    int dead = 0;
+    if ((rc = mdb_env_set_maxdbs(s->renv, LS_RSV_DBS_MAX)) != MDB_SUCCESS ||
+        (rc = mdb_env_set_mapsize(s->renv, (size_t)map_bytes)) != MDB_SUCCESS ||
+        (rc = mdb_env_open(s->renv, path, MDB_NOSUBDIR | MDB_NOSYNC | MDB_NOTLS, 0600)) !=
+            MDB_SUCCESS ||
+        (rc = mdb_reader_check(s->renv, &dead)) != MDB_SUCCESS ||
+        (rc = mdb_txn_begin(s->renv, NULL, 0, &txn)) != MDB_SUCCESS) {
+        goto fail;
+    }
+    if ((rc = ls_rsv_dbs(s, txn, boot, fresh, stale)) != MDB_SUCCESS || *stale) {
+        mdb_txn_abort(txn);
+        goto fail;
+    }
+    rc = mdb_txn_commit(txn);
+    if (rc == MDB_SUCCESS) {
+        rc = mdb_env_sync(s->renv, 1); /* the boot id, so a reboot right now is recognised */
+    }
+    if (rc == MDB_SUCCESS) {
+        return MDB_SUCCESS;
+    }
+fail:
+    mdb_env_close(s->renv);
+    s->renv = NULL;
+    return rc;
+}
+
+/* Open (or recreate, when written under another boot) the reservation env in cfg->dir. */
+static cg_err ls_open_rsv_env(ledger_store *s, const ledger_store_cfg *cfg)
+{
+    char path[4096], lock[4096 + 8], boot[LS_BOOT_ID_MAX];
+    if ((size_t)snprintf(path, sizeof(path), "%s/%s", cfg->dir, LS_RSV_FILE) >= sizeof(path)) {
+        return CG_ERR_INVAL;
+    }
+    snprintf(lock, sizeof(lock), "%s-lock", path);
+    if (cfg->boot_id != NULL) {
+        snprintf(boot, sizeof(boot), "%s", cfg->boot_id);
+    } else {
+        ls_boot_id(boot);
+    }
+    int stale = 0;
+    int rc = ls_rsv_env_try(s, path, cfg->map_bytes, boot, &stale);
+    if (rc == MDB_SUCCESS && stale) {
+        cg_log(CG_LOG_WARN,
+               "reservation env written before a reboot (or unknown boot): recreated empty; "
+               "reservations in flight are dropped",
+               "path", path, NULL);
+        if ((unlink(path) != 0 && errno != ENOENT) || (unlink(lock) != 0 && errno != ENOENT)) {
+            cg_log(CG_LOG_ERROR, "cannot remove stale reservation env", "path", path, NULL);
+            return CG_ERR_IO;
+        }
+        stale = 0;
+        rc = ls_rsv_env_try(s, path, cfg->map_bytes, boot, &stale);
+    }
+    if (rc != MDB_SUCCESS || stale) {
+        cg_log(CG_LOG_ERROR, "cannot open reservation env", "path", path, "lmdb",
+               rc != MDB_SUCCESS ? mdb_strerror(rc) : "stale again", NULL);
+        return rc != MDB_SUCCESS ? cg_err_from_lmdb(rc) : CG_ERR_DB;
+    }
+    return CG_ERR_OK;
+}
+
 cg_err ledger_store_open(const ledger_store_cfg *cfg, ledger_store **out)
 {
     MDB_txn *txn = NULL;
@@ -256,7 +421,8 @@ cg_err ledger_store_open(const ledger_store_cfg *cfg, ledger_store **out)
         err = cg_err_from_lmdb(rc);
         goto fail;
     }
-    if ((err = ls_open_dbs(s, txn)) != CG_ERR_OK || (err = ls_open_meta(s, txn)) != CG_ERR_OK) {
+    if ((err = ls_open_dbs(s, txn)) != CG_ERR_OK || (err = ls_open_meta(s, txn)) != CG_ERR_OK ||
+        (err = ls_open_rsv_env(s, cfg)) != CG_ERR_OK) {
         goto fail;
     }
     rc = mdb_txn_commit(txn);
@@ -281,6 +447,9 @@ void ledger_store_close(ledger_store *s)
     if (s == NULL) {
         return;
     }
+    if (s->renv != NULL) {
+        mdb_env_close(s->renv);
+    }
     if (s->env != NULL) {
         mdb_env_close(s->env);
     }
@@ -294,31 +463,68 @@ void ledger_store_close(ledger_store *s)
 
 void ledger_rep_clear(proto_rep *rep)
 {
-    if (rep->op == PROTO_OP_EVENTS_SINCE) {
-        free(rep->u.events.events);
-    }
+    proto_rep_owned_free(rep);
     memset(rep, 0, sizeof(*rep));
+}
+
+/* Begin t's transactions in both envs, nested in (parent, rparent) when those are set. */
+static int ls_begin2(ls_txn *t, MDB_txn *parent, MDB_txn *rparent)
+{
+    int rc = mdb_txn_begin(t->s->env, parent, 0, &t->txn);
+    if (rc != MDB_SUCCESS) {
+        t->txn = parent;
+        t->rtxn = rparent;
+        return rc;
+    }
+    if ((rc = mdb_txn_begin(t->s->renv, rparent, 0, &t->rtxn)) != MDB_SUCCESS) {
+        mdb_txn_abort(t->txn);
+        t->txn = parent;
+        t->rtxn = rparent;
+    }
+    return rc;
+}
+
+static void ls_abort2(ls_txn *t)
+{
+    mdb_txn_abort(t->rtxn);
+    mdb_txn_abort(t->txn);
+}
+
+/* Commit a nested pair into its parents. If the second commit fails after the first merged,
+ * the parents are inconsistent: t->poisoned makes the whole batch fail. */
+static int ls_commit2_nested(ls_txn *t)
+{
+    int rc = mdb_txn_commit(t->rtxn);
+    if (rc != MDB_SUCCESS) {
+        mdb_txn_abort(t->txn);
+        return rc;
+    }
+    if ((rc = mdb_txn_commit(t->txn)) != MDB_SUCCESS) {
+        t->poisoned = 1;
+    }
+    return rc;
 }
 
 /* Sweep in isolated mode: in its own nested transaction, skipped if it fails. */
 static void ls_sweep_isolated(ls_txn *t)
 {
-    MDB_txn *parent = t->txn;
+    MDB_txn *parent = t->txn, *rparent = t->rtxn;
     ls_pending saved = t->p;
-    int rc = mdb_txn_begin(t->s->env, parent, 0, &t->txn);
+    int rc = ls_begin2(t, parent, rparent);
     if (rc != MDB_SUCCESS) {
-        t->txn = parent;
         cg_log(CG_LOG_ERROR, "cannot begin sweep txn", "lmdb", mdb_strerror(rc), NULL);
         return;
     }
+    t->dirty = 0;
     cg_err err = ls_sweep(t);
     if (err == CG_ERR_OK && !t->broken) {
-        rc = mdb_txn_commit(t->txn);
+        rc = ls_commit2_nested(t);
         err = rc == MDB_SUCCESS ? CG_ERR_OK : cg_err_from_lmdb(rc);
     } else {
-        mdb_txn_abort(t->txn);
+        ls_abort2(t);
     }
     t->txn = parent;
+    t->rtxn = rparent;
     if (err != CG_ERR_OK || t->broken) {
         cg_log(CG_LOG_WARN, "lease sweep skipped", "err", cg_err_name(err), NULL);
         t->p = saved;
@@ -330,11 +536,10 @@ static void ls_sweep_isolated(ls_txn *t)
 /* Apply one op in its own nested transaction; on any failure it leaves no trace. */
 static void ls_op_isolated(ls_txn *t, const ledger_op *op)
 {
-    MDB_txn *parent = t->txn;
+    MDB_txn *parent = t->txn, *rparent = t->rtxn;
     ls_pending saved = t->p;
-    int rc = mdb_txn_begin(t->s->env, parent, 0, &t->txn);
+    int rc = ls_begin2(t, parent, rparent);
     if (rc != MDB_SUCCESS) {
-        t->txn = parent;
         ledger_rep_clear(op->rep);
         op->rep->op = op->req->op;
         op->rep->status = (uint16_t)ls_lmdb_fail(t, rc, "begin nested");
@@ -345,7 +550,7 @@ static void ls_op_isolated(ls_txn *t, const ledger_op *op)
     ls_op_apply(t, op->req, op->rep);
     if (t->broken || op->rep->status != CG_ERR_OK) {
         cg_err err = t->broken ? t->broken_err : (cg_err)op->rep->status;
-        mdb_txn_abort(t->txn);
+        ls_abort2(t);
         if (t->broken) {
             ledger_rep_clear(op->rep);
             op->rep->op = op->req->op;
@@ -353,7 +558,7 @@ static void ls_op_isolated(ls_txn *t, const ledger_op *op)
         }
         t->p = saved;
         t->dirty = 0; /* nothing of this op reaches the parent */
-    } else if ((rc = mdb_txn_commit(t->txn)) != MDB_SUCCESS) {
+    } else if ((rc = ls_commit2_nested(t)) != MDB_SUCCESS) {
         ledger_rep_clear(op->rep);
         op->rep->op = op->req->op;
         op->rep->status = (uint16_t)ls_lmdb_fail(t, rc, "commit nested");
@@ -361,6 +566,7 @@ static void ls_op_isolated(ls_txn *t, const ledger_op *op)
         t->dirty = 0;
     }
     t->txn = parent;
+    t->rtxn = rparent;
     t->broken = 0;
 }
 
@@ -406,30 +612,58 @@ static int ls_batch_needs_sync(const ledger_op *ops, uint32_t n)
     return 0;
 }
 
-/* Commit t (or abort it when nothing was written) and publish its pending counts. */
+/*
+ * Commit t's two transactions (each aborted instead when nothing was written to it) and
+ * publish its pending counts. The durable env commits first: a settle is confirmed only once
+ * it is there, and a crash between the two commits leaves at worst a reservation still held
+ * for a settled request, which its lease sweep returns (the settle's retry is recognised by
+ * the durable SETTLED record). The reservation env's commit never syncs.
+ */
 static cg_err ls_batch_finish(ls_txn *t, int wrote, uint32_t n, int durable)
 {
     ledger_store *s = t->s;
     int rc;
+    if (t->poisoned) {
+        ls_abort2(t);
+        ls_scope_cache_drop(s);
+        return CG_ERR_DB;
+    }
     if (t->p.next_seq != s->last_seq + 1 && ls_meta_put_last_seq(t) != CG_ERR_OK) {
-        mdb_txn_abort(t->txn);
+        ls_abort2(t);
         ls_scope_cache_drop(s);
         return t->broken_err;
     }
-    if (wrote && (rc = mdb_env_set_flags(s->env, MDB_NOMETASYNC, durable ? 0 : 1)) != 0) {
-        mdb_txn_abort(t->txn);
+    wrote |= t->dirty;
+    int dw = (wrote & LS_DIRTY_DURABLE) != 0, rw = (wrote & LS_DIRTY_RSV) != 0;
+    if (dw && (rc = mdb_env_set_flags(s->env, MDB_NOMETASYNC, durable ? 0 : 1)) != 0) {
+        ls_abort2(t);
         ls_scope_cache_drop(s);
         return ls_lmdb_fail(t, rc, "set sync flags");
     }
-    if (!wrote) {
+    if (!dw) {
         mdb_txn_abort(t->txn);
     } else if ((rc = mdb_txn_commit(t->txn)) != MDB_SUCCESS) {
+        mdb_txn_abort(t->rtxn);
         cg_log(CG_LOG_ERROR, "batch commit failed", "lmdb", mdb_strerror(rc), NULL);
         ls_scope_cache_drop(s);
         return cg_err_from_lmdb(rc);
-    } else {
+    }
+    if (!rw) {
+        mdb_txn_abort(t->rtxn);
+    } else if ((rc = mdb_txn_commit(t->rtxn)) != MDB_SUCCESS) {
+        /* The durable part (settles, definitions) stands; the ops are answered with the error
+         * and their retries are recognised there. Reserves of this batch did not happen. */
+        cg_log(CG_LOG_ERROR, "reservation env commit failed", "lmdb", mdb_strerror(rc), NULL);
+        ls_scope_cache_drop(s);
+        if (dw) {
+            s->last_seq = t->p.next_seq - 1;
+        }
+        return cg_err_from_lmdb(rc);
+    }
+    if (dw || rw) {
         s->stats.batches++;
-        s->stats.metasync_skipped += durable ? 0 : 1;
+        s->stats.metasync_skipped += dw && !durable ? 1 : 0;
+        s->stats.nosync_commits += dw ? 0 : 1;
         if (n > 0) {
             unsigned b = 0;
             while (b + 1 < LEDGER_BATCH_HIST && (n >> (b + 1)) != 0) {
@@ -458,7 +692,7 @@ static int ls_batch_run(ledger_store *s, const ledger_op *ops, uint32_t n, int64
     int wrote = 0;
     t.p.next_seq = s->last_seq + 1;
     s->event_n = 0;
-    int rc = mdb_txn_begin(s->env, NULL, 0, &t.txn);
+    int rc = ls_begin2(&t, NULL, NULL);
     if (rc != MDB_SUCCESS) {
         *out = ls_lmdb_fail(&t, rc, "begin");
         return 0;
@@ -484,7 +718,7 @@ static int ls_batch_run(ledger_store *s, const ledger_op *ops, uint32_t n, int64
     *out = ls_batch_finish(&t, wrote, n, ls_batch_needs_sync(ops, n));
     return 0;
 retry:
-    mdb_txn_abort(t.txn);
+    ls_abort2(&t);
     ls_scope_cache_drop(s); /* entries read in this attempt may hold its uncommitted writes */
     return 1;
 }
@@ -532,8 +766,12 @@ const char *ledger_store_shard(const ledger_store *s)
 
 cg_err ledger_store_reader_check(ledger_store *s, int *dead)
 {
-    int d = 0;
+    int d = 0, rd = 0;
     int rc = mdb_reader_check(s->env, &d);
+    if (rc == MDB_SUCCESS) {
+        rc = mdb_reader_check(s->renv, &rd);
+        d += rd;
+    }
     if (rc != MDB_SUCCESS) {
         cg_log(CG_LOG_ERROR, "mdb_reader_check failed", "lmdb", mdb_strerror(rc), NULL);
         return cg_err_from_lmdb(rc);

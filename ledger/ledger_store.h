@@ -2,14 +2,18 @@
  * ledger_store.h — a ledger shard's durable state in LMDB and the pure
  * transactional operations on it.
  *
- * The store owns one LMDB environment (one directory) holding the shard's
- * definitions (orgs, keys, groups, customer overrides), counters,
- * reservations, usage records and event log. ledger_store_apply() runs a
- * batch of protocol operations in ONE write transaction and commits it
- * durably before returning: that is the shard's group commit. Everything an
- * operation decides (its reply, the events it appends) becomes true only if
- * that commit succeeds; if it fails, every operation of the batch gets the
- * commit's error and nothing happened.
+ * The store owns two LMDB environments in one directory: the durable one
+ * holding the shard's definitions (orgs, keys, groups, customer overrides),
+ * used counters, settled reservations, usage records and event log, and the
+ * reservation env (reservations.mdb, MDB_NOSYNC) holding active / released /
+ * expired reservations and the reserved sums; it survives a process crash and
+ * is recreated empty after a reboot (docs/ledger-durability.md).
+ * ledger_store_apply() runs a batch of protocol operations in ONE write
+ * transaction per env and commits it before returning (the durable env first,
+ * with its syncs, when the batch wrote to it): that is the shard's group
+ * commit. Everything an operation decides (its reply, the events it appends)
+ * becomes true only if that commit succeeds; if it fails, every operation of
+ * the batch gets the commit's error.
  *
  * Invariants kept by every operation:
  *  - A counter is (route, limit id, period index) -> {used, reserved, fired}
@@ -57,6 +61,8 @@ typedef struct ledger_store_cfg {
     const cg_ring *ring;    /* borrowed; must outlive the store */
     uint16_t shard_index;   /* this shard's index in ring */
     const char *shard_name; /* copied; 1..PROTO_SHARD_MAX bytes */
+    const char *boot_id;    /* NULL: the kernel's (/proc/sys/kernel/random/boot_id); tests set
+                               it to act out a reboot (the reservation env is then recreated) */
 } ledger_store_cfg;
 
 /* One operation of a batch: the request (borrowed) and where its reply goes. */
@@ -82,6 +88,8 @@ typedef struct ledger_store_stats {
     uint64_t commit_errors;    /* batches whose commit failed */
     uint64_t metasync_skipped; /* commits without the meta-page sync (nothing that must
                                   survive an OS crash: reserves, releases, sweeps) */
+    uint64_t nosync_commits;   /* commits that wrote only the reservation env: no device sync
+                                  at all (reserves, releases, lease expiries; issue 4) */
     uint64_t batch_hist[LEDGER_BATCH_HIST]; /* committed batches by op count (log2 buckets;
                                                sweep-only commits are not counted) */
 } ledger_store_stats;
@@ -98,8 +106,9 @@ void ledger_store_close(ledger_store *s);
 
 /*
  * Apply ops[0..n) (n <= LEDGER_BATCH_OPS_MAX; n == 0 only sweeps) in one
- * write transaction at time cg_now_ms(), after sweeping expired leases and old
- * reservations, and commit durably. Each ops[i].rep receives its result
+ * write transaction (per env) at time cg_now_ms(), after sweeping expired
+ * leases and old reservations, and commit (durably when it holds a settle or
+ * a definition write; reserves and releases sync nothing). Each ops[i].rep receives its result
  * (rep->op echoes the request; rep->status is the op's own outcome). Ops are
  * isolated: if one fails inside LMDB (e.g. CG_ERR_MAP_FULL) only that op
  * fails. Returns CG_ERR_OK when committed; otherwise the transaction error,
@@ -116,6 +125,9 @@ uint64_t ledger_store_last_seq(const ledger_store *s);
 const char *ledger_store_shard(const ledger_store *s);
 /* Clear stale reader slots of dead processes; *dead receives how many (may be NULL). */
 cg_err ledger_store_reader_check(ledger_store *s, int *dead);
+/* Keep usage records retention_ms (0 = forever): older ones are deleted by the batch sweep
+ * (ledger_usage.c). Call before the store is shared with the writer thread. */
+void ledger_store_set_usage_retention(ledger_store *s, int64_t retention_ms);
 /* A copy of the counters. */
 void ledger_store_stats_get(const ledger_store *s, ledger_store_stats *out);
 

@@ -167,8 +167,9 @@ CG_TEST(settle_idempotent_and_conflicts)
     fx_fini(&f);
 }
 
-/* Reserve-only batches skip the meta-page sync; any batch holding a settle or a
- * definition write is fully durable (SPEC §6: a confirmed settle is durable). */
+/* Reserve-only batches write only the reservation env (no sync at all, issue 4); any
+ * batch holding a settle or a definition write is fully durable (SPEC §6: a confirmed
+ * settle is durable). */
 CG_TEST(only_settles_and_definitions_pay_the_full_sync)
 {
     fx f;
@@ -185,12 +186,14 @@ CG_TEST(only_settles_and_definitions_pay_the_full_sync)
     proto_req r = reserve_req("key:k1", "r1", 1000, USD, 10);
     CG_CHECK_EQ_INT(apply1(&f, &r, &rep), CG_ERR_OK);
     ledger_store_stats_get(f.s, &a);
-    CG_CHECK_EQ_INT(a.metasync_skipped, b.metasync_skipped + 1); /* reserve: no meta sync */
+    CG_CHECK_EQ_INT(a.metasync_skipped, b.metasync_skipped); /* reserve: no durable commit */
+    CG_CHECK_EQ_INT(a.nosync_commits, b.nosync_commits + 1); /* ... only the reservation env */
 
     r = settle_req("key:k1", "r1", USD / 2, 5);
     CG_CHECK_EQ_INT(apply1(&f, &r, &rep), CG_ERR_OK);
     ledger_store_stats_get(f.s, &b);
     CG_CHECK_EQ_INT(b.metasync_skipped, a.metasync_skipped); /* settle: durable */
+    CG_CHECK_EQ_INT(b.nosync_commits, a.nosync_commits);
 
     /* A batch mixing a reserve with a settle is durable as a whole. */
     proto_req rs[2] = {reserve_req("key:k1", "r2", 1000, USD, 10),
@@ -200,6 +203,17 @@ CG_TEST(only_settles_and_definitions_pay_the_full_sync)
     CG_CHECK_EQ_INT(ledger_store_apply(f.s, ops, 2), CG_ERR_OK);
     ledger_store_stats_get(f.s, &a);
     CG_CHECK_EQ_INT(a.metasync_skipped, b.metasync_skipped);
+    CG_CHECK_EQ_INT(a.nosync_commits, b.nosync_commits);
+
+    /* A release is reservation-env only too. */
+    r = reserve_req("key:k1", "r3", 1000, USD, 10);
+    CG_CHECK_EQ_INT(apply1(&f, &r, &rep), CG_ERR_OK);
+    ledger_store_stats_get(f.s, &b);
+    r = simple_req(PROTO_OP_RELEASE, "key:k1", "r3");
+    CG_CHECK_EQ_INT(apply1(&f, &r, &rep), CG_ERR_OK);
+    ledger_store_stats_get(f.s, &a);
+    CG_CHECK_EQ_INT(a.nosync_commits, b.nosync_commits + 1);
+    CG_CHECK_EQ_INT(a.batches, b.batches + 1);
 
     /* And the settled usage is there after a reopen. */
     ledger_store_close(f.s);

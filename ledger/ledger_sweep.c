@@ -10,6 +10,11 @@
  * transaction so a backlog is worked off over several batches instead of
  * stalling one. A malformed or stale index entry is dropped, never retried for
  * ever.
+ *
+ * Since issue 4 the lease index and the gc index of active / released /
+ * expired reservations live in the reservation env (rdb_leases, rdb_gc), the
+ * gc index of settled ones in the durable env (db_gc): a lease expiry touches
+ * only the reservation env and costs no sync.
  */
 #include <string.h>
 
@@ -55,7 +60,8 @@ static cg_err ls_due_collect(ls_txn *t, MDB_dbi dbi, ls_due *out, size_t max, si
 {
     MDB_cursor *cur = NULL;
     MDB_val key, val;
-    int rc = mdb_cursor_open(t->txn, dbi, &cur);
+    MDB_txn *tx = ls_txn_of(t, &dbi);
+    int rc = mdb_cursor_open(tx, dbi, &cur);
     if (rc != MDB_SUCCESS) {
         return ls_lmdb_fail(t, rc, "cursor open");
     }
@@ -90,7 +96,10 @@ static cg_err ls_due_collect(ls_txn *t, MDB_dbi dbi, ls_due *out, size_t max, si
 static cg_err ls_sweep_lease(ls_txn *t, const ls_due *d)
 {
     ls_resv r;
-    cg_err err = d->parsed ? ls_resv_get(t, d->rid, d->route, &r) : CG_ERR_NOTFOUND;
+    /* The reservation env's record itself: after a crash between a settle's two commits it
+     * is still ACTIVE while the durable env holds the SETTLED one, and its hold is returned. */
+    cg_err err =
+        d->parsed ? ls_resv_get_db(t, t->s->rdb_resv, d->rid, d->route, &r) : CG_ERR_NOTFOUND;
     if (err == CG_ERR_OK && r.state == LS_RESV_ACTIVE) {
         if ((err = ls_resv_return(t, d->route, &r)) != CG_ERR_OK ||
             (err = ls_resv_finish(t, d->rid, d->route, &r, LS_RESV_ACTIVE, LS_RESV_EXPIRED)) !=
@@ -106,26 +115,50 @@ static cg_err ls_sweep_lease(ls_txn *t, const ls_due *d)
         return t->broken_err;
     }
     /* A stale or unreadable entry (the record was finished or is corrupt): drop the entry. */
-    return ls_del(t, t->s->db_leases, d->key.b, d->key.n);
+    return ls_del(t, t->s->rdb_leases, d->key.b, d->key.n);
 }
 
-/* The dedup window of a finished reservation is over: forget it. */
-static cg_err ls_sweep_gc(ls_txn *t, const ls_due *d)
+/* The dedup window of a finished reservation is over: forget it (in db_resv for the durable
+ * gc index, in rdb_resv for the reservation env's, with any durable copy a partial settle
+ * left: the copy of a SETTLED record is the record itself and is deleted by its own entry). */
+static cg_err ls_sweep_gc_in(ls_txn *t, const ls_due *d, MDB_dbi resv_dbi, MDB_dbi gc_dbi)
 {
     ls_resv r;
-    cg_err err = d->parsed ? ls_resv_get(t, d->rid, d->route, &r) : CG_ERR_NOTFOUND;
+    cg_err err = d->parsed ? ls_resv_get_db(t, resv_dbi, d->rid, d->route, &r) : CG_ERR_NOTFOUND;
     if (t->broken) {
         return t->broken_err;
     }
     if (err == CG_ERR_OK && r.state != LS_RESV_ACTIVE) {
         ls_key k;
         ls_key_resv(&k, d->rid, d->route);
-        if ((err = ls_del(t, t->s->db_resv, k.b, k.n)) != CG_ERR_OK) {
+        if ((err = ls_del(t, resv_dbi, k.b, k.n)) != CG_ERR_OK) {
             return err;
+        }
+        if (resv_dbi == t->s->rdb_resv) {
+            ls_resv c;
+            err = ls_resv_get_db(t, t->s->db_resv, d->rid, d->route, &c);
+            if (err == CG_ERR_OK && c.state != LS_RESV_SETTLED) {
+                err = ls_del(t, t->s->db_resv, k.b, k.n);
+            } else if (err == CG_ERR_NOTFOUND || err == CG_ERR_DB) {
+                err = CG_ERR_OK;
+            }
+            if (err != CG_ERR_OK) {
+                return err;
+            }
         }
         t->p.gc_deleted++;
     }
-    return ls_del(t, t->s->db_gc, d->key.b, d->key.n);
+    return ls_del(t, gc_dbi, d->key.b, d->key.n);
+}
+
+static cg_err ls_sweep_gc(ls_txn *t, const ls_due *d)
+{
+    return ls_sweep_gc_in(t, d, t->s->db_resv, t->s->db_gc);
+}
+
+static cg_err ls_sweep_rgc(ls_txn *t, const ls_due *d)
+{
+    return ls_sweep_gc_in(t, d, t->s->rdb_resv, t->s->rdb_gc);
 }
 
 static cg_err ls_sweep_index(ls_txn *t, MDB_dbi dbi, cg_err (*fn)(ls_txn *, const ls_due *))
@@ -151,9 +184,15 @@ static cg_err ls_sweep_index(ls_txn *t, MDB_dbi dbi, cg_err (*fn)(ls_txn *, cons
 
 cg_err ls_sweep(ls_txn *t)
 {
-    cg_err err = ls_sweep_index(t, t->s->db_leases, ls_sweep_lease);
+    cg_err err = ls_sweep_index(t, t->s->rdb_leases, ls_sweep_lease);
+    if (err == CG_ERR_OK) {
+        err = ls_sweep_index(t, t->s->rdb_gc, ls_sweep_rgc);
+    }
     if (err == CG_ERR_OK) {
         err = ls_sweep_index(t, t->s->db_gc, ls_sweep_gc);
+    }
+    if (err == CG_ERR_OK) {
+        err = ls_usage_sweep(t); /* usage_retention_days (ledger_usage.c) */
     }
     return err;
 }

@@ -25,6 +25,7 @@ typedef struct fx {
     char dir[64];
     cg_ring ring;
     ledger_store *s;
+    const char *boot_id; /* NULL: the kernel's; a test sets another to act out a reboot */
 } fx;
 
 static inline int fx_open(fx *f, uint64_t map_bytes)
@@ -33,7 +34,8 @@ static inline int fx_open(fx *f, uint64_t map_bytes)
                             .map_bytes = map_bytes,
                             .ring = &f->ring,
                             .shard_index = 0,
-                            .shard_name = "s0"};
+                            .shard_name = "s0",
+                            .boot_id = f->boot_id};
     return ledger_store_open(&cfg, &f->s) == CG_ERR_OK ? 0 : -1;
 }
 
@@ -58,6 +60,10 @@ static inline void fx_fini(fx *f)
     snprintf(p, sizeof(p), "%s/data.mdb", f->dir);
     unlink(p);
     snprintf(p, sizeof(p), "%s/lock.mdb", f->dir);
+    unlink(p);
+    snprintf(p, sizeof(p), "%s/reservations.mdb", f->dir);
+    unlink(p);
+    snprintf(p, sizeof(p), "%s/reservations.mdb-lock", f->dir);
     unlink(p);
     rmdir(f->dir);
     cg_ring_fini(&f->ring);
