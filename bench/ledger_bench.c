@@ -59,7 +59,9 @@ typedef struct client {
     uint64_t pairs;
     uint64_t msgs;
     uint64_t errors;
-    uint32_t *lat; /* LAT_US_MAX + 1 counters */
+    uint32_t *lat;             /* LAT_US_MAX + 1 counters */
+    uint32_t *lat_rs, *lat_st; /* B = 1: reserve and settle messages apart */
+    uint64_t rs_n, st_n;
     uint64_t seed;
 } client;
 
@@ -88,7 +90,8 @@ static void mk_route(char *out, size_t n, const client *c, uint32_t k)
 }
 
 /* One round trip; returns 0 and counts non-OK statuses into c->errors. */
-static int call(client *c, nng_socket s, msgpack_sbuffer *sb, const proto_req *reqs, uint32_t n)
+static int call(client *c, nng_socket s, msgpack_sbuffer *sb, const proto_req *reqs, uint32_t n,
+                uint32_t *lat2, uint64_t *n2)
 {
     void *buf = NULL;
     size_t len = 0;
@@ -105,6 +108,10 @@ static int call(client *c, nng_socket s, msgpack_sbuffer *sb, const proto_req *r
     int64_t us = (now_ns() - t0) / 1000;
     c->lat[us > LAT_US_MAX ? LAT_US_MAX : us]++;
     c->msgs++;
+    if (lat2 != NULL) {
+        lat2[us > LAT_US_MAX ? LAT_US_MAX : us]++;
+        (*n2)++;
+    }
     int rc = proto_rep_decode(buf, len, &reps, &rn) == CG_ERR_OK && rn == n ? 0 : -1;
     nng_free(buf, len);
     for (uint32_t i = 0; rc == 0 && i < rn; i++) {
@@ -163,8 +170,8 @@ static void *client_main(void *arg)
         }
         if (c->batch >= 2) {
             int with_settles = have_prev;
-            if (call(c, s, &sb, with_settles ? reqs : reqs + half,
-                     with_settles ? 2 * half : half) != 0) {
+            if (call(c, s, &sb, with_settles ? reqs : reqs + half, with_settles ? 2 * half : half,
+                     NULL, NULL) != 0) {
                 c->errors++;
                 break;
             }
@@ -174,7 +181,8 @@ static void *client_main(void *arg)
             memcpy(reqs[0].route, reqs[1].route, sizeof(reqs[0].route));
             memcpy(reqs[0].u.settle.request_id, reqs[1].u.reserve.request_id,
                    sizeof(reqs[0].u.settle.request_id));
-            if (call(c, s, &sb, &reqs[1], 1) != 0 || call(c, s, &sb, &reqs[0], 1) != 0) {
+            if (call(c, s, &sb, &reqs[1], 1, c->lat_rs, &c->rs_n) != 0 ||
+                call(c, s, &sb, &reqs[0], 1, c->lat_st, &c->st_n) != 0) {
                 c->errors++;
                 break;
             }
@@ -233,7 +241,7 @@ static int setup_keys(bench *b)
             k->limits[1].window.kind = CG_WIN_DAY;
             k->limits[1].max = INT64_MAX / 4;
         }
-        if (call(&c, s, &sb, reqs, n) != 0 || c.errors != 0) {
+        if (call(&c, s, &sb, reqs, n, NULL, NULL) != 0 || c.errors != 0) {
             return -1;
         }
     }
@@ -259,6 +267,8 @@ static uint32_t pct(const uint32_t *lat, uint64_t total, double p)
 typedef struct row_result {
     double pairs_s, msgs_s, txn_s, ops_per_txn;
     uint32_t p50, p99;
+    uint32_t rs_p50, rs_p99, st_p50, st_p99; /* B = 1: reserve / settle messages */
+    double nosync_pct;                       /* commits that synced nothing (issue 4) */
     uint64_t errors;
     uint64_t hist[LEDGER_BATCH_HIST];
 } row_result;
@@ -274,6 +284,9 @@ static int run_row(bench *b, uint32_t batch, int hot, uint32_t clients, row_resu
     client *cs = calloc(clients, sizeof(*cs));
     pthread_t *th = calloc(clients, sizeof(*th));
     uint32_t *lat = calloc(LAT_US_MAX + 1, sizeof(uint32_t));
+    uint32_t *lat_rs = calloc(LAT_US_MAX + 1, sizeof(uint32_t));
+    uint32_t *lat_st = calloc(LAT_US_MAX + 1, sizeof(uint32_t));
+    uint64_t rs_n = 0, st_n = 0;
     ledger_store_stats_get(b->store, &s0); /* writer idle: no job queued yet */
     int64_t t0 = now_ns();
     for (uint32_t i = 0; i < clients; i++) {
@@ -283,6 +296,8 @@ static int run_row(bench *b, uint32_t batch, int hot, uint32_t clients, row_resu
                          .hot = hot,
                          .deadline_ns = t0 + (int64_t)(b->secs * 1e9),
                          .lat = calloc(LAT_US_MAX + 1, sizeof(uint32_t)),
+                         .lat_rs = calloc(LAT_US_MAX + 1, sizeof(uint32_t)),
+                         .lat_st = calloc(LAT_US_MAX + 1, sizeof(uint32_t)),
                          .seed = 0x9E3779B97F4A7C15ULL * (i + 1) + b->row};
         pthread_create(&th[i], NULL, client_main, &cs[i]);
     }
@@ -294,8 +309,14 @@ static int run_row(bench *b, uint32_t batch, int hot, uint32_t clients, row_resu
         out->errors += cs[i].errors;
         for (uint32_t j = 0; j <= LAT_US_MAX; j++) {
             lat[j] += cs[i].lat[j];
+            lat_rs[j] += cs[i].lat_rs[j];
+            lat_st[j] += cs[i].lat_st[j];
         }
+        rs_n += cs[i].rs_n;
+        st_n += cs[i].st_n;
         free(cs[i].lat);
+        free(cs[i].lat_rs);
+        free(cs[i].lat_st);
     }
     double el = (double)(now_ns() - t0) / 1e9;
     ledger_server_stop(b->srv);
@@ -311,7 +332,17 @@ static int run_row(bench *b, uint32_t batch, int hot, uint32_t clients, row_resu
     }
     out->p50 = pct(lat, msgs, 0.50);
     out->p99 = pct(lat, msgs, 0.99);
+    out->rs_p50 = pct(lat_rs, rs_n, 0.50);
+    out->rs_p99 = pct(lat_rs, rs_n, 0.99);
+    out->st_p50 = pct(lat_st, st_n, 0.50);
+    out->st_p99 = pct(lat_st, st_n, 0.99);
+    out->nosync_pct = s1.batches > s0.batches
+                          ? 100.0 * (double)(s1.nosync_commits - s0.nosync_commits) /
+                                (double)(s1.batches - s0.batches)
+                          : 0;
     free(lat);
+    free(lat_rs);
+    free(lat_st);
     free(cs);
     free(th);
     return 0;
@@ -519,6 +550,9 @@ int main(int argc, char **argv)
                r.msgs_s, r.p50, r.p99, r.txn_s, r.ops_per_txn);
         print_hist(r.hist);
         printf("%s\n", r.errors ? "  ERRORS" : "");
+        printf("single: reserve p50 %u us p99 %u us; settle p50 %u us p99 %u us; "
+               "%.0f%% of commits synced nothing\n",
+               r.rs_p50, r.rs_p99, r.st_p50, r.st_p99, r.nosync_pct);
         rc |= r.errors != 0;
     }
     ledger_store_close(b.store);

@@ -442,8 +442,8 @@ static void fx_config_write(fx_cluster *c)
     fprintf(f, "listen 127.0.0.1:%d\nadmin_listen 127.0.0.1:%d\nworkers %u\n", c->gw_port[0],
             c->admin_port[0], o->workers);
     for (uint32_t i = 0; i < o->shard_n; i++) {
-        fprintf(f, "shard s%u tcp://127.0.0.1:%d tcp://127.0.0.1:%d\n", i, c->req_port[i],
-                c->pub_port[i]);
+        fprintf(f, "shard s%u tcp://127.0.0.1:%d tcp://127.0.0.1:%d 127.0.0.1:%d\n", i,
+                c->req_port[i], c->pub_port[i], c->shard_http_port[i]);
     }
     fprintf(f, "provider demo http://127.0.0.1:%d/v1\n", c->demo_port);
     for (size_t i = 0; i < o->model_n; i++) {
@@ -461,6 +461,7 @@ static void fx_config_write(fx_cluster *c)
     fprintf(f, "data_dir %s\nledger_timeout_ms %u\n", c->data_dir, o->ledger_timeout_ms);
     fprintf(f, "alert_allow_http on\nalert_allow_private on\nalert_poll_ms 200\n");
     fprintf(f, "alert_retry_s 1 1 2\ndemo_listen 127.0.0.1:%d\n", c->demo_port);
+    fprintf(f, "alerter_listen 127.0.0.1:%d\n", c->alerter_port);
     fprintf(f, "clock_file %s\nkey_cache_ms %u\n", c->clock_path, o->key_cache_ms);
     if (o->extra_config != NULL) {
         fprintf(f, "%s\n", o->extra_config);
@@ -525,6 +526,7 @@ static void fx_cluster_layout(fx_cluster *c, const fx_opts *o)
     for (uint32_t i = 0; i < co->shard_n; i++) {
         c->req_port[i] = fx_free_port();
         c->pub_port[i] = fx_free_port();
+        c->shard_http_port[i] = fx_free_port();
         snprintf(name_buf[i], sizeof(name_buf[i]), "s%u", i);
         names[i] = name_buf[i];
         fx_proc_init(c, &c->ledgers[i], FX_LEDGER, i, fx_fmt_("ledger-s%u", i));
@@ -541,6 +543,7 @@ static void fx_cluster_layout(fx_cluster *c, const fx_opts *o)
                            fx_fmt_("127.0.0.1:%d", c->admin_port[i]));
         }
     }
+    c->alerter_port = fx_free_port();
     fx_proc_init(c, &c->alerter, FX_ALERTER, 0, "alerter");
 }
 
@@ -738,12 +741,22 @@ static void fx_proc_wait(fx_cluster *c, fx_proc *p)
             ok = fx_http_ok(fx_fmt_("http://127.0.0.1:%d/healthz", c->gw_port[p->idx])) &&
                  fx_tcp_connect_ok(c->admin_port[p->idx]);
             break;
-        case FX_ALERTER:
-            /* No listener in this slice: alive after a short grace is ready. */
-            fx_sleep_ms(300);
-            fx_proc_check_alive(p);
-            ok = 1;
+        case FX_ALERTER: {
+            /* Ready once its loop runs (a test may turn the listener off: then alive
+             * after a short grace is ready). */
+            int listens = c->alerter_port > 0;
+            for (uint32_t e = 0; e < p->env_n; e++) {
+                listens &= strncmp(p->env[e], "CAPGATE_ALERTER_LISTEN=", 23) != 0;
+            }
+            if (listens) {
+                ok = fx_http_ok(fx_fmt_("http://127.0.0.1:%d/readyz", c->alerter_port));
+            } else {
+                fx_sleep_ms(300);
+                fx_proc_check_alive(p);
+                ok = 1;
+            }
             break;
+        }
         }
         if (ok) {
             return;
@@ -899,4 +912,27 @@ void fx_this_month(char out[32])
     gmtime_r(&now, &tm);
     int n = snprintf(out, 32, "%04d-%02d-01T00:00:00Z", tm.tm_year + 1900, tm.tm_mon + 1);
     FX_CHECK(n == 20, "year %d", tm.tm_year + 1900);
+}
+
+long fx_alerter_get(fx_cluster *c, fx_resp *r, const char *path)
+{
+    char auth[128];
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", c->admin_token);
+    const char *const hdrs[] = {auth, NULL};
+    char url[1024]; /* path may be an fx_fmt_ buffer itself */
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d%s", c->alerter_port, path);
+    return fx_http(r, "GET", url, hdrs, NULL, 0);
+}
+
+double fx_metric_value(const char *body, const char *series)
+{
+    size_t n = strlen(series);
+    for (const char *p = body; p != NULL && *p != '\0';) {
+        if (strncmp(p, series, n) == 0 && p[n] == ' ') {
+            return strtod(p + n + 1, NULL);
+        }
+        p = strchr(p, '\n');
+        p = p != NULL ? p + 1 : NULL;
+    }
+    return -1;
 }

@@ -96,8 +96,10 @@ typedef struct fx_cluster {
     int demo_port;
     int req_port[FX_SHARDS_MAX];
     int pub_port[FX_SHARDS_MAX];
+    int shard_http_port[FX_SHARDS_MAX]; /* the shard's /metrics, /healthz, /readyz */
     int gw_port[FX_GATEWAYS_MAX];
     int admin_port[FX_GATEWAYS_MAX];
+    int alerter_port; /* alerter_listen (health, metrics, delivery state) */
     fx_proc demo;
     fx_proc ledgers[FX_SHARDS_MAX];
     fx_proc gateways[FX_GATEWAYS_MAX];
@@ -232,6 +234,10 @@ cJSON *fx_sse_parse(const char *body, int *done);
 void fx_org_create(fx_cluster *c, const char *body);
 /* POST /admin/v1/orgs/{org}/keys with body; expects 201; writes id and key. */
 void fx_key_create(fx_cluster *c, const char *org, const char *body, char id[64], char key[128]);
+/* Org "acme" ("Acme Inc.") and its key "k" capped at 1 USD a month; writes id and key. */
+void fx_acme_capped_key(fx_cluster *c, char id[64], char key[128]);
+/* times chat requests of model with max_tokens on gateway 0 with key; each must be 200. */
+void fx_spend(fx_cluster *c, const char *key, const char *model, int max_tokens, int times);
 
 typedef struct fx_limit {
     int64_t used; /* nano-USD for cost, else tokens / requests */
@@ -308,6 +314,14 @@ fx_limit fx_scope_limit(fx_cluster *c, const char *path, const char *metric, con
 /* Poll (up to FX_SETTLE_TIMEOUT_MS) until used == `used` and reserved == 0. */
 fx_limit fx_scope_limit_settled(fx_cluster *c, const char *path, const char *metric,
                                 const char *window, int64_t used);
+/* The gateway answers before its settles commit (issue 4): poll (up to
+ * FX_SETTLE_TIMEOUT_MS) until reserved == 0, i.e. every request answered so far
+ * has settled or released here; returns the last reading, for the caller to check. */
+fx_limit fx_scope_limit_idle(fx_cluster *c, const char *path, const char *metric,
+                             const char *window);
+/* fx_usage_totals, polled (up to FX_SETTLE_TIMEOUT_MS) until requests == `requests`;
+ * returns the last reading, for the caller to check. */
+fx_usage fx_usage_totals_settled(fx_cluster *c, const char *query, int64_t requests);
 
 /* ---- the test clock ---- */
 
@@ -335,6 +349,13 @@ void fx_next_monday(char out[32]);
 /* Sleep ms milliseconds. Monotonic milliseconds. */
 void fx_sleep_ms(int64_t ms);
 int64_t fx_now_ms(void);
+
+/* GET path on the alerter's listener, with the admin token (for /admin/...).
+ * Returns the status. */
+long fx_alerter_get(fx_cluster *c, fx_resp *r, const char *path);
+/* Value of the Prometheus sample `series` (name with labels exactly as
+ * rendered, e.g. `capgate_x_total{a="b"}`) in a /metrics body; -1 if absent. */
+double fx_metric_value(const char *body, const char *series);
 
 /* ---- webhook receiver (fixture_hook.c) ---- */
 
@@ -365,6 +386,31 @@ void fx_hook_req_free(fx_hook_req *r);
 const char *fx_hook_req_header(const fx_hook_req *r, const char *name);
 /* Stop the loop, join the thread, free everything. */
 void fx_hook_stop(fx_hook *h);
+/* Every request is tallied by its webhook-id (also beyond the first requests that
+ * are stored in full): distinct ids answered 2xx, and how many ids were answered
+ * 2xx more than once (a receiver would have to de-duplicate those). */
+typedef struct fx_hook_tally {
+    size_t requests;   /* all requests */
+    size_t ok_ids;     /* distinct webhook-ids answered 2xx */
+    size_t ok_dup_ids; /* of those, answered 2xx more than once */
+    size_t ok_answers; /* 2xx answers in all */
+    size_t bad_sigs;   /* requests whose signature did not verify (see fx_hook_set_secret) */
+} fx_hook_tally;
+fx_hook_tally fx_hook_tally_get(fx_hook *h);
+/* Verify every request's signature with this secret as it arrives (counted in
+ * bad_sigs; never fails the test from the hook thread). */
+void fx_hook_set_secret(fx_hook *h, const char *secret);
+/* From now on answer every request with status (overrides the sequence);
+ * 0 = back to the sequence. Thread-safe. */
+void fx_hook_force_status(fx_hook *h, int status);
+/* Add the header "name: value" to every answer from now on (NULL = none). */
+void fx_hook_set_header(fx_hook *h, const char *name, const char *value);
+/* POST org id (named name) with one webhook to h's /hook signed with secret; expects 201. */
+void fx_org_with_hook(fx_cluster *c, const char *id, const char *name, const fx_hook *h,
+                      const char *secret);
+/* Check a request's Standard Webhooks signature without failing: 1 if it
+ * verifies against secret (fixture_sig.c, OpenSSL directly). */
+int fx_sig_verifies(const fx_hook_req *req, const char *secret);
 
 /* ---- Standard Webhooks, verified independently (fixture_sig.c) ---- */
 

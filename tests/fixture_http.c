@@ -316,6 +316,41 @@ void fx_key_create(fx_cluster *c, const char *org, const char *body, char id[64]
     fx_resp_free(&r);
 }
 
+void fx_acme_capped_key(fx_cluster *c, char id[64], char key[128])
+{
+    fx_org_create(c, "{\"id\":\"acme\",\"name\":\"Acme Inc.\"}");
+    fx_key_create(c, "acme",
+                  "{\"name\":\"k\",\"limits\":[{\"metric\":\"cost\","
+                  "\"window\":\"month\",\"max\":\"1\"}]}",
+                  id, key);
+}
+
+void fx_spend(fx_cluster *c, const char *key, const char *model, int max_tokens, int times)
+{
+    char body[256];
+    snprintf(body, sizeof(body),
+             "{\"model\":\"%s\",\"max_tokens\":%d,"
+             "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+             model, max_tokens);
+    for (int i = 0; i < times; i++) {
+        fx_resp r;
+        long st = fx_chat(c, 0, &r, key, body);
+        FX_CHECK(st == 200, "spend %d tokens: %ld %s %s", max_tokens, st, r.err, r.body);
+        fx_resp_free(&r);
+    }
+}
+
+void fx_org_with_hook(fx_cluster *c, const char *id, const char *name, const fx_hook *h,
+                      const char *secret)
+{
+    char body[512];
+    snprintf(body, sizeof(body),
+             "{\"id\":\"%s\",\"name\":\"%s\",\"webhooks\":[{\"url\":"
+             "\"http://127.0.0.1:%d/hook\",\"secret\":\"%s\"}]}",
+             id, name, fx_hook_port(h), secret);
+    fx_org_create(c, body);
+}
+
 /* A limit amount: a decimal USD string for cost, an integer otherwise. */
 static int64_t fx_amount(const cJSON *v, const char *what, const char *body)
 {
@@ -514,6 +549,17 @@ fx_usage fx_usage_totals(fx_cluster *c, const char *query)
     return u;
 }
 
+fx_usage fx_usage_totals_settled(fx_cluster *c, const char *query, int64_t requests)
+{
+    int64_t deadline = fx_now_ms() + FX_SETTLE_TIMEOUT_MS;
+    fx_usage u = fx_usage_totals(c, query);
+    while (u.requests != requests && fx_now_ms() < deadline) {
+        fx_sleep_ms(20);
+        u = fx_usage_totals(c, query);
+    }
+    return u;
+}
+
 const char *fx_scope_name(fx_scope s)
 {
     static const char *const names[] = {"key", "group", "customer", "org"};
@@ -583,6 +629,18 @@ fx_limit fx_scope_limit_settled(fx_cluster *c, const char *path, const char *met
     int64_t deadline = fx_now_ms() + FX_SETTLE_TIMEOUT_MS;
     fx_limit l = fx_scope_limit(c, path, metric, window);
     while ((l.used != used || l.reserved != 0) && fx_now_ms() < deadline) {
+        fx_sleep_ms(20);
+        l = fx_scope_limit(c, path, metric, window);
+    }
+    return l;
+}
+
+fx_limit fx_scope_limit_idle(fx_cluster *c, const char *path, const char *metric,
+                             const char *window)
+{
+    int64_t deadline = fx_now_ms() + FX_SETTLE_TIMEOUT_MS;
+    fx_limit l = fx_scope_limit(c, path, metric, window);
+    while (l.reserved != 0 && fx_now_ms() < deadline) {
         fx_sleep_ms(20);
         l = fx_scope_limit(c, path, metric, window);
     }

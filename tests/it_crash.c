@@ -60,12 +60,8 @@ int main(void)
     fx_cluster c;
     fx_opts o = {.shard_n = 2};
     fx_cluster_start(&c, &o);
-    fx_org_create(&c, "{\"id\":\"acme\",\"name\":\"Acme Inc.\"}");
     char id[64], key[128], route[96];
-    fx_key_create(&c, "acme",
-                  "{\"name\":\"k\",\"limits\":[{\"metric\":\"cost\","
-                  "\"window\":\"month\",\"max\":\"1\"}]}",
-                  id, key);
+    fx_acme_capped_key(&c, id, key);
     admit(&c, key, BEFORE_N);
     fx_limit before = fx_key_limit_settled(&c, id, 0, BEFORE_N * COST_NUSD);
     FX_CHECK_EQ_INT(before.used, BEFORE_N * COST_NUSD);

@@ -137,7 +137,7 @@ int main(void)
     FX_CHECK(l.used == ok && l.reserved == 0 && l.max == ORG_CAP && l.used <= l.max,
              "org: used %lld (want %lld) reserved %lld max %lld", (long long)l.used, ok,
              (long long)l.reserved, (long long)l.max);
-    fx_usage u = fx_usage_totals(&c, "org=acme");
+    fx_usage u = fx_usage_totals_settled(&c, "org=acme", ok); /* key scopes settle apart */
     FX_CHECK_EQ_INT(u.requests, ok);
     FX_CHECK_EQ_INT(fx_demo_api_requests(&c), api0 + ok);
 

@@ -60,12 +60,8 @@ int main(void)
     fx_cluster c;
     fx_opts o = {.shard_n = 2, .ledger_timeout_ms = LEDGER_TIMEOUT_MS};
     fx_cluster_start(&c, &o);
-    fx_org_create(&c, "{\"id\":\"acme\",\"name\":\"Acme Inc.\"}");
     char id[64], key[128], route[96];
-    fx_key_create(&c, "acme",
-                  "{\"name\":\"k\",\"limits\":[{\"metric\":\"cost\","
-                  "\"window\":\"month\",\"max\":\"1\"}]}",
-                  id, key);
+    fx_acme_capped_key(&c, id, key);
     fx_resp r;
     long st = fx_chat(&c, 0, &r, key, body);
     FX_CHECK(st == 200, "before: %ld %s", st, r.body);

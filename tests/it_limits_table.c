@@ -225,7 +225,7 @@ static long fill(fx_cluster *c, const subject *s, const kind *k)
     long ra = retry != NULL ? strtol(retry, NULL, 10) : 0;
     fx_resp_free(&r);
     FX_CHECK_EQ_INT(fx_demo_api_requests(c), api0 + s->n);
-    fx_limit l = fx_scope_limit(c, s->path, k->metric, k->window);
+    fx_limit l = fx_scope_limit_settled(c, s->path, k->metric, k->window, s->n * unit);
     FX_CHECK_EQ_INT(l.used, s->n * unit);
     FX_CHECK_EQ_INT(l.reserved, 0);
     return ra;
@@ -284,7 +284,7 @@ static void run_row(fx_cluster *c, subject *subs, int sub_n, const kind *k)
         if (strcmp(k->window, "lifetime") == 0) {
             check_refused(&r, s, k, s->n * unit);
             fx_resp_free(&r);
-            fx_limit l = fx_scope_limit(c, s->path, k->metric, k->window);
+            fx_limit l = fx_scope_limit_settled(c, s->path, k->metric, k->window, s->n * unit);
             FX_CHECK_EQ_INT(l.used, s->n * unit);
             continue;
         }
