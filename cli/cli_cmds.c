@@ -109,7 +109,7 @@ static int cli_limit_spec(const char *flag, const char *spec, cJSON **out)
         }
         cJSON_AddStringToObject(l, "max", part[2]);
     } else {
-        long long m;
+        long long m = 0;
         if (cli_int(flag, part[2], 0, 9007199254740992LL, &m)) {
             cJSON_Delete(l);
             return 1;
@@ -203,7 +203,7 @@ static int cli_num(const cli_args *a, const char *flag, cJSON *body, const char 
                    long long min, long long max)
 {
     const char *v = cli_flag_get(a, flag);
-    long long n;
+    long long n = 0;
     if (v == NULL) {
         return 0;
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # test.sh — the one test command: every unit and integration test, twice.
 #
-#   1. build/       RelWithDebInfo, ctest -j2
+#   1. build/       Release (-O3, the build run-local.sh uses; assertions stay on), ctest -j2
 #   2. build-asan/  the same with -DCAPGATE_SANITIZE=ON (ASan + UBSan, leaks on)
 #
 # Installs missing Debian packages first (scripts/install-deps.sh). Both runs
@@ -44,7 +44,7 @@ run_suite() {
 }
 
 ctest_args=("$@")
-run_suite release "$root/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCAPGATE_SANITIZE=OFF
+run_suite release "$root/build" -DCMAKE_BUILD_TYPE=Release -DCAPGATE_SANITIZE=OFF
 run_suite asan "$root/build-asan" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCAPGATE_SANITIZE=ON
 
 elapsed=$(($(date +%s) - start))
