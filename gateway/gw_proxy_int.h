@@ -119,6 +119,7 @@ struct gw_proxy {
     const char *err_code;
     char err_msg[160];
     uint8_t charged;      /* a settle carries this request's usage */
+    uint8_t nothing_used; /* upstream failed, nothing consumed: zero settle on the key scope */
     int64_t settle_ts_ms; /* fixed at the first settle attempt, so retries are identical */
     uint8_t settle_wait;  /* settles of the current attempt in flight */
     uint16_t settle_err;  /* cg_err: the worst failure of the current attempt */
@@ -155,6 +156,8 @@ void gw_proxy_scopes_build(gw_proxy *p);
 void gw_proxy_reserve_all(gw_proxy *p);
 /* Drop every reservation held (fire and forget: the leases bound a lost release). */
 void gw_proxy_release(gw_proxy *p);
+/* The same on every scope but the key's (which a zero settle finishes); those are then done. */
+void gw_proxy_release_but_key(gw_proxy *p);
 /* Rate-limit and budget headers of a success, appended to buf. */
 size_t gw_proxy_success_headers(const gw_proxy *p, char *buf, size_t len, size_t cap);
 

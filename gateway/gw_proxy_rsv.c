@@ -181,12 +181,16 @@ static void gw_proxy_round_release_cb(cg_err err, const proto_rep *rep, void *ud
     gw_proxy_unref(p);
 }
 
-/* Release every reservation held; returns how many releases are in flight. */
-static uint8_t gw_proxy_release_held(gw_proxy *p, gw_ledger_cb cb)
+/* Release every reservation held (but the key scope's when but_key); returns how many
+ * releases are in flight. */
+static uint8_t gw_proxy_release_held(gw_proxy *p, gw_ledger_cb cb, int but_key)
 {
     uint8_t n = 0;
     for (uint8_t i = 0; i < p->scope_n; i++) {
         gw_scope *s = &p->scopes[i];
+        if (but_key && s->kind == PROTO_SCOPE_KEY) {
+            continue;
+        }
         if (p->lease[i] != NULL) {
             gw_lease_return(p->lease[i], &p->lease_worst[i]);
             p->lease[i] = NULL;
@@ -214,14 +218,24 @@ static uint8_t gw_proxy_release_held(gw_proxy *p, gw_ledger_cb cb)
 
 void gw_proxy_release(gw_proxy *p)
 {
-    (void)gw_proxy_release_held(p, gw_proxy_release_cb);
+    (void)gw_proxy_release_held(p, gw_proxy_release_cb, 0);
+}
+
+void gw_proxy_release_but_key(gw_proxy *p)
+{
+    (void)gw_proxy_release_held(p, gw_proxy_release_cb, 1);
+    for (uint8_t i = 0; i < p->scope_n; i++) {
+        if (p->scopes[i].kind != PROTO_SCOPE_KEY) {
+            p->scopes[i].settled = 1; /* finished by its release: no settle */
+        }
+    }
 }
 
 /* Release what is held, then continue with next (at once if nothing is held). */
 static void gw_proxy_release_then(gw_proxy *p, int next)
 {
     p->then = (uint8_t)next;
-    p->waiting = gw_proxy_release_held(p, gw_proxy_round_release_cb);
+    p->waiting = gw_proxy_release_held(p, gw_proxy_round_release_cb, 0);
     if (p->waiting == 0) {
         gw_proxy_round_done(p);
     }

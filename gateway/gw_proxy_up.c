@@ -8,11 +8,17 @@
  *   upstream 2xx, streamed   → relayed as it arrives (usage chunk stripped if
  *                              the gateway asked for it); at the end settle the
  *                              usage, or an estimate if the stream broke, then end
- *   upstream non-2xx         → release, pass the upstream's status and body on
- *   cannot connect / timeout → release, 502 upstream_error / 504 upstream_timeout
+ *   upstream non-2xx         → pass the upstream's status and body on; settle the
+ *                              usage its body reports, if any, else settle nothing
+ *   cannot connect / timeout → settle nothing; 502 upstream_error / 504 upstream_timeout
  *   client left mid-stream   → stop the transfer, settle the estimate
  * Every scope that was reserved is settled with the same request id and the
  * same actual amounts; only the key scope's settle carries the usage record.
+ * "Settle nothing" (a request that reached the upstream and consumed nothing):
+ * the key scope is settled with zero amounts (requests 0 too), so the usage
+ * record (status, latency, model, provider, zero cost) is kept, and every
+ * other scope is released; the counters end exactly as a release leaves them.
+ * A request that never reached the upstream is released and has no record.
  * The answer never waits for a settle (issue 4): the settles are submitted, the
  * client is answered in the same loop turn, and the settles complete in the
  * background; the proxy (and so a SIGTERM drain) lives until each is confirmed.
@@ -86,17 +92,6 @@ static void gw_proxy_set_error(gw_proxy *p, int status, const char *type, const 
     p->err_code = code;
     snprintf(p->err_msg, sizeof(p->err_msg), "%s", msg);
     p->client_status = status;
-}
-
-/* ---- release ---- */
-
-/* Release, answer, end: nothing was consumed. */
-static void gw_proxy_release_and_answer(gw_proxy *p)
-{
-    gw_proxy_release(p);
-    p->phase = GW_PH_SETTLE;
-    gw_proxy_answer(p);
-    gw_proxy_done(p);
 }
 
 /* ---- settle ---- */
@@ -216,7 +211,7 @@ static void gw_proxy_settle_req(const gw_proxy *p, const gw_scope *s, proto_req 
     snprintf(rq->u.settle.request_id, sizeof(rq->u.settle.request_id), "%s", p->rid);
     rq->u.settle.actual.cost_nusd = p->cost_nusd;
     rq->u.settle.actual.tokens = p->tokens;
-    rq->u.settle.actual.requests = 1;
+    rq->u.settle.actual.requests = p->nothing_used ? 0 : 1;
     if (s->kind == PROTO_SCOPE_KEY) {
         rq->u.settle.has_usage = 1;
         gw_proxy_usage_record(p, &rq->u.settle.usage);
@@ -242,7 +237,9 @@ static void gw_proxy_settle(gw_proxy *p)
         }
         if (p->lease[i] != NULL) {
             /* Admitted on a budget lease: charged locally, settled in a batch. */
-            proto_amounts actual = {.cost_nusd = p->cost_nusd, .tokens = p->tokens, .requests = 1};
+            proto_amounts actual = {.cost_nusd = p->cost_nusd,
+                                    .tokens = p->tokens,
+                                    .requests = p->nothing_used ? 0 : 1};
             gw_lease_charge(p->lease[i], &p->lease_worst[i], &actual);
             p->lease[i] = NULL;
             s->settled = 1;
@@ -292,6 +289,22 @@ static void gw_proxy_charge_worst(gw_proxy *p)
     __int128 t = (__int128)p->est.prompt_tokens + p->est.completion_tokens;
     p->tokens = t > INT64_MAX ? INT64_MAX : (int64_t)t;
     p->charged = 1;
+    gw_proxy_settle(p);
+}
+
+/*
+ * The upstream failed and reported nothing consumed: a zero settle of the key
+ * scope carries the usage record (status = what the client gets); every other
+ * scope is released. Counters end as after a release (used + 0, reserved back).
+ */
+static void gw_proxy_settle_nothing(gw_proxy *p)
+{
+    memset(&p->usage, 0, sizeof(p->usage));
+    p->estimated = 0;
+    p->cost_nusd = 0;
+    p->tokens = 0;
+    p->nothing_used = 1;
+    gw_proxy_release_but_key(p);
     gw_proxy_settle(p);
 }
 
@@ -408,16 +421,25 @@ static void gw_proxy_upstream_finished(gw_proxy *p, cg_err err, const char *deta
     } else if (err == CG_ERR_TIMEOUT) {
         gw_proxy_set_error(p, 504, "upstream_error", "upstream_timeout",
                            "The upstream provider did not answer in time.");
-        gw_proxy_release_and_answer(p);
+        gw_proxy_settle_nothing(p);
     } else if (err != CG_ERR_OK) {
         cg_log(CG_LOG_WARN, "upstream request failed", "request_id", p->rid, "error",
                cg_err_name(err), "detail", detail, NULL);
         gw_proxy_set_error(p, 502, "upstream_error", "upstream_error",
                            "The upstream provider could not be reached.");
-        gw_proxy_release_and_answer(p);
+        gw_proxy_settle_nothing(p);
     } else if (!ok2xx) {
+        /* An error the upstream may still bill: its reported usage is charged. */
         p->client_status = p->up_status;
-        gw_proxy_release_and_answer(p);
+        gw_usage u;
+        cJSON *j = cJSON_ParseWithLength(p->buf ? p->buf : "", p->buf_len);
+        if (gw_usage_from_json(cJSON_GetObjectItemCaseSensitive(j, "usage"), &u) &&
+            (u.prompt_tokens > 0 || u.completion_tokens > 0)) {
+            gw_proxy_charge(p, &u, 0);
+        } else {
+            gw_proxy_settle_nothing(p);
+        }
+        cJSON_Delete(j);
     } else {
         p->client_status = p->up_status;
         gw_usage u;
