@@ -590,13 +590,7 @@ static void gw_admin_org_keys_cb(cg_err err, const proto_rep *rep, void *ud)
 {
     gw_admin_ctx *x = ud;
 
-    x->a->pending--;
-    x->fan_left--;
-    if (err != CG_ERR_OK) {
-        x->fan_transport = x->fan_transport != CG_ERR_OK ? x->fan_transport : err;
-    } else if (rep->status != CG_ERR_OK) {
-        x->fan_status = x->fan_status != 0 ? x->fan_status : rep->status;
-    } else {
+    if (gw_admin_fan_reply(x, err, rep)) {
         x->list_n += rep->u.list_keys.n;
     }
     if (x->fan_left > 0) {
@@ -624,8 +618,6 @@ static void gw_admin_org_keys_cb(cg_err err, const proto_rep *rep, void *ud)
 /* The org exists: ask every shard whether it holds one of its keys. */
 static int gw_admin_org_delete_got(gw_admin_ctx *x, const proto_rep *rep)
 {
-    uint16_t n = (uint16_t)x->a->cfg->shard_n;
-
     if (!gw_admin_rep_ok(x, rep, "org_not_found", "No organization with this id")) {
         return 0;
     }
@@ -634,20 +626,7 @@ static int gw_admin_org_delete_got(gw_admin_ctx *x, const proto_rep *rep)
     snprintf(x->req.u.list_keys.org, sizeof(x->req.u.list_keys.org), "%s", x->id);
     x->req.u.list_keys.limit = 1;
     x->list_n = 0;
-    for (uint16_t i = 0; i < n; i++) {
-        cg_err e = gw_ledger_submit_to(x->a->ledger, i, &x->req, gw_admin_org_keys_cb, x);
-        if (e != CG_ERR_OK) {
-            x->fan_transport = e == CG_ERR_INVAL ? CG_ERR_INTERNAL : e;
-            break;
-        }
-        x->a->pending++;
-        x->fan_left++;
-    }
-    if (x->fan_left == 0) {
-        gw_admin_ledger_fail(x, x->fan_transport, 0);
-        return 0;
-    }
-    return 1; /* the last shard's callback answers and frees x */
+    return gw_admin_fan_out(x, gw_admin_org_keys_cb); /* the last shard's callback answers */
 }
 
 int gw_admin_org_delete(gw_admin_ctx *x, const cg_http_req *req)
