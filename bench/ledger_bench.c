@@ -12,6 +12,10 @@
  * on one key). Each row restarts the server on the same store, so the store's
  * counters give exact per-row writer numbers (transactions, ops, batch sizes).
  *
+ * Row "overlap": one client in the gateway's one-request-at-a-time pattern (each reserve
+ * sent while the previous request's settle commits). CAPGATE_LEDGER_ONE_LANE=1 runs the
+ * server with one writer lane (before issue 4's reserve lane), for side-by-side numbers.
+ *
  * Usage: ledger_bench [-t seconds] [-c clients] [-x contexts] [-k keys] [-D dir] [-B only_batch]
  * (-B: run only the rows of that batch size, e.g. while profiling; -B 1024: only the
  * store-alone rows).
@@ -197,6 +201,87 @@ static void *client_main(void *arg)
     return NULL;
 }
 
+/*
+ * The gateway's pattern at one request at a time (issue 4): request i's settle is sent and
+ * not waited for, and request i+1's reserve goes out at once on a second socket, so it
+ * arrives while the settle's durable commit runs. Measures that reserve (c->lat_rs) and the
+ * settle's round trip (c->lat_st); a pair counts when both are answered.
+ */
+static void *overlap_main(void *arg)
+{
+    client *c = arg;
+    bench *b = c->b;
+    nng_socket rs, st;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    if (nng_req0_open(&rs) != 0 || nng_req0_open(&st) != 0 ||
+        nng_socket_set_ms(rs, NNG_OPT_RECVTIMEO, 10000) != 0 ||
+        nng_socket_set_ms(st, NNG_OPT_RECVTIMEO, 10000) != 0 ||
+        nng_dial(rs, b->req_url, NULL, 0) != 0 || nng_dial(st, b->req_url, NULL, 0) != 0) {
+        fprintf(stderr, "overlap client: cannot connect\n");
+        c->errors++;
+        return NULL;
+    }
+    proto_req *reqs = calloc(2, sizeof(*reqs)); /* [0] settle, [1] reserve */
+    reqs[0].op = PROTO_OP_SETTLE;
+    reqs[0].u.settle.actual = (proto_amounts){.cost_nusd = 700, .tokens = 10, .requests = 1};
+    reqs[1].op = PROTO_OP_RESERVE;
+    reqs[1].u.reserve.lease_ms = 60000;
+    reqs[1].u.reserve.worst = (proto_amounts){.cost_nusd = 1000, .tokens = 20, .requests = 1};
+    uint64_t seq = 0;
+    int64_t st_t0 = 0;
+    int settle_out = 0;
+    while (now_ns() < c->deadline_ns) {
+        mk_route(reqs[1].route, sizeof(reqs[1].route), c, rnd(&c->seed) % b->keys);
+        snprintf(reqs[1].u.reserve.request_id, sizeof(reqs[1].u.reserve.request_id), "r%uo%llu",
+                 b->row, (unsigned long long)seq++);
+        if (call(c, rs, &sb, &reqs[1], 1, c->lat_rs, &c->rs_n) != 0) {
+            c->errors++;
+            break;
+        }
+        if (settle_out) { /* the previous request's settle: wait for its confirmation */
+            void *buf = NULL;
+            size_t len = 0;
+            if (nng_recv(st, &buf, &len, NNG_FLAG_ALLOC) != 0) {
+                c->errors++;
+                break;
+            }
+            int64_t us = (now_ns() - st_t0) / 1000;
+            c->lat_st[us > LAT_US_MAX ? LAT_US_MAX : us]++;
+            c->st_n++;
+            nng_free(buf, len);
+            c->pairs++;
+        }
+        memcpy(reqs[0].route, reqs[1].route, sizeof(reqs[0].route));
+        memcpy(reqs[0].u.settle.request_id, reqs[1].u.reserve.request_id,
+               sizeof(reqs[0].u.settle.request_id));
+        msgpack_sbuffer_clear(&sb);
+        if (proto_req_encode(&reqs[0], 1, &sb) != CG_ERR_OK) {
+            c->errors++;
+            break;
+        }
+        st_t0 = now_ns();
+        if (nng_send(st, sb.data, sb.size, 0) != 0) {
+            c->errors++;
+            break;
+        }
+        settle_out = 1;
+    }
+    if (settle_out) {
+        void *buf = NULL;
+        size_t len = 0;
+        if (nng_recv(st, &buf, &len, NNG_FLAG_ALLOC) == 0) {
+            nng_free(buf, len);
+            c->pairs++;
+        }
+    }
+    free(reqs);
+    msgpack_sbuffer_destroy(&sb);
+    nng_close(rs);
+    nng_close(st);
+    return NULL;
+}
+
 static int server_start(bench *b)
 {
     ledger_server_cfg vcfg = {
@@ -264,16 +349,26 @@ static uint32_t pct(const uint32_t *lat, uint64_t total, double p)
     return LAT_US_MAX;
 }
 
-typedef struct row_result {
+typedef struct row_result row_result;
+static int run_row_fn(bench *b, uint32_t batch, int hot, uint32_t clients, void *(*fn)(void *),
+                      row_result *out);
+
+struct row_result {
     double pairs_s, msgs_s, txn_s, ops_per_txn;
     uint32_t p50, p99;
     uint32_t rs_p50, rs_p99, st_p50, st_p99; /* B = 1: reserve / settle messages */
     double nosync_pct;                       /* commits that synced nothing (issue 4) */
     uint64_t errors;
     uint64_t hist[LEDGER_BATCH_HIST];
-} row_result;
+};
 
 static int run_row(bench *b, uint32_t batch, int hot, uint32_t clients, row_result *out)
+{
+    return run_row_fn(b, batch, hot, clients, client_main, out);
+}
+
+static int run_row_fn(bench *b, uint32_t batch, int hot, uint32_t clients, void *(*fn)(void *),
+                      row_result *out)
 {
     ledger_store_stats s0, s1;
     memset(out, 0, sizeof(*out));
@@ -299,7 +394,7 @@ static int run_row(bench *b, uint32_t batch, int hot, uint32_t clients, row_resu
                          .lat_rs = calloc(LAT_US_MAX + 1, sizeof(uint32_t)),
                          .lat_st = calloc(LAT_US_MAX + 1, sizeof(uint32_t)),
                          .seed = 0x9E3779B97F4A7C15ULL * (i + 1) + b->row};
-        pthread_create(&th[i], NULL, client_main, &cs[i]);
+        pthread_create(&th[i], NULL, fn, &cs[i]);
     }
     uint64_t pairs = 0, msgs = 0;
     for (uint32_t i = 0; i < clients; i++) {
@@ -553,6 +648,13 @@ int main(int argc, char **argv)
         printf("single: reserve p50 %u us p99 %u us; settle p50 %u us p99 %u us; "
                "%.0f%% of commits synced nothing\n",
                r.rs_p50, r.rs_p99, r.st_p50, r.st_p99, r.nosync_pct);
+        rc |= r.errors != 0;
+    }
+    /* The gateway's pattern: each reserve sent while the previous settle commits. */
+    if ((only == 0 || only == 1) && run_row_fn(&b, 1, 0, 1, overlap_main, &r) == 0) {
+        printf("overlap: %.0f pairs/s; reserve (sent during the previous settle's commit) p50 %u "
+               "us p99 %u us; settle p50 %u us p99 %u us%s\n",
+               r.pairs_s, r.rs_p50, r.rs_p99, r.st_p50, r.st_p99, r.errors ? "  ERRORS" : "");
         rc |= r.errors != 0;
     }
     ledger_store_close(b.store);

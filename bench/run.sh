@@ -27,7 +27,7 @@ set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 bench="$root/bench"
-build="$root/build-bench"
+build="${BENCH_BUILD:-$root/build-bench}" # BENCH_BUILD: an existing Release build dir to use
 mode=all
 write=0
 for a in "$@"; do

@@ -17,6 +17,8 @@
 #define LEDGER_INT_H
 #include <lmdb.h>
 #include <msgpack.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include "cg_err.h"
@@ -43,6 +45,27 @@
  * Customer scopes are not cached (they merge the request's inline defaults).
  */
 typedef struct ls_scope_slot ls_scope_slot;
+
+/*
+ * One reservation-env write of a durable-lane batch, recorded while the batch runs and
+ * replayed around its durable commit (two-phase, ledger_store.c): a put or delete of a
+ * record or index key, or a change of a reserved sum kept as a delta (the reserve lane
+ * moves the same sums meanwhile, and deltas commute). `pre` entries (holds taken: positive
+ * deltas, the records of RESERVE ops) are committed before the durable commit, the others
+ * after it.
+ */
+typedef struct ls_rlog_ent {
+    MDB_dbi dbi;  /* with LS_RSV_DBI */
+    uint8_t kind; /* LS_RLOG_PUT, LS_RLOG_DEL, LS_RLOG_SUM */
+    uint8_t pre;  /* applied before the durable commit */
+    uint32_t kn;  /* key bytes at off, value bytes (puts) right after */
+    uint32_t vn;
+    size_t off;    /* into ledger_store.rlog_buf */
+    int64_t delta; /* LS_RLOG_SUM */
+} ls_rlog_ent;
+#define LS_RLOG_PUT 1
+#define LS_RLOG_DEL 2
+#define LS_RLOG_SUM 3
 
 struct ledger_store {
     MDB_env *env;
@@ -80,6 +103,24 @@ struct ledger_store {
     uint64_t def_gen;            /* starts at 1; an entry with another gen is stale */
     int64_t usage_retention_ms;  /* usage records older than this are swept; 0 = kept forever */
     int64_t usage_sweep_next_ms; /* the retention sweep's next look (ledger_usage.c) */
+
+    /* Two lanes (docs/ledger-durability.md, "Two writer lanes"). On the main store: */
+    struct ledger_store *lane;    /* the reserve lane's view, or NULL: then no two-phase */
+    _Atomic uint64_t def_epoch;   /* moves after every durable commit that wrote definitions */
+    _Atomic int64_t lane_used_ms; /* cg_mono_ms of the lane's latest batch (0: never) */
+    int rlog_on;                  /* the running batch records its reservation-env writes */
+    ls_rlog_ent *rlog;            /* the records (rlog_n of rlog_cap) */
+    size_t rlog_n;
+    size_t rlog_cap;
+    uint8_t *rlog_buf; /* their keys and values (rlog_buf_n of rlog_buf_cap bytes) */
+    size_t rlog_buf_n;
+    size_t rlog_buf_cap;
+    /* On a lane view (ledger_store_lane_open): */
+    struct ledger_store *main;    /* the store it was opened from (shares env, renv, dbis) */
+    uint64_t seen_epoch;          /* main->def_epoch its scope cache was filled under */
+    MDB_txn *rd;                  /* its durable-env read txn, reset between batches */
+    pthread_mutex_t stats_mu;     /* guards stats_pub */
+    ledger_store_stats stats_pub; /* stats as of the last lane batch (read by the main store) */
 };
 
 /* Invalidate every scope cache entry. */
@@ -110,6 +151,8 @@ typedef struct ls_txn {
     int broken;     /* an LMDB call failed: this txn can only be aborted */
     int poisoned;   /* a nested pair merged only half: the whole batch must fail */
     int no_cache;   /* isolated mode: scopes are neither taken from nor put in the cache */
+    int pre_op;     /* the current op is a RESERVE: its record writes are rlog `pre` */
+    int defs;       /* a definition database was written */
     cg_err broken_err;
     ls_pending p;
 } ls_txn;

@@ -3,11 +3,16 @@
  * writer thread of a ledger shard (contract: ledger_server.h).
  *
  * Threads: NNG's threads run the context callbacks (receive, decode, queue;
- * on send completion free the job and receive again). The writer thread owns
- * the store, the op array and the encode buffer. The mutex guards the queue,
- * the in-flight count and the stop flags; nothing else is shared. The writer
- * also owns one reply array for a whole batch (replies are encoded and copied
- * into their NNG messages before the next batch reuses it).
+ * on send completion free the job and receive again). Two writer threads
+ * ("lanes", docs/ledger-durability.md section 3) each own a queue, an op
+ * array, an encode buffer and a reply array for a whole batch (replies are
+ * encoded and copied into their NNG messages before the next batch reuses
+ * it): the durable lane applies with the store, the reserve lane — jobs made
+ * only of ledger_store_lane_op ops — with the store's lane view, so a reserve
+ * never queues behind a settle's device syncs. A job goes to one lane whole.
+ * The mutex guards both queues, the in-flight count and the stop flags;
+ * metrics_mu serialises ledger_metrics_batch. CAPGATE_LEDGER_ONE_LANE=1 runs
+ * the durable lane alone (the store then commits in one phase).
  *
  * Each context's life: RECV -> (callback decodes) QUEUED -> (writer applies,
  * commits, encodes) SEND -> (callback frees the job) RECV again. A context
@@ -61,6 +66,31 @@ typedef struct lsv_ctx {
     struct lsv_ctx *next; /* queue link */
 } lsv_ctx;
 
+/* A writer thread with its queue: lane 0 (LSV_DURABLE) applies everything but lane ops, with
+ * the store, and sweeps; lane 1 (LSV_RESERVE) applies jobs made only of ledger_store_lane_op
+ * ops with the store's lane view, so reserves never wait for a durable commit's syncs. */
+typedef struct lsv_lane {
+    struct ledger_server *srv;
+    ledger_store *store;
+    int durable;
+    pthread_cond_t wake; /* a job was queued, or quit */
+    lsv_ctx *q_head;
+    lsv_ctx *q_tail;
+    pthread_t th;
+    int started;
+    /* This lane's thread only. */
+    msgpack_sbuffer sbuf;
+    ledger_op ops[LEDGER_BATCH_OPS_MAX];
+    /* Reply scratch for one batch (LSV_REPS_MAX entries), allocated once: a proto_rep is ~8 KB,
+     * and a calloc per job was the shard's top cost (zeroing plus fresh-page faults). */
+    proto_rep *reps;
+    lsv_ctx *batch[LEDGER_CONTEXTS_MAX];
+} lsv_lane;
+
+#define LSV_DURABLE 0
+#define LSV_RESERVE 1
+#define LSV_LANES 2
+
 struct ledger_server {
     ledger_store *store;
     nng_socket rep;
@@ -73,24 +103,15 @@ struct ledger_server {
     uint32_t ctx_n;
 
     pthread_mutex_t mu;
-    pthread_cond_t wake;    /* writer: a job was queued, or quit */
-    pthread_cond_t drained; /* stopper: queue empty and nothing in flight */
-    lsv_ctx *q_head;
-    lsv_ctx *q_tail;
-    uint32_t q_len;    /* jobs in the queue, <= ctx_n */
-    uint32_t inflight; /* jobs between receive completion and send completion */
+    pthread_cond_t drained; /* stopper: queues empty and nothing in flight */
+    uint32_t q_len;         /* jobs in both queues, <= ctx_n */
+    uint32_t inflight;      /* jobs between receive completion and send completion */
     int stopping;
     int quit;
-    pthread_t writer;
-    int writer_started;
-
-    /* Writer thread only. */
-    msgpack_sbuffer sbuf;
-    ledger_op ops[LEDGER_BATCH_OPS_MAX];
-    /* Reply scratch for one batch (LSV_REPS_MAX entries), allocated once: a proto_rep is ~8 KB,
-     * and a calloc per job was the shard's top cost (zeroing plus fresh-page faults). */
-    proto_rep *reps;
-    lsv_ctx *batch[LEDGER_CONTEXTS_MAX];
+    lsv_lane lanes[LSV_LANES];
+    uint32_t lane_n;            /* 1: no reserve lane (CAPGATE_LEDGER_ONE_LANE=1, or none) */
+    ledger_store *lane_store;   /* the store's lane view (lane_n 2), closed at teardown */
+    pthread_mutex_t metrics_mu; /* ledger_metrics_batch is single-threaded */
 
     _Atomic uint64_t st_requests;
     _Atomic uint64_t st_bad;
@@ -158,16 +179,21 @@ static void lsv_on_recv(lsv_ctx *c, int rv)
     }
     c->state = LSV_QUEUED;
     c->next = NULL;
+    int reserve = srv->lane_n > 1 && c->decode_err == CG_ERR_OK && c->n > 0;
+    for (uint32_t i = 0; reserve && i < c->n; i++) {
+        reserve = ledger_store_lane_op(c->reqs[i].op);
+    }
+    lsv_lane *ln = &srv->lanes[reserve ? LSV_RESERVE : LSV_DURABLE];
     pthread_mutex_lock(&srv->mu);
     srv->inflight++;
     srv->q_len++;
-    if (srv->q_tail != NULL) {
-        srv->q_tail->next = c;
+    if (ln->q_tail != NULL) {
+        ln->q_tail->next = c;
     } else {
-        srv->q_head = c;
+        ln->q_head = c;
     }
-    srv->q_tail = c;
-    pthread_cond_signal(&srv->wake);
+    ln->q_tail = c;
+    pthread_cond_signal(&ln->wake);
     pthread_mutex_unlock(&srv->mu);
 }
 
@@ -192,13 +218,13 @@ static void lsv_ctx_cb(void *arg)
 /* ---- the writer thread ---- */
 
 /* Encode c's replies (or the one-result error reply) and send them. */
-static void lsv_reply(ledger_server *srv, lsv_ctx *c)
+static void lsv_reply(lsv_lane *ln, lsv_ctx *c)
 {
     nng_msg *m = NULL;
     cg_err err = c->decode_err;
-    msgpack_sbuffer_clear(&srv->sbuf);
+    msgpack_sbuffer_clear(&ln->sbuf);
     if (err == CG_ERR_OK) {
-        err = proto_rep_encode(c->reps, c->n, &srv->sbuf);
+        err = proto_rep_encode(c->reps, c->n, &ln->sbuf);
     }
     for (uint32_t i = 0; c->reps != NULL && i < c->n; i++) {
         /* Encoded: free what a reply owns (EVENTS_SINCE's array). The next apply clears the
@@ -210,17 +236,17 @@ static void lsv_reply(ledger_server *srv, lsv_ctx *c)
     c->reps = NULL;
     if (err != CG_ERR_OK) {
         proto_rep one = {.op = PROTO_OP_PING, .status = (uint16_t)err};
-        msgpack_sbuffer_clear(&srv->sbuf);
-        err = proto_rep_encode(&one, 1, &srv->sbuf);
+        msgpack_sbuffer_clear(&ln->sbuf);
+        err = proto_rep_encode(&one, 1, &ln->sbuf);
     }
     int rv = err == CG_ERR_OK ? nng_msg_alloc(&m, 0) : NNG_ENOMEM;
     if (rv == 0) {
-        rv = nng_msg_append(m, srv->sbuf.data, srv->sbuf.size);
+        rv = nng_msg_append(m, ln->sbuf.data, ln->sbuf.size);
     }
     if (rv != 0) {
         cg_log(CG_LOG_ERROR, "cannot build reply", "err", cg_err_name(err), NULL);
         nng_msg_free(m);
-        atomic_fetch_add(&srv->st_send_errors, 1);
+        atomic_fetch_add(&ln->srv->st_send_errors, 1);
         lsv_job_done(c);
         return;
     }
@@ -229,15 +255,16 @@ static void lsv_reply(ledger_server *srv, lsv_ctx *c)
     nng_ctx_send(c->ctx, c->aio);
 }
 
-static void lsv_publish(ledger_server *srv)
+static void lsv_publish(lsv_lane *ln)
 {
+    ledger_server *srv = ln->srv;
     size_t n = 0;
-    const proto_event *ev = ledger_store_new_events(srv->store, &n);
+    const proto_event *ev = ledger_store_new_events(ln->store, &n);
     for (size_t i = 0; i < n; i++) {
-        msgpack_sbuffer_clear(&srv->sbuf);
-        cg_err err = proto_pub_encode(ledger_store_shard(srv->store), &ev[i], &srv->sbuf);
+        msgpack_sbuffer_clear(&ln->sbuf);
+        cg_err err = proto_pub_encode(ledger_store_shard(ln->store), &ev[i], &ln->sbuf);
         int rv = err == CG_ERR_OK
-                     ? nng_send(srv->pub, srv->sbuf.data, srv->sbuf.size, NNG_FLAG_NONBLOCK)
+                     ? nng_send(srv->pub, ln->sbuf.data, ln->sbuf.size, NNG_FLAG_NONBLOCK)
                      : NNG_EINVAL;
         if (rv != 0) {
             /* Subscribers catch up with EVENTS_SINCE: a dropped publication loses nothing. */
@@ -263,19 +290,20 @@ static int lsv_is_def_write(uint8_t op)
  * Sent before the replies, so a notice is on its way before the writer hears "done".
  * A dropped notice is bounded by the gateways' key_cache_ms.
  */
-static void lsv_publish_notices(ledger_server *srv, lsv_ctx **jobs, size_t jn)
+static void lsv_publish_notices(lsv_lane *ln, lsv_ctx **jobs, size_t jn)
 {
+    ledger_server *srv = ln->srv;
     for (size_t j = 0; j < jn; j++) {
         lsv_ctx *c = jobs[j];
         for (uint32_t i = 0; c->decode_err == CG_ERR_OK && c->reps != NULL && i < c->n; i++) {
             if (!lsv_is_def_write(c->reqs[i].op) || c->reps[i].status != CG_ERR_OK) {
                 continue;
             }
-            msgpack_sbuffer_clear(&srv->sbuf);
+            msgpack_sbuffer_clear(&ln->sbuf);
             cg_err err =
-                proto_notice_encode(ledger_store_shard(srv->store), c->reqs[i].route, &srv->sbuf);
+                proto_notice_encode(ledger_store_shard(ln->store), c->reqs[i].route, &ln->sbuf);
             int rv = err == CG_ERR_OK
-                         ? nng_send(srv->pub, srv->sbuf.data, srv->sbuf.size, NNG_FLAG_NONBLOCK)
+                         ? nng_send(srv->pub, ln->sbuf.data, ln->sbuf.size, NNG_FLAG_NONBLOCK)
                          : NNG_EINVAL;
             if (rv != 0) {
                 cg_log(CG_LOG_WARN, "notice not published", "route", c->reqs[i].route, "nng",
@@ -286,8 +314,9 @@ static void lsv_publish_notices(ledger_server *srv, lsv_ctx **jobs, size_t jn)
 }
 
 /* Apply the jobs' operations in one transaction, then reply to each, then publish. */
-static void lsv_batch(ledger_server *srv, lsv_ctx **jobs, size_t jn)
+static void lsv_batch(lsv_lane *ln, lsv_ctx **jobs, size_t jn)
 {
+    ledger_server *srv = ln->srv;
     uint32_t k = 0;
     for (size_t j = 0; j < jn; j++) {
         lsv_ctx *c = jobs[j];
@@ -295,19 +324,22 @@ static void lsv_batch(ledger_server *srv, lsv_ctx **jobs, size_t jn)
             continue;
         }
         assert(k + c->n <= LSV_REPS_MAX);
-        c->reps = &srv->reps[k];
+        c->reps = &ln->reps[k];
         for (uint32_t i = 0; i < c->n; i++) {
-            srv->ops[k++] = (ledger_op){.req = &c->reqs[i], .rep = &c->reps[i]};
+            ln->ops[k++] = (ledger_op){.req = &c->reqs[i], .rep = &c->reps[i]};
         }
     }
     int64_t t0_us = cg_mono_us();
-    cg_err rc = ledger_store_apply(srv->store, srv->ops, k);
-    ledger_metrics_batch(srv->ops, k, rc, cg_mono_us() - t0_us);
-    lsv_publish_notices(srv, jobs, jn);
+    cg_err rc = ledger_store_apply(ln->store, ln->ops, k);
+    int64_t dur_us = cg_mono_us() - t0_us;
+    pthread_mutex_lock(&srv->metrics_mu);
+    ledger_metrics_batch(ln->ops, k, rc, dur_us);
+    pthread_mutex_unlock(&srv->metrics_mu);
+    lsv_publish_notices(ln, jobs, jn);
     for (size_t j = 0; j < jn; j++) {
-        lsv_reply(srv, jobs[j]);
+        lsv_reply(ln, jobs[j]);
     }
-    lsv_publish(srv);
+    lsv_publish(ln);
 }
 
 static struct timespec lsv_deadline(int64_t ms)
@@ -324,31 +356,32 @@ static struct timespec lsv_deadline(int64_t ms)
 }
 
 /* Take queued jobs up to the batch bound; waits up to one tick for the first. -1: quit. */
-static int lsv_take(ledger_server *srv, size_t *jn)
+static int lsv_take(lsv_lane *ln, size_t *jn)
 {
+    ledger_server *srv = ln->srv;
     struct timespec until = lsv_deadline(LEDGER_TICK_MS);
     uint32_t ops = 0;
     *jn = 0;
     pthread_mutex_lock(&srv->mu);
-    while (srv->q_head == NULL && !srv->quit) {
-        if (pthread_cond_timedwait(&srv->wake, &srv->mu, &until) != 0) {
+    while (ln->q_head == NULL && !srv->quit) {
+        if (pthread_cond_timedwait(&ln->wake, &srv->mu, &until) != 0) {
             break;
         }
     }
-    if (srv->q_head == NULL && srv->quit) {
+    if (ln->q_head == NULL && srv->quit) {
         pthread_mutex_unlock(&srv->mu);
         return -1;
     }
-    while (srv->q_head != NULL && *jn < LEDGER_CONTEXTS_MAX &&
-           (*jn == 0 || ops + srv->q_head->n <= LEDGER_BATCH_OPS_MAX)) {
-        lsv_ctx *c = srv->q_head;
-        srv->q_head = c->next;
-        if (srv->q_head == NULL) {
-            srv->q_tail = NULL;
+    while (ln->q_head != NULL && *jn < LEDGER_CONTEXTS_MAX &&
+           (*jn == 0 || ops + ln->q_head->n <= LEDGER_BATCH_OPS_MAX)) {
+        lsv_ctx *c = ln->q_head;
+        ln->q_head = c->next;
+        if (ln->q_head == NULL) {
+            ln->q_tail = NULL;
         }
         srv->q_len--;
         ops += c->n;
-        srv->batch[(*jn)++] = c;
+        ln->batch[(*jn)++] = c;
     }
     pthread_mutex_unlock(&srv->mu);
     return 0;
@@ -356,19 +389,20 @@ static int lsv_take(ledger_server *srv, size_t *jn)
 
 static void *lsv_writer(void *arg)
 {
-    ledger_server *srv = arg;
+    lsv_lane *ln = arg;
     int64_t last_sweep = cg_mono_ms();
     int64_t last_check = last_sweep;
     size_t jn = 0;
-    while (lsv_take(srv, &jn) == 0) {
+    while (lsv_take(ln, &jn) == 0) {
         int64_t now = cg_mono_ms();
-        if (jn > 0 || now - last_sweep >= LEDGER_TICK_MS) {
-            /* With no jobs this is a sweep-only transaction (aborted if nothing expired). */
-            lsv_batch(srv, srv->batch, jn);
+        if (jn > 0 || (ln->durable && now - last_sweep >= LEDGER_TICK_MS)) {
+            /* With no jobs this is a sweep-only transaction (aborted if nothing expired); the
+             * reserve lane never sweeps. */
+            lsv_batch(ln, ln->batch, jn);
             last_sweep = now;
         }
-        if (now - last_check >= LEDGER_READER_CHECK_MS) {
-            (void)ledger_store_reader_check(srv->store, NULL);
+        if (ln->durable && now - last_check >= LEDGER_READER_CHECK_MS) {
+            (void)ledger_store_reader_check(ln->store, NULL);
             last_check = now;
         }
     }
@@ -496,18 +530,21 @@ static cg_err lsv_sockets_open(ledger_server *srv, const ledger_server_cfg *cfg)
     return CG_ERR_OK;
 }
 
-/* Ask the writer to finish what is queued and exit; join it. */
+/* Ask the writers to finish what is queued and exit; join them. */
 static void lsv_writer_join(ledger_server *srv)
 {
-    if (!srv->writer_started) {
-        return;
-    }
     pthread_mutex_lock(&srv->mu);
     srv->quit = 1;
-    pthread_cond_signal(&srv->wake);
+    for (uint32_t i = 0; i < LSV_LANES; i++) {
+        pthread_cond_signal(&srv->lanes[i].wake);
+    }
     pthread_mutex_unlock(&srv->mu);
-    pthread_join(srv->writer, NULL);
-    srv->writer_started = 0;
+    for (uint32_t i = 0; i < LSV_LANES; i++) {
+        if (srv->lanes[i].started) {
+            pthread_join(srv->lanes[i].th, NULL);
+            srv->lanes[i].started = 0;
+        }
+    }
 }
 
 /*
@@ -542,19 +579,25 @@ static void lsv_teardown(ledger_server *srv)
     if (srv->rep_open) {
         lsv_close_bounded(srv->rep, "rep");
     }
-    for (lsv_ctx *c = srv->q_head; c != NULL; c = c->next) {
-        lsv_job_free(c);
+    for (uint32_t i = 0; i < LSV_LANES; i++) {
+        for (lsv_ctx *c = srv->lanes[i].q_head; c != NULL; c = c->next) {
+            lsv_job_free(c);
+        }
     }
     for (uint32_t i = 0; i < srv->ctx_n; i++) {
         if (srv->ctxs[i].aio != NULL) {
             nng_aio_free(srv->ctxs[i].aio);
         }
     }
+    ledger_store_close(srv->lane_store); /* the store leaves two-phase mode */
     pthread_cond_destroy(&srv->drained);
-    pthread_cond_destroy(&srv->wake);
+    for (uint32_t i = 0; i < LSV_LANES; i++) {
+        pthread_cond_destroy(&srv->lanes[i].wake);
+        msgpack_sbuffer_destroy(&srv->lanes[i].sbuf);
+        free(srv->lanes[i].reps);
+    }
+    pthread_mutex_destroy(&srv->metrics_mu);
     pthread_mutex_destroy(&srv->mu);
-    msgpack_sbuffer_destroy(&srv->sbuf);
-    free(srv->reps);
     free(srv->ctxs);
     free(srv);
 }
@@ -566,8 +609,9 @@ static int lsv_sync_init(ledger_server *srv)
         return -1;
     }
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    int rc = pthread_mutex_init(&srv->mu, NULL) || pthread_cond_init(&srv->wake, &ca) ||
-             pthread_cond_init(&srv->drained, &ca);
+    int rc = pthread_mutex_init(&srv->mu, NULL) || pthread_mutex_init(&srv->metrics_mu, NULL) ||
+             pthread_cond_init(&srv->lanes[0].wake, &ca) ||
+             pthread_cond_init(&srv->lanes[1].wake, &ca) || pthread_cond_init(&srv->drained, &ca);
     pthread_condattr_destroy(&ca);
     return rc ? -1 : 0;
 }
@@ -586,20 +630,40 @@ cg_err ledger_server_start(const ledger_server_cfg *cfg, ledger_server **out)
         free(srv);
         return CG_ERR_NOMEM;
     }
-    msgpack_sbuffer_init(&srv->sbuf);
     srv->store = cfg->store;
     srv->ctx_n = cfg->contexts;
     srv->ctxs = calloc(cfg->contexts, sizeof(*srv->ctxs));
-    srv->reps = calloc(LSV_REPS_MAX, sizeof(*srv->reps));
-    cg_err err = srv->ctxs == NULL || srv->reps == NULL ? CG_ERR_NOMEM : lsv_sockets_open(srv, cfg);
+    const char *one = getenv("CAPGATE_LEDGER_ONE_LANE");
+    srv->lane_n = one != NULL && strcmp(one, "1") == 0 ? 1 : LSV_LANES;
+    cg_err err = srv->ctxs == NULL ? CG_ERR_NOMEM : CG_ERR_OK;
+    for (uint32_t i = 0; i < LSV_LANES; i++) {
+        lsv_lane *ln = &srv->lanes[i];
+        ln->srv = srv;
+        ln->durable = i == LSV_DURABLE;
+        msgpack_sbuffer_init(&ln->sbuf);
+        ln->reps = i < srv->lane_n ? calloc(LSV_REPS_MAX, sizeof(*ln->reps)) : NULL;
+        if (i < srv->lane_n && ln->reps == NULL) {
+            err = CG_ERR_NOMEM;
+        }
+    }
+    srv->lanes[LSV_DURABLE].store = cfg->store;
+    if (err == CG_ERR_OK && srv->lane_n > 1) {
+        err = ledger_store_lane_open(cfg->store, &srv->lane_store);
+        srv->lanes[LSV_RESERVE].store = srv->lane_store;
+    }
+    if (err == CG_ERR_OK) {
+        err = lsv_sockets_open(srv, cfg);
+    }
     if (err != CG_ERR_OK) {
         goto fail;
     }
-    if (pthread_create(&srv->writer, NULL, lsv_writer, srv) != 0) {
-        err = CG_ERR_NOMEM;
-        goto fail;
+    for (uint32_t i = 0; i < srv->lane_n; i++) {
+        if (pthread_create(&srv->lanes[i].th, NULL, lsv_writer, &srv->lanes[i]) != 0) {
+            err = CG_ERR_NOMEM;
+            goto fail;
+        }
+        srv->lanes[i].started = 1;
     }
-    srv->writer_started = 1;
     for (uint32_t i = 0; i < srv->ctx_n; i++) {
         lsv_recv(&srv->ctxs[i]);
     }
@@ -638,7 +702,7 @@ void ledger_server_stop(ledger_server *srv)
     srv->stopping = 1;
     lsv_drain_locked(srv, 1, &until);
     pthread_mutex_unlock(&srv->mu);
-    /* Jobs received while draining are applied by the writer before it exits; wait for their
+    /* Jobs received while draining are applied by the writers before they exit; wait for their
      * replies to leave too. */
     lsv_writer_join(srv);
     pthread_mutex_lock(&srv->mu);

@@ -1,6 +1,6 @@
 /*
  * ledger_server.h — a ledger shard's network service: NNG REP (many contexts)
- * in front of one writer thread doing group commit, and NNG PUB for events.
+ * in front of writer threads doing group commit, and NNG PUB for events.
  *
  * Flow of a request: an nng_ctx receives a message and decodes it on NNG's
  * thread; the job joins the shard's queue; the writer thread takes every
@@ -16,6 +16,12 @@
  *
  * The writer also sweeps expired leases at least every LEDGER_TICK_MS and runs
  * mdb_reader_check every LEDGER_READER_CHECK_MS.
+ *
+ * Two lanes (issue 4, docs/ledger-durability.md section 3): jobs made only of
+ * RESERVE / AUTH / GET_* ops go to a second writer thread (the reserve lane)
+ * that applies them through ledger_store_lane_open's view of the store without
+ * ever waiting for a durable commit; everything else, sweeps included, stays
+ * on the writer above. Replies of both follow their commits.
  */
 #ifndef LEDGER_SERVER_H
 #define LEDGER_SERVER_H

@@ -52,6 +52,8 @@ static const char ls_rmeta_boot_id[] = "boot_id";
 #define LS_RSV_FILE "reservations.mdb"
 /* Named databases of the reservation env. */
 #define LS_RSV_DBS_MAX 6
+/* The durable lane commits in two phases while the reserve lane ran a batch this recently. */
+#define LS_LANE_RECENT_MS 100
 /* Where the kernel tells this boot's id. */
 #define LS_BOOT_ID_PATH "/proc/sys/kernel/random/boot_id"
 #define LS_BOOT_ID_MAX 64
@@ -99,7 +101,153 @@ static void ls_def_written(ls_txn *t, MDB_dbi dbi)
     ledger_store *s = t->s;
     if (dbi == s->db_orgs || dbi == s->db_keys || dbi == s->db_groups || dbi == s->db_customers) {
         ls_scope_cache_drop(s);
+        t->defs = 1;
     }
+}
+
+/* ---- the reservation-env write log of a two-phase batch ---- */
+
+static int ls_rlog_grow(ledger_store *s, size_t bytes)
+{
+    if (s->rlog_n == s->rlog_cap) {
+        size_t cap = s->rlog_cap ? s->rlog_cap * 2 : 256;
+        ls_rlog_ent *e = realloc(s->rlog, cap * sizeof(*e));
+        if (e == NULL) {
+            return -1;
+        }
+        s->rlog = e;
+        s->rlog_cap = cap;
+    }
+    if (s->rlog_buf_n + bytes > s->rlog_buf_cap) {
+        size_t cap = s->rlog_buf_cap ? s->rlog_buf_cap : 16384;
+        while (cap < s->rlog_buf_n + bytes) {
+            cap *= 2;
+        }
+        uint8_t *b = realloc(s->rlog_buf, cap);
+        if (b == NULL) {
+            return -1;
+        }
+        s->rlog_buf = b;
+        s->rlog_buf_cap = cap;
+    }
+    return 0;
+}
+
+/* The reserved sum in txn (absent: 0); -1 if the record is corrupt. */
+static int ls_rlog_sum_read(MDB_txn *txn, MDB_dbi dbi, MDB_val *key, int64_t *out)
+{
+    MDB_val v;
+    int rc = mdb_get(txn, dbi, key, &v);
+    *out = 0;
+    if (rc == MDB_NOTFOUND) {
+        return MDB_SUCCESS;
+    }
+    if (rc != MDB_SUCCESS) {
+        return rc;
+    }
+    if (v.mv_size != 8) {
+        return MDB_CORRUPTED;
+    }
+    *out = (int64_t)ls_le64_get(v.mv_data);
+    return MDB_SUCCESS;
+}
+
+/*
+ * Record a reservation-env write of the running two-phase batch, before it is made in the
+ * batch's (later discarded) child transaction: a reserved sum as the delta from its value
+ * there, anything else as the put or delete itself.
+ */
+static cg_err ls_rlog_add(ls_txn *t, MDB_dbi dbi, const void *k, size_t kn, const void *v,
+                          size_t vn, int del)
+{
+    ledger_store *s = t->s;
+    ls_rlog_ent e = {.dbi = dbi, .kn = (uint32_t)kn, .vn = del ? 0 : (uint32_t)vn};
+    if (dbi == s->rdb_sum) {
+        MDB_val key = {.mv_size = kn, .mv_data = (void *)k};
+        int64_t old = 0;
+        int rc = ls_rlog_sum_read(t->rtxn, dbi & ~LS_RSV_DBI, &key, &old);
+        if (rc != MDB_SUCCESS) {
+            return ls_lmdb_fail(t, rc, "read reserved sum");
+        }
+        int64_t now = del || vn != 8 ? 0 : (int64_t)ls_le64_get(v);
+        e.kind = LS_RLOG_SUM;
+        e.delta = now - old;
+        e.pre = e.delta > 0;
+        e.vn = 0;
+    } else {
+        e.kind = del ? LS_RLOG_DEL : LS_RLOG_PUT;
+        e.pre = (uint8_t)t->pre_op;
+    }
+    if (ls_rlog_grow(s, kn + e.vn) != 0) {
+        t->broken = 1;
+        t->broken_err = CG_ERR_NOMEM;
+        return CG_ERR_NOMEM;
+    }
+    e.off = s->rlog_buf_n;
+    memcpy(s->rlog_buf + e.off, k, kn);
+    if (e.vn > 0) {
+        memcpy(s->rlog_buf + e.off + kn, v, e.vn);
+    }
+    s->rlog_buf_n += kn + e.vn;
+    s->rlog[s->rlog_n++] = e;
+    return CG_ERR_OK;
+}
+
+/* Apply the recorded writes whose `pre` equals pre in txn (a reservation-env write txn). */
+static int ls_rlog_apply(ledger_store *s, MDB_txn *txn, int pre)
+{
+    for (size_t i = 0; i < s->rlog_n; i++) {
+        const ls_rlog_ent *e = &s->rlog[i];
+        if (e->pre != pre) {
+            continue;
+        }
+        MDB_dbi dbi = e->dbi & ~LS_RSV_DBI;
+        MDB_val key = {.mv_size = e->kn, .mv_data = s->rlog_buf + e->off};
+        MDB_val val = {.mv_size = e->vn, .mv_data = s->rlog_buf + e->off + e->kn};
+        int rc = MDB_SUCCESS;
+        if (e->kind == LS_RLOG_PUT) {
+            rc = mdb_put(txn, dbi, &key, &val, 0);
+        } else if (e->kind == LS_RLOG_DEL) {
+            rc = mdb_del(txn, dbi, &key, NULL);
+            rc = rc == MDB_NOTFOUND ? MDB_SUCCESS : rc;
+        } else {
+            int64_t cur = 0;
+            uint8_t b[8];
+            if ((rc = ls_rlog_sum_read(txn, dbi, &key, &cur)) != MDB_SUCCESS) {
+                return rc;
+            }
+            int64_t now = cur + e->delta;
+            if (now < 0) {
+                /* Cannot happen while every hold is in its sum; never let it go negative. */
+                cg_log(CG_LOG_WARN, "reserved sum below zero after replay; kept at 0", NULL);
+                now = 0;
+            }
+            if (now == 0) {
+                rc = mdb_del(txn, dbi, &key, NULL);
+                rc = rc == MDB_NOTFOUND ? MDB_SUCCESS : rc;
+            } else {
+                ls_le64_put(b, (uint64_t)now);
+                val.mv_size = 8;
+                val.mv_data = b;
+                rc = mdb_put(txn, dbi, &key, &val, 0);
+            }
+        }
+        if (rc != MDB_SUCCESS) {
+            return rc;
+        }
+    }
+    return MDB_SUCCESS;
+}
+
+/* Whether any recorded write has this `pre`. */
+static int ls_rlog_has(const ledger_store *s, int pre)
+{
+    for (size_t i = 0; i < s->rlog_n; i++) {
+        if (s->rlog[i].pre == pre) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 cg_err ls_put(ls_txn *t, MDB_dbi dbi, const void *k, size_t kn, const void *v, size_t vn)
@@ -108,6 +256,9 @@ cg_err ls_put(ls_txn *t, MDB_dbi dbi, const void *k, size_t kn, const void *v, s
     MDB_val val = {.mv_size = vn, .mv_data = (void *)v};
     t->dirty |= (dbi & LS_RSV_DBI) ? LS_DIRTY_RSV : LS_DIRTY_DURABLE;
     ls_def_written(t, dbi);
+    if ((dbi & LS_RSV_DBI) && t->s->rlog_on && ls_rlog_add(t, dbi, k, kn, v, vn, 0) != CG_ERR_OK) {
+        return t->broken_err;
+    }
     MDB_txn *tx = ls_txn_of(t, &dbi);
     int rc = mdb_put(tx, dbi, &key, &val, 0);
     if (rc != MDB_SUCCESS) {
@@ -121,6 +272,10 @@ cg_err ls_del(ls_txn *t, MDB_dbi dbi, const void *k, size_t kn)
     MDB_val key = {.mv_size = kn, .mv_data = (void *)k};
     t->dirty |= (dbi & LS_RSV_DBI) ? LS_DIRTY_RSV : LS_DIRTY_DURABLE;
     ls_def_written(t, dbi);
+    if ((dbi & LS_RSV_DBI) && t->s->rlog_on &&
+        ls_rlog_add(t, dbi, k, kn, NULL, 0, 1) != CG_ERR_OK) {
+        return t->broken_err;
+    }
     MDB_txn *tx = ls_txn_of(t, &dbi);
     int rc = mdb_del(tx, dbi, &key, NULL);
     if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
@@ -447,6 +602,31 @@ void ledger_store_close(ledger_store *s)
     if (s == NULL) {
         return;
     }
+    if (s->main != NULL) { /* a lane view: the envs are its main store's */
+        ledger_store_stats l = s->stats;
+        ledger_store_stats *m = &s->main->stats; /* its counters stay in the main store's */
+        m->batches += l.batches;
+        m->ops += l.ops;
+        m->isolated_runs += l.isolated_runs;
+        m->commit_errors += l.commit_errors;
+        m->nosync_commits += l.nosync_commits;
+        for (unsigned i = 0; i < LEDGER_BATCH_HIST; i++) {
+            m->batch_hist[i] += l.batch_hist[i];
+        }
+        if (s->rd != NULL) {
+            mdb_txn_abort(s->rd);
+        }
+        s->main->lane = NULL;
+        pthread_mutex_destroy(&s->stats_mu);
+        msgpack_sbuffer_destroy(&s->sbuf);
+        free(s->scope_cache);
+        free(s->events);
+        free(s);
+        return;
+    }
+    if (s->lane != NULL) {
+        ledger_store_close(s->lane);
+    }
     if (s->renv != NULL) {
         mdb_env_close(s->renv);
     }
@@ -456,6 +636,8 @@ void ledger_store_close(ledger_store *s)
     msgpack_sbuffer_destroy(&s->sbuf);
     free(s->scope_cache);
     free(s->events);
+    free(s->rlog);
+    free(s->rlog_buf);
     free(s);
 }
 
@@ -510,6 +692,7 @@ static void ls_sweep_isolated(ls_txn *t)
 {
     MDB_txn *parent = t->txn, *rparent = t->rtxn;
     ls_pending saved = t->p;
+    size_t log_n = t->s->rlog_n, log_buf_n = t->s->rlog_buf_n;
     int rc = ls_begin2(t, parent, rparent);
     if (rc != MDB_SUCCESS) {
         cg_log(CG_LOG_ERROR, "cannot begin sweep txn", "lmdb", mdb_strerror(rc), NULL);
@@ -528,6 +711,8 @@ static void ls_sweep_isolated(ls_txn *t)
     if (err != CG_ERR_OK || t->broken) {
         cg_log(CG_LOG_WARN, "lease sweep skipped", "err", cg_err_name(err), NULL);
         t->p = saved;
+        t->s->rlog_n = log_n; /* its recorded writes are gone with it */
+        t->s->rlog_buf_n = log_buf_n;
         t->broken = 0;
         t->dirty = 0;
     }
@@ -538,6 +723,7 @@ static void ls_op_isolated(ls_txn *t, const ledger_op *op)
 {
     MDB_txn *parent = t->txn, *rparent = t->rtxn;
     ls_pending saved = t->p;
+    size_t log_n = t->s->rlog_n, log_buf_n = t->s->rlog_buf_n;
     int rc = ls_begin2(t, parent, rparent);
     if (rc != MDB_SUCCESS) {
         ledger_rep_clear(op->rep);
@@ -564,6 +750,12 @@ static void ls_op_isolated(ls_txn *t, const ledger_op *op)
         op->rep->status = (uint16_t)ls_lmdb_fail(t, rc, "commit nested");
         t->p = saved;
         t->dirty = 0;
+    }
+    if (t->dirty == 0) {
+        /* Nothing of this op reached the parent (every failure path clears dirty): neither
+         * may its recorded writes. */
+        t->s->rlog_n = log_n;
+        t->s->rlog_buf_n = log_buf_n;
     }
     t->txn = parent;
     t->rtxn = rparent;
@@ -611,6 +803,8 @@ static int ls_batch_needs_sync(const ledger_op *ops, uint32_t n)
     }
     return 0;
 }
+
+static void ls_batch_count(ls_txn *t, int dw, int rw, uint32_t n, int durable);
 
 /*
  * Commit t's two transactions (each aborted instead when nothing was written to it) and
@@ -660,6 +854,14 @@ static cg_err ls_batch_finish(ls_txn *t, int wrote, uint32_t n, int durable)
         }
         return cg_err_from_lmdb(rc);
     }
+    ls_batch_count(t, dw, rw, n, durable);
+    return CG_ERR_OK;
+}
+
+/* Count a finished batch and publish its pending counts. */
+static void ls_batch_count(ls_txn *t, int dw, int rw, uint32_t n, int durable)
+{
+    ledger_store *s = t->s;
     if (dw || rw) {
         s->stats.batches++;
         s->stats.metasync_skipped += dw && !durable ? 1 : 0;
@@ -678,6 +880,99 @@ static cg_err ls_batch_finish(ls_txn *t, int wrote, uint32_t n, int durable)
     s->stats.late_settles += t->p.late_settles;
     s->stats.leases_expired += t->p.leases_expired;
     s->stats.gc_deleted += t->p.gc_deleted;
+}
+
+/*
+ * Two-phase finish (a reserve lane is open; docs/ledger-durability.md, "Two writer lanes").
+ * The batch ran in the durable write txn t->txn and in a reservation-env child t->rtxn of
+ * rtop, recording every reservation-env write. The child is discarded; in rtop the `pre`
+ * records (holds taken: positive reserved deltas and the records of RESERVE ops) are applied
+ * and committed — the reservation env's write lock is released here, before any device sync;
+ * then the durable txn commits with its syncs while the reserve lane runs; then the other
+ * records (holds returned, finished reservations) are applied in a new reservation-env txn.
+ * At every instant between, a reader of both envs sees each counter's `used` with this
+ * batch or without it, and `reserved` with every hold this batch takes and, until phase 2,
+ * every hold it returns: too much, never too little.
+ */
+static cg_err ls_batch_finish2(ls_txn *t, MDB_txn *rtop, int wrote, uint32_t n, int durable)
+{
+    ledger_store *s = t->s;
+    int rc;
+    if (t->poisoned) {
+        ls_abort2(t);
+        mdb_txn_abort(rtop);
+        ls_scope_cache_drop(s);
+        return CG_ERR_DB;
+    }
+    if (t->p.next_seq != s->last_seq + 1 && ls_meta_put_last_seq(t) != CG_ERR_OK) {
+        ls_abort2(t);
+        mdb_txn_abort(rtop);
+        ls_scope_cache_drop(s);
+        return t->broken_err;
+    }
+    wrote |= t->dirty;
+    int dw = (wrote & LS_DIRTY_DURABLE) != 0, rw = (wrote & LS_DIRTY_RSV) != 0;
+    mdb_txn_abort(t->rtxn); /* its writes are in the log */
+    t->rtxn = NULL;
+    if (dw && (rc = mdb_env_set_flags(s->env, MDB_NOMETASYNC, durable ? 0 : 1)) != 0) {
+        mdb_txn_abort(t->txn);
+        mdb_txn_abort(rtop);
+        ls_scope_cache_drop(s);
+        return ls_lmdb_fail(t, rc, "set sync flags");
+    }
+    /* Phase 1: the holds this batch takes, visible before anything of it is. */
+    if (!rw || !ls_rlog_has(s, 1)) {
+        mdb_txn_abort(rtop);
+    } else {
+        rc = ls_rlog_apply(s, rtop, 1);
+        if (rc != MDB_SUCCESS) {
+            mdb_txn_abort(rtop);
+        } else {
+            rc = mdb_txn_commit(rtop); /* frees rtop either way; never syncs (MDB_NOSYNC) */
+        }
+        if (rc != MDB_SUCCESS) {
+            mdb_txn_abort(t->txn);
+            cg_log(CG_LOG_ERROR, "reservation env commit failed", "lmdb", mdb_strerror(rc), NULL);
+            ls_scope_cache_drop(s);
+            return cg_err_from_lmdb(rc);
+        }
+    }
+    /* The durable commit: the reservation env is not locked meanwhile. */
+    if (!dw) {
+        mdb_txn_abort(t->txn);
+    } else if ((rc = mdb_txn_commit(t->txn)) != MDB_SUCCESS) {
+        /* Holds taken in phase 1 stay until their leases end (over-reservation only). */
+        cg_log(CG_LOG_ERROR, "batch commit failed", "lmdb", mdb_strerror(rc), NULL);
+        ls_scope_cache_drop(s);
+        return cg_err_from_lmdb(rc);
+    }
+    if (dw && t->defs) {
+        atomic_fetch_add(&s->def_epoch, 1); /* before any reply: the lane drops its cache */
+    }
+    if (dw) {
+        s->last_seq = t->p.next_seq - 1;
+    }
+    /* Phase 2: the holds this batch returns, and the finished records. */
+    if (rw && ls_rlog_has(s, 0)) {
+        MDB_txn *r2 = NULL;
+        rc = mdb_txn_begin(s->renv, NULL, 0, &r2);
+        if (rc == MDB_SUCCESS) {
+            rc = ls_rlog_apply(s, r2, 0);
+            if (rc != MDB_SUCCESS) {
+                mdb_txn_abort(r2);
+            } else {
+                rc = mdb_txn_commit(r2);
+            }
+        }
+        if (rc != MDB_SUCCESS) {
+            /* As a crash between the commits: the settles stand (their retries are recognised
+             * by the durable SETTLED records), the holds are returned by the lease sweep. */
+            cg_log(CG_LOG_ERROR, "reservation env commit failed", "lmdb", mdb_strerror(rc), NULL);
+            ls_scope_cache_drop(s);
+            return cg_err_from_lmdb(rc);
+        }
+    }
+    ls_batch_count(t, dw, rw, n, durable);
     return CG_ERR_OK;
 }
 
@@ -689,11 +984,29 @@ static int ls_batch_run(ledger_store *s, const ledger_op *ops, uint32_t n, int64
                         int isolated, cg_err *out)
 {
     ls_txn t = {.s = s, .now_ms = now_ms, .no_cache = isolated};
+    MDB_txn *rtop = NULL; /* two-phase: the reservation env's top txn; t.rtxn is its child */
     int wrote = 0;
     t.p.next_seq = s->last_seq + 1;
     s->event_n = 0;
-    int rc = ls_begin2(&t, NULL, NULL);
+    s->rlog_n = 0;
+    s->rlog_buf_n = 0;
+    /* Two-phase only while the lane is in use: it costs the durable lane a write log and
+     * two more reservation-env commits per batch, worth it only if reserves arrive on
+     * their own (the gateway at low load). Under load reserves travel with settles in
+     * mixed jobs and the lane idles. Either mode is safe at any time: a one-phase batch
+     * holds the reservation env's lock through its durable commit, so the lane can see
+     * nothing between the two commits. */
+    s->rlog_on =
+        s->lane != NULL && cg_mono_ms() - atomic_load(&s->lane_used_ms) < LS_LANE_RECENT_MS;
+    int rc = s->rlog_on ? mdb_txn_begin(s->renv, NULL, 0, &rtop) : MDB_SUCCESS;
+    if (rc == MDB_SUCCESS) {
+        rc = ls_begin2(&t, NULL, rtop);
+        if (rc != MDB_SUCCESS && rtop != NULL) {
+            mdb_txn_abort(rtop);
+        }
+    }
     if (rc != MDB_SUCCESS) {
+        s->rlog_on = 0;
         *out = ls_lmdb_fail(&t, rc, "begin");
         return 0;
     }
@@ -705,6 +1018,7 @@ static int ls_batch_run(ledger_store *s, const ledger_op *ops, uint32_t n, int64
     wrote |= t.dirty;
     for (uint32_t i = 0; i < n; i++) {
         t.dirty = 0;
+        t.pre_op = ops[i].req->op == PROTO_OP_RESERVE;
         if (isolated) {
             ls_op_isolated(&t, &ops[i]);
         } else {
@@ -715,12 +1029,195 @@ static int ls_batch_run(ledger_store *s, const ledger_op *ops, uint32_t n, int64
         }
         wrote |= t.dirty;
     }
-    *out = ls_batch_finish(&t, wrote, n, ls_batch_needs_sync(ops, n));
+    t.pre_op = 0;
+    *out = rtop != NULL ? ls_batch_finish2(&t, rtop, wrote, n, ls_batch_needs_sync(ops, n))
+                        : ls_batch_finish(&t, wrote, n, ls_batch_needs_sync(ops, n));
+    s->rlog_on = 0;
     return 0;
 retry:
     ls_abort2(&t);
+    if (rtop != NULL) {
+        mdb_txn_abort(rtop);
+    }
+    s->rlog_on = 0;
     ls_scope_cache_drop(s); /* entries read in this attempt may hold its uncommitted writes */
     return 1;
+}
+
+/* ---- the reserve lane ---- */
+
+/* Apply one op of a lane batch in its own reservation-env child; on failure it leaves nothing. */
+static void ls_lane_op_isolated(ls_txn *t, const ledger_op *op)
+{
+    MDB_txn *rparent = t->rtxn;
+    int rc = mdb_txn_begin(t->s->renv, rparent, 0, &t->rtxn);
+    if (rc != MDB_SUCCESS) {
+        t->rtxn = rparent;
+        ledger_rep_clear(op->rep);
+        op->rep->op = op->req->op;
+        op->rep->status = (uint16_t)ls_lmdb_fail(t, rc, "begin nested");
+        t->broken = 0;
+        return;
+    }
+    t->dirty = 0;
+    ls_op_apply(t, op->req, op->rep);
+    if (t->broken || op->rep->status != CG_ERR_OK) {
+        cg_err err = t->broken ? t->broken_err : (cg_err)op->rep->status;
+        mdb_txn_abort(t->rtxn);
+        if (t->broken) {
+            ledger_rep_clear(op->rep);
+            op->rep->op = op->req->op;
+            op->rep->status = (uint16_t)err;
+        }
+        t->dirty = 0;
+    } else if ((rc = mdb_txn_commit(t->rtxn)) != MDB_SUCCESS) {
+        ledger_rep_clear(op->rep);
+        op->rep->op = op->req->op;
+        op->rep->status = (uint16_t)ls_lmdb_fail(t, rc, "commit nested");
+        t->dirty = 0;
+    }
+    t->rtxn = rparent;
+    t->broken = 0;
+}
+
+/*
+ * One attempt at a lane batch (ledger_store_lane_op: reserves and reads): a reservation-env
+ * write txn, begun first (it waits for the durable lane's phase 1 or 2 to end), then a
+ * durable-env read txn (MVCC: never waits for the durable writer or its syncs). A durable
+ * write would fail (EACCES on a read-only txn); lane ops make none. Returns 1 for a retry
+ * in isolated mode, as ls_batch_run.
+ */
+static int ls_lane_run(ledger_store *s, const ledger_op *ops, uint32_t n, int64_t now_ms,
+                       int isolated, cg_err *out)
+{
+    ls_txn t = {.s = s, .now_ms = now_ms, .no_cache = isolated};
+    int wrote = 0;
+    t.p.next_seq = 1;
+    s->event_n = 0;
+    int rc = mdb_txn_begin(s->renv, NULL, 0, &t.rtxn);
+    if (rc != MDB_SUCCESS) {
+        *out = ls_lmdb_fail(&t, rc, "begin");
+        return 0;
+    }
+    /* The epoch is read before the durable snapshot is taken: a cache filled from a snapshot
+     * older than a definition commit is dropped by the next batch, which sees its epoch. */
+    uint64_t epoch = atomic_load(&s->main->def_epoch);
+    if (epoch != s->seen_epoch) {
+        ls_scope_cache_drop(s);
+        s->seen_epoch = epoch;
+    }
+    /* The read txn is kept between batches (reset / renew: no allocation per batch). */
+    rc = s->rd != NULL ? mdb_txn_renew(s->rd) : mdb_txn_begin(s->env, NULL, MDB_RDONLY, &s->rd);
+    if (rc != MDB_SUCCESS) {
+        if (s->rd != NULL) {
+            mdb_txn_abort(s->rd);
+            s->rd = NULL;
+        }
+        mdb_txn_abort(t.rtxn);
+        *out = ls_lmdb_fail(&t, rc, "begin read");
+        return 0;
+    }
+    t.txn = s->rd;
+    for (uint32_t i = 0; i < n; i++) {
+        t.dirty = 0;
+        if (isolated) {
+            ls_lane_op_isolated(&t, &ops[i]);
+        } else {
+            ls_op_apply(&t, ops[i].req, ops[i].rep);
+            if (t.broken || (t.dirty && ops[i].rep->status != CG_ERR_OK)) {
+                mdb_txn_reset(s->rd);
+                mdb_txn_abort(t.rtxn);
+                ls_scope_cache_drop(s);
+                return 1;
+            }
+        }
+        wrote |= t.dirty;
+    }
+    mdb_txn_reset(s->rd);
+    if (!(wrote & LS_DIRTY_RSV)) {
+        mdb_txn_abort(t.rtxn);
+    } else if ((rc = mdb_txn_commit(t.rtxn)) != MDB_SUCCESS) {
+        cg_log(CG_LOG_ERROR, "reservation env commit failed", "lmdb", mdb_strerror(rc), NULL);
+        ls_scope_cache_drop(s);
+        *out = cg_err_from_lmdb(rc);
+        return 0;
+    }
+    ls_batch_count(&t, 0, (wrote & LS_DIRTY_RSV) != 0, n, 0);
+    *out = CG_ERR_OK;
+    return 0;
+}
+
+int ledger_store_lane_op(uint8_t op)
+{
+    switch (op) {
+    case PROTO_OP_RESERVE:
+    case PROTO_OP_AUTH:
+    case PROTO_OP_GET_ORG:
+    case PROTO_OP_GET_KEY:
+    case PROTO_OP_GET_GROUP:
+    case PROTO_OP_GET_CUSTOMER:
+    case PROTO_OP_GET_ORG_STATE:
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+/* Whether every op of the batch may run on the lane. */
+static int ls_lane_ops(const ledger_op *ops, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        if (!ledger_store_lane_op(ops[i].req->op)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+cg_err ledger_store_lane_open(ledger_store *s, ledger_store **out)
+{
+    if (s == NULL || s->main != NULL || s->lane != NULL) {
+        return CG_ERR_INVAL;
+    }
+    ledger_store *l = calloc(1, sizeof(*l));
+    if (l == NULL) {
+        return CG_ERR_NOMEM;
+    }
+    l->scope_cache = calloc(LS_SCOPE_CACHE_SLOTS, sizeof(*l->scope_cache));
+    if (l->scope_cache == NULL || pthread_mutex_init(&l->stats_mu, NULL) != 0) {
+        free(l->scope_cache);
+        free(l);
+        return CG_ERR_NOMEM;
+    }
+    msgpack_sbuffer_init(&l->sbuf);
+    l->def_gen = 1;
+    l->env = s->env;
+    l->renv = s->renv;
+    l->db_orgs = s->db_orgs;
+    l->db_keys = s->db_keys;
+    l->db_groups = s->db_groups;
+    l->db_customers = s->db_customers;
+    l->db_counters = s->db_counters;
+    l->db_resv = s->db_resv;
+    l->db_leases = s->db_leases;
+    l->db_gc = s->db_gc;
+    l->db_usage = s->db_usage;
+    l->db_events = s->db_events;
+    l->db_meta = s->db_meta;
+    l->rdb_resv = s->rdb_resv;
+    l->rdb_leases = s->rdb_leases;
+    l->rdb_gc = s->rdb_gc;
+    l->rdb_sum = s->rdb_sum;
+    l->rdb_meta = s->rdb_meta;
+    l->ring = s->ring;
+    l->shard_index = s->shard_index;
+    memcpy(l->shard, s->shard, sizeof(l->shard));
+    l->usage_retention_ms = s->usage_retention_ms;
+    l->main = s;
+    l->seen_epoch = atomic_load(&s->def_epoch);
+    s->lane = l;
+    *out = l;
+    return CG_ERR_OK;
 }
 
 cg_err ledger_store_apply(ledger_store *s, const ledger_op *ops, uint32_t n)
@@ -728,6 +1225,31 @@ cg_err ledger_store_apply(ledger_store *s, const ledger_op *ops, uint32_t n)
     assert(n <= LEDGER_BATCH_OPS_MAX);
     int64_t now_ms = cg_now_ms();
     cg_err err = CG_ERR_OK;
+    if (s->main != NULL) {
+        atomic_store(&s->main->lane_used_ms, cg_mono_ms());
+        if (!ls_lane_ops(ops, n)) {
+            err = CG_ERR_INVAL; /* the caller routes only lane ops here */
+        } else if (ls_lane_run(s, ops, n, now_ms, 0, &err)) {
+            s->stats.isolated_runs++;
+            for (uint32_t i = 0; i < n; i++) {
+                ledger_rep_clear(ops[i].rep);
+            }
+            (void)ls_lane_run(s, ops, n, now_ms, 1, &err);
+            ls_scope_cache_drop(s);
+        }
+        if (err != CG_ERR_OK) {
+            s->stats.commit_errors++;
+            for (uint32_t i = 0; i < n; i++) {
+                ledger_rep_clear(ops[i].rep);
+                ops[i].rep->op = ops[i].req->op;
+                ops[i].rep->status = (uint16_t)err;
+            }
+        }
+        pthread_mutex_lock(&s->stats_mu);
+        s->stats_pub = s->stats;
+        pthread_mutex_unlock(&s->stats_mu);
+        return err;
+    }
     if (ls_batch_run(s, ops, n, now_ms, 0, &err)) {
         s->stats.isolated_runs++;
         for (uint32_t i = 0; i < n; i++) {
@@ -788,4 +1310,18 @@ cg_err ledger_store_reader_check(ledger_store *s, int *dead)
 void ledger_store_stats_get(const ledger_store *s, ledger_store_stats *out)
 {
     *out = s->stats;
+    if (s->lane != NULL) { /* the main store's counters include its lane's */
+        ledger_store_stats l;
+        pthread_mutex_lock(&s->lane->stats_mu);
+        l = s->lane->stats_pub;
+        pthread_mutex_unlock(&s->lane->stats_mu);
+        out->batches += l.batches;
+        out->ops += l.ops;
+        out->isolated_runs += l.isolated_runs;
+        out->commit_errors += l.commit_errors;
+        out->nosync_commits += l.nosync_commits;
+        for (unsigned i = 0; i < LEDGER_BATCH_HIST; i++) {
+            out->batch_hist[i] += l.batch_hist[i];
+        }
+    }
 }

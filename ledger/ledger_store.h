@@ -117,6 +117,18 @@ void ledger_store_close(ledger_store *s);
  */
 cg_err ledger_store_apply(ledger_store *s, const ledger_op *ops, uint32_t n);
 
+/*
+ * The reserve lane (docs/ledger-durability.md, "Two writer lanes"): a second view of an open
+ * store s, for a second thread, that applies batches of ledger_store_lane_op ops only (reserves
+ * and reads) with ledger_store_apply while s's own thread applies everything else. Once a lane
+ * is open, s commits in two phases so that its device syncs never hold the reservation env.
+ * The lane is closed with ledger_store_close (before s; closing s closes it too). One lane.
+ */
+cg_err ledger_store_lane_open(ledger_store *s, ledger_store **lane);
+/* 1 if an op (proto_op) may run on the lane: RESERVE, AUTH, GET_ORG / KEY / GROUP / CUSTOMER /
+ * ORG_STATE. */
+int ledger_store_lane_op(uint8_t op);
+
 /* Events committed by the last ledger_store_apply (borrowed, valid until the next apply). */
 const proto_event *ledger_store_new_events(const ledger_store *s, size_t *n);
 /* Sequence number of the newest committed event (0 if none). */
