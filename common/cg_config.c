@@ -142,8 +142,7 @@ static const cg_cfg_dir cg_cfg_dirs_[] = {
     {"smtp_tls", CG_CFG_ENUM, 0, CG_F(smtp_tls), 0, "off", 0, 0, cg_cfg_smtp_tls_},
     {"smtp_ca_file", CG_CFG_PATH, CG_CFG_EMPTY_OK, CG_S(smtp_ca_file), "", 0, 0, NULL},
     {"metrics_listen", CG_CFG_ADDR, CG_CFG_EMPTY_OK, CG_S(metrics_listen), "", 0, 0, NULL},
-    {"shutdown_timeout_ms", CG_CFG_U32, 0, CG_F(shutdown_timeout_ms), 0, "30000", 0, 600000,
-     NULL},
+    {"shutdown_timeout_ms", CG_CFG_U32, 0, CG_F(shutdown_timeout_ms), 0, "30000", 0, 600000, NULL},
     {"log_level", CG_CFG_LOGLEVEL, 0, CG_F(log_level), 0, "info", 0, 0, NULL},
     /* Tests only; bounded to +-100 years so cg_now_ms() cannot overflow. */
     {"clock_offset_s", CG_CFG_I64, 0, CG_F(clock_offset_s), 0, "0", -3155760000LL, 3155760000LL,
@@ -154,8 +153,7 @@ static const cg_cfg_dir cg_cfg_dirs_[] = {
     {"lease_scopes", CG_CFG_ENUM, 0, CG_F(lease_org), 0, "none", 0, 0, cg_cfg_lease_scopes_},
     {"lease_slice_pct", CG_CFG_U32, 0, CG_F(lease_slice_pct), 0, "10", 1, 100, NULL},
     {"demo_listen", CG_CFG_ADDR, 0, CG_S(demo_listen), "127.0.0.1:9090", 0, 0, NULL},
-    {"usage_retention_days", CG_CFG_U32, 0, CG_F(usage_retention_days), 0, "400", 0, 36500,
-     NULL},
+    {"usage_retention_days", CG_CFG_U32, 0, CG_F(usage_retention_days), 0, "400", 0, 36500, NULL},
 };
 
 #define CG_CFG_DIR_N (sizeof(cg_cfg_dirs_) / sizeof(cg_cfg_dirs_[0]))
@@ -348,8 +346,8 @@ static cg_err cg_cfg_shard_(cg_config *c, cg_cfg_load *ld, char *value)
     s->http_addr[0] = '\0';
     if (tn == 4 && (strstr(t[3], "://") != NULL || strchr(t[3], ':') == NULL ||
                     !cg_cfg_copy_(s->http_addr, CG_ADDR_MAX + 1, t[3]))) {
-        return cg_cfg_fail_(ld, "%s: bad http address %s (host:port, at most %d bytes)", t[0],
-                            t[3], CG_ADDR_MAX);
+        return cg_cfg_fail_(ld, "%s: bad http address %s (host:port, at most %d bytes)", t[0], t[3],
+                            CG_ADDR_MAX);
     }
     memcpy(s->name, t[0], strlen(t[0]) + 1);
     c->shard_n++;

@@ -96,8 +96,8 @@
 
 typedef struct cg_shard_cfg {
     char name[CG_SHARD_NAME_MAX + 1];
-    char req_url[CG_ADDR_MAX + 1]; /* NNG url of the REP socket, e.g. tcp://127.0.0.1:7100 */
-    char pub_url[CG_ADDR_MAX + 1]; /* NNG url of the PUB socket */
+    char req_url[CG_ADDR_MAX + 1];   /* NNG url of the REP socket, e.g. tcp://127.0.0.1:7100 */
+    char pub_url[CG_ADDR_MAX + 1];   /* NNG url of the PUB socket */
     char http_addr[CG_ADDR_MAX + 1]; /* host:port of /metrics, /healthz, /readyz; "" = none */
 } cg_shard_cfg;
 
@@ -169,16 +169,16 @@ typedef struct cg_config {
     char smtp_ca_file[CG_PATH_MAX + 1];    /* CA bundle for the SMTP server; "" = system CAs */
 
     uint32_t shutdown_timeout_ms; /* SIGTERM drain bound (gateway); 0 = stop at once */
-    int log_level; /* cg_log_level */
+    int log_level;                /* cg_log_level */
     int64_t clock_offset_s;
     char clock_file[CG_PATH_MAX + 1]; /* "" = none */
 
     cg_cidr trusted_proxies[CG_TRUSTED_PROXIES_MAX];
     uint32_t trusted_proxy_n;
     uint32_t clamp_min_tokens;
-    uint8_t lease_org;        /* lease_scopes org: org scopes are leased (docs/leasing.md) */
-    uint32_t lease_slice_pct; /* 1..100 */
-    uint8_t enforcement;      /* 0 = off: no reserve / settle / release (benchmarks) */
+    uint8_t lease_org;             /* lease_scopes org: org scopes are leased (docs/leasing.md) */
+    uint32_t lease_slice_pct;      /* 1..100 */
+    uint8_t enforcement;           /* 0 = off: no reserve / settle / release (benchmarks) */
     uint32_t usage_retention_days; /* 0 = keep usage records forever */
 } cg_config;
 

@@ -136,14 +136,14 @@
 #define PRICING_ARITY 4
 
 static const uint8_t req_arity[OP_LAST + 1] = {
-    [PROTO_OP_PING] = 2,         [PROTO_OP_AUTH] = 3,          [PROTO_OP_RESERVE] = 7,
-    [PROTO_OP_SETTLE] = 8,       [PROTO_OP_RELEASE] = 3,       [PROTO_OP_PUT_ORG] = 4,
-    [PROTO_OP_GET_ORG] = 2,      [PROTO_OP_PUT_KEY] = 4,       [PROTO_OP_GET_KEY] = 2,
-    [PROTO_OP_EVENTS_SINCE] = 4, [PROTO_OP_PUT_GROUP] = 4,     [PROTO_OP_GET_GROUP] = 2,
-    [PROTO_OP_PUT_CUSTOMER] = 3, [PROTO_OP_GET_CUSTOMER] = 4,  [PROTO_OP_DELETE] = 2,
-    [PROTO_OP_USAGE_QUERY] = 9,  [PROTO_OP_GET_ORG_STATE] = 2,
-    [PROTO_OP_LIST_KEYS] = 5,    [PROTO_OP_PUT_PRICING] = 3,   [PROTO_OP_LIST_PRICING] = 2,
-    [PROTO_OP_USAGE_SERIES] = 5, [PROTO_OP_USAGE_RECORDS] = 6,
+    [PROTO_OP_PING] = 2,          [PROTO_OP_AUTH] = 3,          [PROTO_OP_RESERVE] = 7,
+    [PROTO_OP_SETTLE] = 8,        [PROTO_OP_RELEASE] = 3,       [PROTO_OP_PUT_ORG] = 4,
+    [PROTO_OP_GET_ORG] = 2,       [PROTO_OP_PUT_KEY] = 4,       [PROTO_OP_GET_KEY] = 2,
+    [PROTO_OP_EVENTS_SINCE] = 4,  [PROTO_OP_PUT_GROUP] = 4,     [PROTO_OP_GET_GROUP] = 2,
+    [PROTO_OP_PUT_CUSTOMER] = 3,  [PROTO_OP_GET_CUSTOMER] = 4,  [PROTO_OP_DELETE] = 2,
+    [PROTO_OP_USAGE_QUERY] = 9,   [PROTO_OP_GET_ORG_STATE] = 2, [PROTO_OP_LIST_KEYS] = 5,
+    [PROTO_OP_PUT_PRICING] = 3,   [PROTO_OP_LIST_PRICING] = 2,  [PROTO_OP_USAGE_SERIES] = 5,
+    [PROTO_OP_USAGE_RECORDS] = 6,
 };
 
 /* The expected revision of a PUT of an org, key, group or customer (NULL for other ops). */

@@ -44,7 +44,7 @@
 #define PROTO_WEBHOOKS_MAX 8 /* webhook endpoints per org */
 #define PROTO_URL_MAX 512
 #define PROTO_EMAILS_MAX 16 /* alert email addresses per org */
-#define PROTO_EMAIL_MAX 254  /* bytes of one address (RFC 5321 path limit) */
+#define PROTO_EMAIL_MAX 254 /* bytes of one address (RFC 5321 path limit) */
 #define PROTO_SECRET_MAX 128
 #define PROTO_MODEL_MAX 64
 #define PROTO_EVENTS_MAX 256  /* events per events-since reply */
@@ -53,8 +53,8 @@
 #define PROTO_MODELS_MAX 16 /* allowed_models entries */
 #define PROTO_CIDRS_MAX 16  /* ip_allow / ip_deny entries */
 #define PROTO_PROVIDER_MAX 31
-#define PROTO_LIST_KEYS_MAX 100 /* keys per LIST_KEYS reply */
-#define PROTO_PRICING_MAX 256   /* entries per LIST_PRICING reply */
+#define PROTO_LIST_KEYS_MAX 100      /* keys per LIST_KEYS reply */
+#define PROTO_PRICING_MAX 256        /* entries per LIST_PRICING reply */
 #define PROTO_SERIES_MAX 10000       /* points per USAGE_SERIES reply (more: CG_ERR_TOOBIG) */
 #define PROTO_USAGE_RECORDS_MAX 2000 /* records per USAGE_RECORDS reply (a page) */
 /* PUB topics (NNG SUB prefixes): every threshold event message starts with these two bytes
@@ -89,22 +89,22 @@ typedef enum proto_event_type {
 } proto_event_type;
 
 typedef enum proto_op {
-    PROTO_OP_PING = 1,          /* route ""                          */
-    PROTO_OP_AUTH = 2,          /* route "key:<id>": key by hash     */
-    PROTO_OP_RESERVE = 3,       /* route = scope routing key         */
-    PROTO_OP_SETTLE = 4,        /* route = scope routing key         */
-    PROTO_OP_RELEASE = 5,       /* route = scope routing key         */
-    PROTO_OP_PUT_ORG = 6,       /* route "org:<id>"                  */
-    PROTO_OP_GET_ORG = 7,       /* route "org:<id>"                  */
-    PROTO_OP_PUT_KEY = 8,       /* route "key:<id>"                  */
-    PROTO_OP_GET_KEY = 9,       /* route "key:<id>": with limit state */
-    PROTO_OP_EVENTS_SINCE = 10, /* route ""                          */
-    PROTO_OP_PUT_GROUP = 11,    /* route "group:<org>/<id>"          */
-    PROTO_OP_GET_GROUP = 12,    /* route "group:<org>/<id>": with limit state */
-    PROTO_OP_PUT_CUSTOMER = 13, /* route "customer:<org>/<id>" (override record) */
-    PROTO_OP_GET_CUSTOMER = 14, /* route "customer:<org>/<id>": record (if any) + state */
-    PROTO_OP_DELETE = 15,       /* route names the record: org/key/group/customer */
-    PROTO_OP_USAGE_QUERY = 16,  /* route "": totals of this shard's usage records */
+    PROTO_OP_PING = 1,           /* route ""                          */
+    PROTO_OP_AUTH = 2,           /* route "key:<id>": key by hash     */
+    PROTO_OP_RESERVE = 3,        /* route = scope routing key         */
+    PROTO_OP_SETTLE = 4,         /* route = scope routing key         */
+    PROTO_OP_RELEASE = 5,        /* route = scope routing key         */
+    PROTO_OP_PUT_ORG = 6,        /* route "org:<id>"                  */
+    PROTO_OP_GET_ORG = 7,        /* route "org:<id>"                  */
+    PROTO_OP_PUT_KEY = 8,        /* route "key:<id>"                  */
+    PROTO_OP_GET_KEY = 9,        /* route "key:<id>": with limit state */
+    PROTO_OP_EVENTS_SINCE = 10,  /* route ""                          */
+    PROTO_OP_PUT_GROUP = 11,     /* route "group:<org>/<id>"          */
+    PROTO_OP_GET_GROUP = 12,     /* route "group:<org>/<id>": with limit state */
+    PROTO_OP_PUT_CUSTOMER = 13,  /* route "customer:<org>/<id>" (override record) */
+    PROTO_OP_GET_CUSTOMER = 14,  /* route "customer:<org>/<id>": record (if any) + state */
+    PROTO_OP_DELETE = 15,        /* route names the record: org/key/group/customer */
+    PROTO_OP_USAGE_QUERY = 16,   /* route "": totals of this shard's usage records */
     PROTO_OP_GET_ORG_STATE = 17, /* route "org:<id>": org with limit state */
     PROTO_OP_LIST_KEYS = 18,     /* route "": keys of one org on this shard, by id */
     PROTO_OP_PUT_PRICING = 19,   /* route "pricing:<model>": pricing override */
@@ -504,20 +504,20 @@ typedef struct proto_rep {
             uint32_t n;       /* <= the request's limit */
             uint8_t has_more; /* more keys of the org after the last one on this shard */
             proto_key *keys;  /* heap, n entries, ascending id; freed by proto_rep_free */
-        } list_keys; /* OK */
+        } list_keys;          /* OK */
         struct {
             uint32_t n;
             proto_pricing *items; /* heap, n entries, ascending model */
-        } list_pricing; /* OK */
+        } list_pricing;           /* OK */
         struct {
-            uint32_t n;                 /* <= PROTO_SERIES_MAX */
-            proto_usage_point *points;  /* heap, ascending (start_ms, value) */
-        } usage_series; /* OK */
+            uint32_t n;                /* <= PROTO_SERIES_MAX */
+            proto_usage_point *points; /* heap, ascending (start_ms, value) */
+        } usage_series;                /* OK */
         struct {
             uint32_t n;           /* <= the request's limit */
             uint8_t has_more;     /* more matching records after the last one */
             proto_usage *records; /* heap, ascending (ts_ms, request_id) */
-        } usage_records; /* OK */
+        } usage_records;          /* OK */
     } u;
 } proto_rep;
 
