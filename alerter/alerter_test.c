@@ -232,6 +232,34 @@ static int run_until(unsigned long long seq, void (*during)(void))
     return ok;
 }
 
+/* A fresh scratch data dir /tmp/alerter_test<tag>.<pid>; cmd is left holding the
+ * command that removes it. Returns system()'s status for the initial removal. */
+static int scratch_fresh(const char *tag, char *dir, size_t dir_n, char *cmd, size_t cmd_n)
+{
+    snprintf(dir, dir_n, "/tmp/alerter_test%s.%d", tag, (int)getpid());
+    snprintf(cmd, cmd_n, "rm -rf '%s'", dir);
+    return system(cmd);
+}
+
+/* Opens the outbox the alerter left under dir and checks shard s0's cursor and the
+ * PENDING count (counts gets all three). *out is the open outbox, or NULL when a
+ * check failed. */
+static void outbox_expect(const char *dir, uint64_t cursor_want, uint64_t pending_want,
+                          uint64_t counts[3], alerter_outbox **out)
+{
+    char adir[160];
+    alerter_outbox *ob = NULL;
+    uint64_t cursor = 0;
+    *out = NULL;
+    snprintf(adir, sizeof adir, "%s/alerter", dir);
+    CG_CHECK_EQ_INT(alerter_outbox_open(adir, 1 << 24, &ob), CG_ERR_OK);
+    CG_CHECK_EQ_INT(alerter_outbox_cursor_get(ob, "s0", &cursor), CG_ERR_OK);
+    CG_CHECK_EQ_INT(cursor, cursor_want);
+    CG_CHECK_EQ_INT(alerter_outbox_count(ob, counts), CG_ERR_OK);
+    CG_CHECK_EQ_INT(counts[ALERTER_PENDING], pending_want);
+    *out = ob;
+}
+
 static void publish_with_gaps(void)
 {
     usleep(300 * 1000);
@@ -244,9 +272,7 @@ static void publish_with_gaps(void)
 CG_TEST(never_misses_an_event)
 {
     char dir[128], cmd[160];
-    snprintf(dir, sizeof dir, "/tmp/alerter_test.%d", (int)getpid());
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    CG_CHECK(system(cmd) == 0);
+    CG_CHECK(scratch_fresh("", dir, sizeof dir, cmd, sizeof cmd) == 0);
     config_make(dir);
     CG_CHECK(fake_start() == 0);
     for (int i = 0; i < 3; i++) {
@@ -262,15 +288,10 @@ CG_TEST(never_misses_an_event)
     CG_CHECK(ok1 && ok2);
     CG_CHECK(org_calls >= 4);
 
-    char adir[160];
-    snprintf(adir, sizeof adir, "%s/alerter", dir);
     alerter_outbox *ob = NULL;
-    uint64_t cursor = 0, counts[3];
-    CG_CHECK_EQ_INT(alerter_outbox_open(adir, 1 << 24, &ob), CG_ERR_OK);
-    CG_CHECK_EQ_INT(alerter_outbox_cursor_get(ob, "s0", &cursor), CG_ERR_OK);
-    CG_CHECK_EQ_INT(cursor, 7);
-    CG_CHECK_EQ_INT(alerter_outbox_count(ob, counts), CG_ERR_OK);
-    CG_CHECK_EQ_INT(counts[ALERTER_PENDING], 7 * WEBHOOKS);
+    uint64_t counts[3];
+    outbox_expect(dir, 7, 7 * WEBHOOKS, counts, &ob);
+    CG_CHECK(ob != NULL);
     CG_CHECK_EQ_INT(counts[ALERTER_DELIVERED] + counts[ALERTER_FAILED], 0);
     /* Each record was attempted once (refused), and waits for its one retry. */
     alerter_record *r = calloc(1, sizeof *r);
@@ -299,9 +320,7 @@ static void publish_gap_only(void)
 CG_TEST(gap_in_pub_messages_is_caught_up)
 {
     char dir[128], cmd[160];
-    snprintf(dir, sizeof dir, "/tmp/alerter_test_gap.%d", (int)getpid());
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    CG_CHECK(system(cmd) == 0);
+    CG_CHECK(scratch_fresh("_gap", dir, sizeof dir, cmd, sizeof cmd) == 0);
     config_make(dir);
     cfg.alert_poll_ms = 60000;
     CG_CHECK(fake_start() == 0);
@@ -313,15 +332,10 @@ CG_TEST(gap_in_pub_messages_is_caught_up)
     fake_stop();
     CG_CHECK(ok);
 
-    char adir[160];
-    snprintf(adir, sizeof adir, "%s/alerter", dir);
     alerter_outbox *ob = NULL;
-    uint64_t cursor = 0, counts[3];
-    CG_CHECK_EQ_INT(alerter_outbox_open(adir, 1 << 24, &ob), CG_ERR_OK);
-    CG_CHECK_EQ_INT(alerter_outbox_cursor_get(ob, "s0", &cursor), CG_ERR_OK);
-    CG_CHECK_EQ_INT(cursor, 6);
-    CG_CHECK_EQ_INT(alerter_outbox_count(ob, counts), CG_ERR_OK);
-    CG_CHECK_EQ_INT(counts[ALERTER_PENDING], 6 * WEBHOOKS);
+    uint64_t counts[3];
+    outbox_expect(dir, 6, 6 * WEBHOOKS, counts, &ob);
+    CG_CHECK(ob != NULL);
     alerter_outbox_close(ob);
     CG_CHECK(system(cmd) == 0);
 }
@@ -331,9 +345,7 @@ CG_TEST(gap_in_pub_messages_is_caught_up)
 CG_TEST(hole_in_shard_log_is_skipped)
 {
     char dir[128], cmd[160];
-    snprintf(dir, sizeof dir, "/tmp/alerter_test_hole.%d", (int)getpid());
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    CG_CHECK(system(cmd) == 0);
+    CG_CHECK(scratch_fresh("_hole", dir, sizeof dir, cmd, sizeof cmd) == 0);
     config_make(dir);
     CG_CHECK(fake_start() == 0);
     const uint64_t seqs[] = {1, 2, 5, 6};
@@ -347,15 +359,10 @@ CG_TEST(hole_in_shard_log_is_skipped)
     fake_stop();
     CG_CHECK(ok);
 
-    char adir[160];
-    snprintf(adir, sizeof adir, "%s/alerter", dir);
     alerter_outbox *ob = NULL;
-    uint64_t cursor = 0, counts[3];
-    CG_CHECK_EQ_INT(alerter_outbox_open(adir, 1 << 24, &ob), CG_ERR_OK);
-    CG_CHECK_EQ_INT(alerter_outbox_cursor_get(ob, "s0", &cursor), CG_ERR_OK);
-    CG_CHECK_EQ_INT(cursor, 6);
-    CG_CHECK_EQ_INT(alerter_outbox_count(ob, counts), CG_ERR_OK);
-    CG_CHECK_EQ_INT(counts[ALERTER_PENDING], 4 * WEBHOOKS);
+    uint64_t counts[3];
+    outbox_expect(dir, 6, 4 * WEBHOOKS, counts, &ob);
+    CG_CHECK(ob != NULL);
     alerter_outbox_close(ob);
     CG_CHECK(system(cmd) == 0);
 }

@@ -4,6 +4,7 @@
  * close"), a 5 s receive timeout, answers up to T_RESP_MAX bytes.
  */
 #include "admin_test.h"
+#include "gw_test_port.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,18 +20,7 @@ int t_port;
 
 int t_free_port(void)
 {
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &alen) == 0) {
-        port = ntohs(a.sin_port);
-    }
-    if (fd >= 0) {
-        close(fd);
-    }
-    return port;
+    return gw_test_free_port();
 }
 
 static int t_io(int fd, const char *req, size_t len, char *buf, size_t cap)

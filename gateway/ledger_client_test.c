@@ -29,6 +29,7 @@
 #include "cg_config.h"
 #include "cg_test.h"
 #include "gw_ledger.h"
+#include "gw_test_port.h"
 
 #define TEST_OPS_MANY 200
 #define TEST_GUARD_MS 10000 /* a test that takes longer than this has hung */
@@ -124,23 +125,6 @@ static void test_srv_stop(test_srv *s)
     pthread_join(s->thr, NULL);
 }
 
-/* A loopback port nobody listens on (bound, then released). */
-static int test_free_port(void)
-{
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof(a);
-    int fd = socket(AF_INET, SOCK_STREAM, 0), port = -1;
-
-    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
-        getsockname(fd, (struct sockaddr *)&a, &alen) == 0) {
-        port = ntohs(a.sin_port);
-    }
-    if (fd >= 0) {
-        close(fd);
-    }
-    return port;
-}
-
 /* ---- the client side ---- */
 
 typedef struct test_env {
@@ -197,6 +181,15 @@ static int test_env_init(test_env *env, int port, uint32_t timeout_ms)
     return 0;
 }
 
+/* Start the REP server and a client to it (timeout_ms per operation); 0 when both are up. */
+static int test_start(test_srv *srv, test_env *env, uint32_t timeout_ms)
+{
+    if (test_srv_start(srv) != 0) {
+        return -1;
+    }
+    return test_env_init(env, srv->port, timeout_ms);
+}
+
 /* Run until every handle closed (the last callback frees the client and the guard). */
 static void test_env_run(test_env *env)
 {
@@ -249,8 +242,7 @@ CG_TEST(ledger_ping_on_loop_thread)
     test_env env;
     proto_req r = test_ping();
 
-    CG_CHECK(test_srv_start(&srv) == 0);
-    CG_CHECK(test_env_init(&env, srv.port, 2000) == 0);
+    CG_CHECK(test_start(&srv, &env, 2000) == 0);
     env.want = 1;
     CG_CHECK_EQ_INT(gw_ledger_submit_to(env.l, 0, &r, test_record_cb, &env), CG_ERR_OK);
     test_env_run(&env);
@@ -273,8 +265,7 @@ CG_TEST(ledger_many_by_route)
     memset(&r, 0, sizeof(r));
     r.op = PROTO_OP_GET_ORG;
     strcpy(r.route, "org:acme");
-    CG_CHECK(test_srv_start(&srv) == 0);
-    CG_CHECK(test_env_init(&env, srv.port, 5000) == 0);
+    CG_CHECK(test_start(&srv, &env, 5000) == 0);
     env.want = TEST_OPS_MANY;
     for (int i = 0; i < TEST_OPS_MANY; i++) {
         CG_CHECK_EQ_INT(gw_ledger_submit(env.l, &r, test_record_cb, &env), CG_ERR_OK);
@@ -336,9 +327,8 @@ CG_TEST(ledger_batch_one_message_in_order)
     static const uint16_t want[TEST_MIX_N] = {CG_ERR_OK, CG_ERR_BUDGET, CG_ERR_OK, CG_ERR_NOTFOUND,
                                               CG_ERR_OK};
 
-    CG_CHECK(test_srv_start(&srv) == 0);
     memset(&m, 0, sizeof(m));
-    CG_CHECK(test_env_init(&m.env, srv.port, 2000) == 0);
+    CG_CHECK(test_start(&srv, &m.env, 2000) == 0);
     m.env.want = TEST_MIX_N;
     for (int i = 0; i < TEST_MIX_N; i++) {
         memset(&r[i], 0, sizeof(r[i]));
@@ -390,8 +380,7 @@ CG_TEST(ledger_chain_sends_at_once)
     test_env env;
     proto_req r = test_ping();
 
-    CG_CHECK(test_srv_start(&srv) == 0);
-    CG_CHECK(test_env_init(&env, srv.port, 2000) == 0);
+    CG_CHECK(test_start(&srv, &env, 2000) == 0);
     env.want = TEST_CHAIN_N;
     CG_CHECK_EQ_INT(gw_ledger_submit_to(env.l, 0, &r, test_chain_cb, &env), CG_ERR_OK);
     test_env_run(&env);
@@ -409,7 +398,7 @@ CG_TEST(ledger_batch_times_out_whole)
     test_env env;
     proto_req r = test_ping();
 
-    CG_CHECK(test_env_init(&env, test_free_port(), 300) == 0);
+    CG_CHECK(test_env_init(&env, gw_test_free_port(), 300) == 0);
     env.want = 3;
     for (int i = 0; i < 3; i++) {
         CG_CHECK_EQ_INT(gw_ledger_submit_to(env.l, 0, &r, test_record_cb, &env), CG_ERR_OK);
@@ -425,7 +414,7 @@ CG_TEST(ledger_empty_route_refused)
     test_env env;
     proto_req r = test_ping();
 
-    CG_CHECK(test_env_init(&env, test_free_port(), 200) == 0);
+    CG_CHECK(test_env_init(&env, gw_test_free_port(), 200) == 0);
     CG_CHECK_EQ_INT(gw_ledger_submit(env.l, &r, test_record_cb, &env), CG_ERR_INVAL);
     test_finish(&env);
     test_env_run(&env);
@@ -437,7 +426,7 @@ CG_TEST(ledger_no_server_times_out)
     test_env env;
     proto_req r = test_ping();
 
-    CG_CHECK(test_env_init(&env, test_free_port(), 300) == 0);
+    CG_CHECK(test_env_init(&env, gw_test_free_port(), 300) == 0);
     env.want = 1;
     CG_CHECK_EQ_INT(gw_ledger_submit_to(env.l, 0, &r, test_record_cb, &env), CG_ERR_OK);
     test_env_run(&env);
@@ -489,9 +478,8 @@ CG_TEST(ledger_slow_reply_times_out)
     test_slow ts;
     proto_req r = test_ping();
 
-    CG_CHECK(test_srv_start(&srv) == 0);
+    CG_CHECK(test_start(&srv, &ts.env, 250) == 0);
     atomic_store(&srv.delay_ms, 700);
-    CG_CHECK(test_env_init(&ts.env, srv.port, 250) == 0);
     ts.srv = &srv;
     CG_CHECK_EQ_INT(gw_ledger_submit_to(ts.env.l, 0, &r, test_slow_first_cb, &ts), CG_ERR_OK);
     test_env_run(&ts.env);
@@ -509,9 +497,8 @@ CG_TEST(ledger_wrong_op_is_proto_error)
     test_env env;
     proto_req r = test_ping();
 
-    CG_CHECK(test_srv_start(&srv) == 0);
+    CG_CHECK(test_start(&srv, &env, 2000) == 0);
     atomic_store(&srv.wrong_op, 1);
-    CG_CHECK(test_env_init(&env, srv.port, 2000) == 0);
     env.want = 1;
     CG_CHECK_EQ_INT(gw_ledger_submit_to(env.l, 0, &r, test_record_cb, &env), CG_ERR_OK);
     test_env_run(&env);
@@ -546,7 +533,7 @@ CG_TEST(ledger_free_completes_pending)
     test_env env;
     proto_req r = test_ping();
 
-    CG_CHECK(test_env_init(&env, test_free_port(), 5000) == 0);
+    CG_CHECK(test_env_init(&env, gw_test_free_port(), 5000) == 0);
     for (int i = 0; i < 3; i++) {
         CG_CHECK_EQ_INT(gw_ledger_submit_to(env.l, 0, &r, test_shutdown_cb, &env), CG_ERR_OK);
     }

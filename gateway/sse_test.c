@@ -74,6 +74,21 @@ static void run(gw_sse *s, const char *in, size_t n, const size_t *cuts, size_t 
     gw_sse_finish(s, out_emit, o);
 }
 
+/* Feed all of `in` at once to s, freshly set up with flags, into a fresh o
+ * (the caller finishes with gw_sse_fini(s) and free(o->p)). */
+static void run_whole(gw_sse *s, unsigned flags, const char *in, out_buf *o)
+{
+    memset(o, 0, sizeof(*o));
+    gw_sse_init(s, flags);
+    run(s, in, strlen(in), NULL, 0, o);
+}
+
+/* The output is exactly want. */
+static int out_is(const out_buf *o, const char *want)
+{
+    return o->p != NULL && strcmp(o->p, want) == 0;
+}
+
 /* Every single split position, for one line-end style and mode; returns 0 on success. */
 static int check_all_splits(const char *eol, int strip)
 {
@@ -135,7 +150,7 @@ CG_TEST(sse_byte_by_byte)
             out_buf o = {0};
             gw_sse_init(&s, strip);
             run(&s, in, n, cuts, n, &o);
-            int ok = o.p != NULL && strcmp(o.p, want) == 0 && s.have_usage && s.saw_done;
+            int ok = out_is(&o, want) && s.have_usage && s.saw_done;
             gw_sse_fini(&s);
             free(o.p);
             free(cuts);
@@ -151,10 +166,9 @@ CG_TEST(sse_usage_with_choices_not_stripped)
     const char *in = "data: {\"choices\":[{\"delta\":{\"content\":\"abc\"}}],"
                      "\"usage\":{\"prompt_tokens\":5,\"completion_tokens\":1}}\n\n";
     gw_sse s;
-    out_buf o = {0};
-    gw_sse_init(&s, 1);
-    run(&s, in, strlen(in), NULL, 0, &o);
-    CG_CHECK(o.p != NULL && strcmp(o.p, in) == 0);
+    out_buf o;
+    run_whole(&s, 1, in, &o);
+    CG_CHECK(out_is(&o, in));
     CG_CHECK(s.have_usage);
     CG_CHECK_EQ_INT(s.usage.prompt_tokens, 5);
     CG_CHECK_EQ_INT(s.usage.completion_tokens, 1);
@@ -168,10 +182,9 @@ CG_TEST(sse_multiline_data)
     const char *in = "event: message\nid: 7\ndata: {\"choices\": [],\ndata: \"usage\": "
                      "{\"prompt_tokens\": 3, \"completion_tokens\": 9}}\n\ndata: [DONE]\n\n";
     gw_sse s;
-    out_buf o = {0};
-    gw_sse_init(&s, 1);
-    run(&s, in, strlen(in), NULL, 0, &o);
-    CG_CHECK(o.p != NULL && strcmp(o.p, "data: [DONE]\n\n") == 0);
+    out_buf o;
+    run_whole(&s, 1, in, &o);
+    CG_CHECK(out_is(&o, "data: [DONE]\n\n"));
     CG_CHECK(s.have_usage);
     CG_CHECK_EQ_INT(s.usage.completion_tokens, 9);
     gw_sse_fini(&s);
@@ -182,10 +195,9 @@ CG_TEST(sse_null_usage_is_not_usage)
 {
     const char *in = EV_HELLO "\n\n" EV_STOP "\n\n";
     gw_sse s;
-    out_buf o = {0};
-    gw_sse_init(&s, 1);
-    run(&s, in, strlen(in), NULL, 0, &o);
-    CG_CHECK(o.p != NULL && strcmp(o.p, in) == 0);
+    out_buf o;
+    run_whole(&s, 1, in, &o);
+    CG_CHECK(out_is(&o, in));
     CG_CHECK(!s.have_usage);
     CG_CHECK(!s.saw_done);
     CG_CHECK_EQ_INT(s.content_bytes, 5);
@@ -198,12 +210,10 @@ CG_TEST(sse_unterminated_final_event)
     const char *in = EV_HELLO "\n\n" EV_USAGE;
     for (int strip = 0; strip <= 1; strip++) {
         gw_sse s;
-        out_buf o = {0};
-        gw_sse_init(&s, strip);
-        run(&s, in, strlen(in), NULL, 0, &o);
+        out_buf o;
+        run_whole(&s, strip, in, &o);
         const char *want = strip ? EV_HELLO "\n\n" : in;
-        int ok =
-            o.p != NULL && strcmp(o.p, want) == 0 && s.have_usage && s.usage.prompt_tokens == 11;
+        int ok = out_is(&o, want) && s.have_usage && s.usage.prompt_tokens == 11;
         gw_sse_fini(&s);
         free(o.p);
         CG_CHECK(ok);
@@ -215,10 +225,9 @@ CG_TEST(sse_broken_stream_partial_event_forwarded)
     /* A stream cut mid-event (break_after): the partial bytes still reach the client. */
     const char *in = EV_HELLO "\n\ndata: {\"choices\":[{\"delta\":{\"content\":\"wor";
     gw_sse s;
-    out_buf o = {0};
-    gw_sse_init(&s, 1);
-    run(&s, in, strlen(in), NULL, 0, &o);
-    CG_CHECK(o.p != NULL && strcmp(o.p, in) == 0);
+    out_buf o;
+    run_whole(&s, 1, in, &o);
+    CG_CHECK(out_is(&o, in));
     CG_CHECK(!s.have_usage);
     CG_CHECK_EQ_INT(s.content_bytes, 5);
     gw_sse_fini(&s);
@@ -253,10 +262,9 @@ CG_TEST(sse_mixed_line_ends)
     const char *in = EV_HELLO "\r\n\n" EV_USAGE "\n\r\n" EV_DONE "\r\r";
     const char *want = EV_HELLO "\r\n\n" EV_DONE "\r\r";
     gw_sse s;
-    out_buf o = {0};
-    gw_sse_init(&s, 1);
-    run(&s, in, strlen(in), NULL, 0, &o);
-    CG_CHECK(o.p != NULL && strcmp(o.p, want) == 0);
+    out_buf o;
+    run_whole(&s, 1, in, &o);
+    CG_CHECK(out_is(&o, want));
     CG_CHECK(s.have_usage && s.saw_done);
     gw_sse_fini(&s);
     free(o.p);
@@ -288,9 +296,9 @@ CG_TEST(sse_responses_usage)
         gw_sse_init(&s, GW_SSE_RESPONSES | GW_SSE_STRIP_USAGE);
         size_t cuts[] = {cut};
         run(&s, in, n, cuts, 1, &o);
-        int ok = o.p != NULL && strcmp(o.p, in) == 0 && s.have_usage &&
-                 s.usage.prompt_tokens == 5 && s.usage.completion_tokens == 6 &&
-                 s.usage.cached_tokens == 1 && s.content_bytes == 12;
+        int ok = out_is(&o, in) && s.have_usage && s.usage.prompt_tokens == 5 &&
+                 s.usage.completion_tokens == 6 && s.usage.cached_tokens == 1 &&
+                 s.content_bytes == 12;
         gw_sse_fini(&s);
         free(o.p);
         CG_CHECK(ok);
@@ -301,9 +309,8 @@ CG_TEST(sse_responses_broken_counts_deltas)
 {
     const char *in = RS_CREATED RS_DELTA RS_DELTA;
     gw_sse s;
-    out_buf o = {0};
-    gw_sse_init(&s, GW_SSE_RESPONSES);
-    run(&s, in, strlen(in), NULL, 0, &o);
+    out_buf o;
+    run_whole(&s, GW_SSE_RESPONSES, in, &o);
     CG_CHECK(!s.have_usage);
     CG_CHECK_EQ_INT(s.content_bytes, 12);
     gw_sse_fini(&s);
@@ -314,9 +321,8 @@ CG_TEST(sse_completions_text_counted)
 {
     const char *in = "data: {\"choices\":[{\"text\":\"abc\",\"index\":0}]}\n\n";
     gw_sse s;
-    out_buf o = {0};
-    gw_sse_init(&s, 0);
-    run(&s, in, strlen(in), NULL, 0, &o);
+    out_buf o;
+    run_whole(&s, 0, in, &o);
     CG_CHECK_EQ_INT(s.content_bytes, 3);
     gw_sse_fini(&s);
     free(o.p);

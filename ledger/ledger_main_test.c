@@ -21,6 +21,7 @@
 #include "cg_ring.h"
 #include "cg_test.h"
 #include "ledger_store.h"
+#include "ledger_test_call.h"
 #include "proto.h"
 
 static char g_dir[64];
@@ -146,24 +147,7 @@ CG_TEST(serves_and_exits_0_on_sigterm)
 /* Send a batch without ever blocking in send (REQ with no peer would), wait for the reply. */
 static int call_nb(nng_socket s, const proto_req *reqs, uint32_t n, proto_rep **reps, uint32_t *rn)
 {
-    msgpack_sbuffer sb;
-    void *buf = NULL;
-    size_t len = 0;
-    msgpack_sbuffer_init(&sb);
-    int rc = proto_req_encode(reqs, n, &sb) == CG_ERR_OK ? 0 : -1;
-    if (rc == 0) {
-        rc = nng_send(s, sb.data, sb.size, NNG_FLAG_NONBLOCK);
-    }
-    msgpack_sbuffer_destroy(&sb);
-    if (rc == 0) {
-        rc = nng_recv(s, &buf, &len, NNG_FLAG_ALLOC);
-    }
-    if (rc != 0) {
-        return -1;
-    }
-    rc = proto_rep_decode(buf, len, reps, rn) == CG_ERR_OK ? 0 : -1;
-    nng_free(buf, len);
-    return rc;
+    return ledger_test_call(s, NNG_FLAG_NONBLOCK, reqs, n, reps, rn);
 }
 
 typedef struct hammer {

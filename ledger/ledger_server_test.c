@@ -20,6 +20,7 @@
 #include "cg_test.h"
 #include "ledger_server.h"
 #include "ledger_store.h"
+#include "ledger_test_call.h"
 
 #define CLIENTS 8
 #define ROUNDS 50
@@ -83,24 +84,7 @@ static int req_open(const fx *f, nng_socket *s)
 /* Send a batch and decode the reply (free with proto_rep_free). */
 static int call(nng_socket s, const proto_req *reqs, uint32_t n, proto_rep **reps, uint32_t *rn)
 {
-    msgpack_sbuffer sb;
-    void *buf = NULL;
-    size_t len = 0;
-    msgpack_sbuffer_init(&sb);
-    int rc = proto_req_encode(reqs, n, &sb) == CG_ERR_OK ? 0 : -1;
-    if (rc == 0) {
-        rc = nng_send(s, sb.data, sb.size, 0);
-    }
-    msgpack_sbuffer_destroy(&sb);
-    if (rc == 0) {
-        rc = nng_recv(s, &buf, &len, NNG_FLAG_ALLOC);
-    }
-    if (rc != 0) {
-        return -1;
-    }
-    rc = proto_rep_decode(buf, len, reps, rn) == CG_ERR_OK ? 0 : -1;
-    nng_free(buf, len);
-    return rc;
+    return ledger_test_call(s, 0, reqs, n, reps, rn);
 }
 
 static proto_req mk(int op, const char *route)

@@ -257,13 +257,7 @@ static cg_err org_customer_limits(uint32_t n, uint32_t id_delta, uint64_t low_bu
 {
     raw r;
     raw_init(&r);
-    raw_arr(&r, 2);
-    raw_u(&r, PROTO_VERSION);
-    raw_arr(&r, 8);
-    raw_str(&r, 1, 'o');
-    raw_str(&r, 1, 'n');
-    raw_u(&r, 1);
-    raw_i(&r, 0);
+    raw_org_start(&r, 8, 1, 1);
     raw_arr(&r, 0);
     raw_arr(&r, 0);
     raw_natural_limits(&r, n, id_delta);

@@ -461,13 +461,7 @@ static void raw_limit(raw *r, uint32_t id, uint8_t kind, uint32_t sliding_s, uin
 /* [1, org] with limit_n day limits (ids 1..n) of warn_n thresholds each. */
 static void raw_org(raw *r, uint32_t limit_n, uint32_t warn_n, uint32_t webhook_n, uint64_t anchor)
 {
-    raw_arr(r, 2);
-    raw_u(r, PROTO_VERSION);
-    raw_arr(r, 8);
-    raw_str(r, 4, 'o');
-    raw_str(r, 4, 'n');
-    raw_u(r, anchor);
-    raw_i(r, 0);
+    raw_org_start(r, 8, 4, anchor);
     raw_arr(r, limit_n);
     for (uint32_t i = 0; i < limit_n; i++) {
         raw_limit(r, i + 1, CG_WIN_DAY, 0, warn_n, NULL);
@@ -1133,13 +1127,7 @@ CG_TEST(record_bounds)
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         raw r;
         raw_init(&r);
-        raw_arr(&r, 2);
-        raw_u(&r, PROTO_VERSION);
-        raw_arr(&r, 8);
-        raw_str(&r, 1, 'o');
-        raw_str(&r, 1, 'n');
-        raw_u(&r, 1);
-        raw_i(&r, 0);
+        raw_org_start(&r, 8, 1, 1);
         raw_arr(&r, 2);
         raw_limit(&r, cases[i].id, cases[i].kind, cases[i].sliding_s, 2, cases[i].bp);
         raw_limit(&r, cases[i].dup, CG_WIN_LIFETIME, 0, 0, NULL);
@@ -1602,13 +1590,7 @@ CG_TEST(issue5_codecs)
 /* An org record of arity elements: the 8 of before, then what the caller appends. */
 static void raw_org_head(raw *r, uint32_t arity)
 {
-    raw_arr(r, 2);
-    raw_u(r, PROTO_VERSION);
-    raw_arr(r, arity);
-    raw_str(r, 4, 'o');
-    raw_str(r, 4, 'n');
-    raw_u(r, 1);
-    raw_i(r, 0);
+    raw_org_start(r, arity, 4, 1);
     raw_arr(r, 0); /* limits */
     raw_arr(r, 0); /* webhooks */
     raw_arr(r, 0); /* customer limits */

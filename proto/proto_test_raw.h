@@ -68,6 +68,20 @@ static inline void raw_batch(raw *r, uint32_t n)
     raw_arr(r, n);
 }
 
+/* [1, [id, name, anchor, 0, ...: the start of an org record of arity elements
+ * (id and name of name_len bytes, revision-less head); the caller appends the
+ * limits, webhooks, customer limits and on_low_budget. */
+static inline void raw_org_start(raw *r, uint32_t arity, size_t name_len, uint64_t anchor)
+{
+    raw_arr(r, 2);
+    raw_u(r, PROTO_VERSION);
+    raw_arr(r, arity);
+    raw_str(r, name_len, 'o');
+    raw_str(r, name_len, 'n');
+    raw_u(r, anchor);
+    raw_i(r, 0);
+}
+
 /* ---- decode helpers: the error only, results freed ---- */
 
 static inline cg_err dec_req(const void *b, size_t len)

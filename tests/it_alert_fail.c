@@ -233,6 +233,20 @@ int main(void)
     fx_resp_free(&r);
     FX_CHECK_EQ_INT(fx_alerter_get(&c, &r, "/admin/v1/deliveries?status=nope"), 400);
     fx_resp_free(&r);
+    /* limit is bounded to 1..1000: outside it (or not a number), a 400 naming limit. */
+    static const char *const bad_limits[] = {"0", "1001", "-1", "x", "99999999999999999999"};
+    for (size_t i = 0; i < sizeof(bad_limits) / sizeof(bad_limits[0]); i++) {
+        char path[96];
+        snprintf(path, sizeof(path), "/admin/v1/deliveries?limit=%s", bad_limits[i]);
+        FX_CHECK_EQ_INT(fx_alerter_get(&c, &r, path), 400);
+        const cJSON *err = cJSON_GetObjectItemCaseSensitive(r.json, "error");
+        const cJSON *msg = cJSON_GetObjectItemCaseSensitive(err, "message");
+        FX_CHECK(cJSON_IsString(msg) && strncmp(msg->valuestring, "limit", 5) == 0,
+                 "limit=%s: the 400 names limit: %s", bad_limits[i], r.body);
+        fx_resp_free(&r);
+    }
+    FX_CHECK_EQ_INT(fx_alerter_get(&c, &r, "/admin/v1/deliveries?limit=1000"), 200);
+    fx_resp_free(&r);
 
     always_failing(&c, h500);
     gone(&c, h410);
