@@ -382,6 +382,21 @@ static const char *alerter_email_rcpt(const alerter *a, const proto_org *org, ui
     return to;
 }
 
+/* The fields of a new pending record r for event e shared by every channel (body of len
+ * bytes already in r->body). */
+static void alerter_record_head(alerter_record *r, const proto_event *e, size_t len,
+                                uint8_t channel)
+{
+    r->body_len = (uint32_t)len;
+    snprintf(r->event_id, sizeof r->event_id, "%s", e->id);
+    snprintf(r->org, sizeof r->org, "%s", e->org);
+    r->type = e->type;
+    r->channel = channel;
+    r->state = ALERTER_PENDING;
+    r->created_ms = cg_now_ms();
+    r->next_ms = r->created_ms;
+}
+
 /* One email record per recipient (smtp_to and the org's emails) for event e, created if
  * absent, inside t. */
 static cg_err alerter_email_records(alerter *a, alerter_txn *t, const proto_event *e,
@@ -408,14 +423,7 @@ static cg_err alerter_email_records(alerter *a, alerter_txn *t, const proto_even
                    "error", cg_err_name(err), NULL);
             continue;
         }
-        r->body_len = (uint32_t)len;
-        snprintf(r->event_id, sizeof r->event_id, "%s", e->id);
-        snprintf(r->org, sizeof r->org, "%s", e->org);
-        r->type = e->type;
-        r->channel = ALERTER_CH_EMAIL;
-        r->state = ALERTER_PENDING;
-        r->created_ms = cg_now_ms();
-        r->next_ms = r->created_ms;
+        alerter_record_head(r, e, len, ALERTER_CH_EMAIL);
         snprintf(r->url, sizeof r->url, "%s%s", ALERTER_MAILTO, to);
         alerter_record_key(r->event_id, r->url, r->key);
         if ((err = alerter_outbox_create(t, r, &made)) != CG_ERR_OK) {
@@ -440,14 +448,7 @@ static cg_err alerter_event_records(alerter *a, alerter_txn *t, const proto_even
                cg_err_name(err), NULL);
         return CG_ERR_OK;
     }
-    r->body_len = (uint32_t)len;
-    snprintf(r->event_id, sizeof r->event_id, "%s", e->id);
-    snprintf(r->org, sizeof r->org, "%s", e->org);
-    r->type = e->type;
-    r->channel = ALERTER_CH_WEBHOOK;
-    r->state = ALERTER_PENDING;
-    r->created_ms = cg_now_ms();
-    r->next_ms = r->created_ms;
+    alerter_record_head(r, e, len, ALERTER_CH_WEBHOOK);
     for (uint32_t i = 0; org != NULL && i < org->webhook_n; i++) {
         int made = 0;
         snprintf(r->url, sizeof r->url, "%s", org->webhooks[i].url);

@@ -229,6 +229,16 @@ static cg_err alerter_headers(alerter_slot *s, const alerter_record *r, int64_t 
     return CG_ERR_OK;
 }
 
+/* The result of a transfer's curl_easy_setopt chain: c is its first failure, if any. */
+static cg_err alerter_setup_result(CURLcode c)
+{
+    if (c != CURLE_OK) {
+        cg_log(CG_LOG_ERROR, "curl setup failed", "curl", curl_easy_strerror(c), NULL);
+        return CG_ERR_NOMEM;
+    }
+    return CG_ERR_OK;
+}
+
 static cg_err alerter_easy_setup(alerter_deliver *d, alerter_slot *s, const alerter_record *r)
 {
     CURL *e = s->easy;
@@ -258,11 +268,7 @@ static cg_err alerter_easy_setup(alerter_deliver *d, alerter_slot *s, const aler
         ALERTER_SETOPT(CURLOPT_OPENSOCKETDATA, s);
     }
 #undef ALERTER_SETOPT
-    if (c != CURLE_OK) {
-        cg_log(CG_LOG_ERROR, "curl setup failed", "curl", curl_easy_strerror(c), NULL);
-        return CG_ERR_NOMEM;
-    }
-    return CG_ERR_OK;
+    return alerter_setup_result(c);
 }
 
 /* SMTP transfer of an email record: one recipient, the stored message. */
@@ -309,11 +315,7 @@ static cg_err alerter_mail_setup(alerter_deliver *d, alerter_slot *s, const aler
         ALERTER_SETOPT(CURLOPT_PASSWORD, d->smtp.password != NULL ? d->smtp.password : "");
     }
 #undef ALERTER_SETOPT
-    if (c != CURLE_OK) {
-        cg_log(CG_LOG_ERROR, "curl setup failed", "curl", curl_easy_strerror(c), NULL);
-        return CG_ERR_NOMEM;
-    }
-    return CG_ERR_OK;
+    return alerter_setup_result(c);
 }
 
 static cg_err alerter_mail_start(alerter_deliver *d, alerter_slot *s, const alerter_record *r)

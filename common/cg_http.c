@@ -475,11 +475,13 @@ static void conn_respond_raw(cg_http_conn *c, int status, const char *extra, con
     conn_write(c, w);
 }
 
-/* JSON-escape s (at most CG_HTTP_ERROR_MSG_MAX input bytes) into dst. */
-static size_t http_json_escape(char *dst, size_t cap, const char *s)
+size_t cg_http_json_escape(char *dst, size_t cap, const char *s, size_t max_in)
 {
     size_t o = 0;
-    for (size_t i = 0; s[i] != '\0' && i < CG_HTTP_ERROR_MSG_MAX && o + 7 < cap; i++) {
+    if (cap == 0) {
+        return 0;
+    }
+    for (size_t i = 0; s[i] != '\0' && i < max_in && o + 7 < cap; i++) {
         unsigned char ch = (unsigned char)s[i];
         if (ch == '"' || ch == '\\') {
             dst[o++] = '\\';
@@ -499,7 +501,8 @@ static void conn_respond_error_raw(cg_http_conn *c, int status, const char *type
 {
     char msg[CG_HTTP_ERROR_MSG_MAX * 6 + 8];
     char body[sizeof(msg) + 256];
-    http_json_escape(msg, sizeof(msg), message ? message : "");
+    /* At most CG_HTTP_ERROR_MSG_MAX input bytes. */
+    cg_http_json_escape(msg, sizeof(msg), message ? message : "", CG_HTTP_ERROR_MSG_MAX);
     int n = snprintf(body, sizeof(body),
                      "{\"error\":{\"message\":\"%s\",\"type\":\"%s\",\"code\":\"%s\","
                      "\"param\":null}}",

@@ -141,4 +141,9 @@ int cg_http_hex_digit(char c);
  */
 int cg_http_pct_decode(const char *s, size_t len, int plus_space, char *out, size_t cap);
 
+/* JSON-escape s (without quotes; at most max_in input bytes) into dst of cap bytes,
+ * truncating at a whole character; dst is always terminated (nothing is written when
+ * cap is 0). Returns the length written. */
+size_t cg_http_json_escape(char *dst, size_t cap, const char *s, size_t max_in);
+
 #endif

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "cg_clock.h"
+#include "cg_http.h"
 #include "demo.h"
 
 const char *const demo_words[DEMO_WORDS_DEFAULT] = {
@@ -31,19 +32,7 @@ const char *const demo_words[DEMO_WORDS_DEFAULT] = {
 
 void demo_json_escape(char *dst, size_t cap, const char *s)
 {
-    size_t o = 0;
-    for (; *s != '\0' && o + 7 < cap; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch == '"' || ch == '\\') {
-            dst[o++] = '\\';
-            dst[o++] = (char)ch;
-        } else if (ch < 0x20) {
-            o += (size_t)snprintf(dst + o, cap - o, "\\u%04x", ch);
-        } else {
-            dst[o++] = (char)ch;
-        }
-    }
-    dst[o] = '\0';
+    (void)cg_http_json_escape(dst, cap, s, SIZE_MAX);
 }
 
 int64_t demo_int(const cJSON *obj, const char *name, int64_t dflt)

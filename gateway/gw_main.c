@@ -26,6 +26,7 @@
 #include "cg_config.h"
 #include "cg_log.h"
 #include "cg_ring.h"
+#include "cg_signal.h"
 #include "gw_metrics.h"
 #include "gw_worker.h"
 
@@ -130,11 +131,7 @@ int main(int argc, char **argv)
 
     /* Blocked before any thread exists, so every thread (libuv, NNG, curl) inherits it. */
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    cg_signals_block(&set);
 
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         fprintf(stderr, "capgate-gateway: curl_global_init failed\n");

@@ -379,7 +379,7 @@ static int ls_usage_match(const proto_usage *u, const proto_req *req)
            (model[0] == '\0' || strcmp(u->model, model) == 0);
 }
 
-static void ls_usage_add(proto_usage_totals *tot, const proto_usage *u)
+void ls_usage_add(proto_usage_totals *tot, const proto_usage *u)
 {
     tot->requests = ls_sat_add(tot->requests, 1);
     tot->prompt_tokens =

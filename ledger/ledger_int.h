@@ -325,6 +325,8 @@ void ls_limits_naturalize(proto_limit *limits, uint8_t n);
 int64_t ls_amount_of(const proto_amounts *a, uint8_t m);
 /* a + b saturating at INT64_MAX (both >= 0). */
 int64_t ls_sat_add(int64_t a, int64_t b);
+/* Add one usage record to a totals block (saturating; negative amounts count as 0). */
+void ls_usage_add(proto_usage_totals *tot, const proto_usage *u);
 /* a - b, at least 0. */
 int64_t ls_sub_floor0(int64_t a, int64_t b);
 

@@ -34,6 +34,7 @@
 #include "cg_log.h"
 #include "cg_metrics.h"
 #include "cg_ring.h"
+#include "cg_signal.h"
 #include "ledger_metrics.h"
 #include "ledger_server.h"
 #include "ledger_store.h"
@@ -194,9 +195,7 @@ static int run(const cg_config *cfg, int idx, const cg_ring *ring, const char *d
     }
     atomic_store(&http.ready, 1);
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
+    cg_signals_stop_set(&set);
     int sig = 0;
     while (sigwait(&set, &sig) != 0) {
     }
@@ -229,11 +228,7 @@ int main(int argc, char **argv)
 
     ledger_malloc_tune();
     sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, SIGINT);
-    sigaddset(&set, SIGTERM);
-    pthread_sigmask(SIG_BLOCK, &set, NULL);
-    signal(SIGPIPE, SIG_IGN);
+    cg_signals_block(&set);
 
     if (parse_args(argc, argv, &config, &shard) != 0) {
         usage();

@@ -184,16 +184,6 @@ static uint32_t ls_series_hash(int64_t start, const char *v)
     return (uint32_t)(h ^ (h >> 29));
 }
 
-static void ls_totals_add(proto_usage_totals *tot, const proto_usage *u)
-{
-    tot->requests = ls_sat_add(tot->requests, 1);
-    tot->prompt_tokens =
-        ls_sat_add(tot->prompt_tokens, u->prompt_tokens > 0 ? u->prompt_tokens : 0);
-    tot->completion_tokens =
-        ls_sat_add(tot->completion_tokens, u->completion_tokens > 0 ? u->completion_tokens : 0);
-    tot->cost_nusd = ls_sat_add(tot->cost_nusd, u->cost_nusd > 0 ? u->cost_nusd : 0);
-}
-
 static cg_err ls_series_visit(void *ud, const proto_usage *u, int *stop)
 {
     ls_series *s = ud;
@@ -208,7 +198,7 @@ static cg_err ls_series_visit(void *ud, const proto_usage *u, int *stop)
         }
         proto_usage_point *p = &s->points[slot - 1];
         if (p->start_ms == start && strcmp(p->value, v) == 0) {
-            ls_totals_add(&p->totals, u);
+            ls_usage_add(&p->totals, u);
             return CG_ERR_OK;
         }
     }
@@ -219,7 +209,7 @@ static cg_err ls_series_visit(void *ud, const proto_usage *u, int *stop)
     memset(p, 0, sizeof(*p));
     p->start_ms = start;
     snprintf(p->value, sizeof(p->value), "%s", v);
-    ls_totals_add(&p->totals, u);
+    ls_usage_add(&p->totals, u);
     s->slots[i] = ++s->n;
     return CG_ERR_OK;
 }
