@@ -16,7 +16,9 @@
  * settle that comes after its lease expired (or of an id never seen) still
  * counts as spend and is reported late. Threshold events (calendar and
  * lifetime limits of every scope kind) are checked after `used` grows and
- * appended in the same transaction.
+ * appended in the same transaction. A settle on a key lease carries the usage
+ * records of the requests it charges (rec_n, recs): written with the counters,
+ * only when the settle is applied.
  */
 #include <inttypes.h>
 #include <openssl/crypto.h>
@@ -321,6 +323,43 @@ static cg_err ls_op_reserve(ls_txn *t, const proto_req *req, proto_rep *rep)
 
 /* ---- SETTLE ---- */
 
+/* A settle's lease usage records (docs/leasing.md): only on a key route, every record of
+ * that key and with a request id. Checked before anything is written. */
+static int ls_settle_recs_valid(const proto_req *req)
+{
+    uint32_t n = req->u.settle.rec_n;
+    if (n == 0) {
+        return 1;
+    }
+    if (n > PROTO_SETTLE_RECS_MAX || req->u.settle.recs == NULL ||
+        strncmp(req->route, "key:", 4) != 0) {
+        return 0;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const proto_usage *u = &req->u.settle.recs[i];
+        if (!ls_reqid_valid(u->request_id) || strcmp(u->key_id, req->route + 4) != 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Write a settle's lease usage records, each under its own request id (ts 0 = now). */
+static cg_err ls_settle_recs_write(ls_txn *t, const proto_req *req)
+{
+    for (uint32_t i = 0; i < req->u.settle.rec_n; i++) {
+        proto_usage u = req->u.settle.recs[i];
+        if (u.ts_ms == 0) {
+            u.ts_ms = t->now_ms;
+        }
+        cg_err err = ls_usage_put(t, u.request_id, &u);
+        if (err != CG_ERR_OK) {
+            return err;
+        }
+    }
+    return CG_ERR_OK;
+}
+
 /* A settle of an id this shard never saw (or no longer remembers): count it against the
  * scope's current periods. A customer's inline defaults are not known here, so only its
  * override limits count such a settle. */
@@ -404,6 +443,9 @@ static cg_err ls_settle_write(ls_txn *t, const proto_req *req, const ls_scope *s
             return err;
         }
     }
+    if ((err = ls_settle_recs_write(t, req)) != CG_ERR_OK) {
+        return err;
+    }
     if (r->late) {
         t->p.late_settles++;
         cg_log(CG_LOG_WARN, "late settle recorded as spend", "request_id", rid, "route", req->route,
@@ -420,7 +462,8 @@ static cg_err ls_settle_write(ls_txn *t, const proto_req *req, const ls_scope *s
  * extended to now + lease_ms. Idempotent per charge_seq: the last applied seq is kept in
  * the (otherwise unused while ACTIVE / EXPIRED) `settled.requests` field, and a seq not
  * above it is answered OK without counting. On an EXPIRED reservation (or an unknown id)
- * the charge still counts as spend (late), as a late final settle would.
+ * the charge still counts as spend (late), as a late final settle would. The settle's usage
+ * records are written with the counters, late or not, and never for a seq already applied.
  */
 #define LS_RESV_CHARGE_SEQ(r) ((r)->settled.requests)
 static cg_err ls_op_settle_partial(ls_txn *t, const proto_req *req, const ls_scope *sc,
@@ -462,7 +505,10 @@ static cg_err ls_op_settle_partial(ls_txn *t, const proto_req *req, const ls_sco
             m.c.reserved = ls_sub_floor0(m.c.reserved, back);
             it->amount -= back;
         }
-        ls_meter_add_used(&m, a, r.created_ms, t->now_ms);
+        /* A lease's charges cover requests admitted since the lease began: in a sliding
+         * window they go to the bucket of now (never earlier than those requests), not to
+         * the lease's creation, which may have left the window long ago. */
+        ls_meter_add_used(&m, a, t->now_ms, t->now_ms);
         if (sc != NULL && !m.sliding &&
             (err = ls_thresholds(t, req->route, sc, ls_settle_limit(sc, it, &snap), it, &m.c)) !=
                 CG_ERR_OK) {
@@ -471,6 +517,9 @@ static cg_err ls_op_settle_partial(ls_txn *t, const proto_req *req, const ls_sco
         if ((err = ls_meter_store(t, req->route, it->limit_id, &m)) != CG_ERR_OK) {
             return err;
         }
+    }
+    if ((err = ls_settle_recs_write(t, req)) != CG_ERR_OK) {
+        return err;
     }
     LS_RESV_CHARGE_SEQ(&r) = (int64_t)req->u.settle.charge_seq;
     if (holds) {
@@ -516,7 +565,8 @@ static cg_err ls_op_settle(ls_txn *t, const proto_req *req, proto_rep *rep)
     const char *rid = req->u.settle.request_id;
     ls_scope sc;
     ls_resv r;
-    if (!ls_reqid_valid(rid) || !ls_amounts_valid(&req->u.settle.actual)) {
+    if (!ls_reqid_valid(rid) || !ls_amounts_valid(&req->u.settle.actual) ||
+        !ls_settle_recs_valid(req)) {
         return CG_ERR_INVAL;
     }
     cg_err scope_err = ls_scope_load(t, req->route, NULL, &sc);

@@ -18,7 +18,8 @@
  *   2  AUTH          [2, route, hash bin32]
  *   3  RESERVE       [3, route, request_id str<=48, lease_ms, amounts, anchor_day, [limit, ...]]
  *                    (inline customer defaults, see "inline" below)
- *   4  SETTLE        [4, route, request_id, amounts, usage | nil]   (nil: has_usage = 0)
+ *   4  SETTLE        [4, route, request_id, amounts, usage | nil, partial bool, charge_seq u32,
+ *                     lease_ms]   (nil: has_usage = 0; + records, see "lease usage records")
  *   5  RELEASE       [5, route, request_id]
  *   6  PUT_ORG       [6, route, create_only bool, org]   (+ expect_rev, see "revisions")
  *   7  GET_ORG       [7, route]
@@ -44,6 +45,14 @@
  * only when expect_rev is non-zero (0 = unconditional = the element left out), so a
  * PUT without a condition is byte for byte what it was before. The records org, key,
  * group and customer likewise end with their revision u64 >= 1 only when it is non-zero.
+ *
+ * Lease usage records (issue 4, key leases, docs/leasing.md): SETTLE takes one more element,
+ * [usage, ...] of 1..PROTO_SETTLE_RECS_MAX records, each with a non-empty request_id, only
+ * when rec_n is non-zero (0 = the element left out), so a SETTLE without records is byte for
+ * byte what it was before (arity 8; with records 9). Size: a record encodes to at most
+ * USAGE_WIRE_MAX (469) bytes, so a SETTLE with the most records is at most SETTLE_WIRE_MAX
+ * (~470 KiB, under an eighth of PROTO_MSG_MAX_BYTES; asserted below): a gateway batch,
+ * flushed once it encodes 256 KiB, stays under 256 KiB + one op < 1 MiB.
  *
  * Reply results: [opcode, status u16 (cg_err), body...]; the body is present only
  * for the statuses where proto.h calls it meaningful, otherwise the result is
@@ -116,8 +125,10 @@
  * byte is read; a first element other than 1 is CG_ERR_VERSION; anything else
  * that deviates from the layouts above (type, arity, bound, unknown opcode,
  * trailing bytes) is CG_ERR_PROTO. The only allocations are the result array
- * (bounded by PROTO_BATCH_MAX and by the input length) and, per events reply,
- * its event array; on failure nothing is returned and everything is freed.
+ * (bounded by PROTO_BATCH_MAX and by the input length), per SETTLE with records its
+ * record array and, per events / keys / pricing / series / records reply, its item array
+ * (each bounded by its max and by the input length); on failure nothing is returned and
+ * everything is freed.
  */
 #include "proto.h"
 
@@ -129,11 +140,30 @@
 
 #define MSG_ARITY 2     /* [version, batch | record] */
 #define PUB_ARITY 3     /* [version, shard, event] */
-#define REQ_ARITY_MAX 9 /* longest request op (usage query) */
+#define REQ_ARITY_MAX 9 /* longest request op (usage query, settle with records) */
 #define REP_ARITY_MAX 4 /* longest reply result */
 #define OP_ARITY_BARE 2 /* [opcode, route] or [opcode, status] */
 #define OP_LAST PROTO_OP_USAGE_RECORDS
 #define PRICING_ARITY 4
+
+/*
+ * Bounds of a SETTLE's usage records (key leases). A record is a fixarray of 14 elements,
+ * each at least one byte (USAGE_WIRE_MIN), at most: 6 integers of 9 bytes (ts, tokens,
+ * cost; status and latency take 5, counted as 9), a bool, the org, key, group and customer
+ * ids and the model as str8 of <= 64 bytes, the provider <= 31 and the request id <= 48.
+ * SETTLE_WIRE_MAX is the largest SETTLE op: its head (route, request id, amounts, a
+ * usage record, partial, charge_seq, lease_ms) and PROTO_SETTLE_RECS_MAX records.
+ */
+#define USAGE_WIRE_MIN 15
+#define USAGE_WIRE_MAX                                                                           \
+    (1 + 6 * 9 + 1 + 4 * (2 + PROTO_ID_MAX) + (2 + PROTO_MODEL_MAX) + (2 + PROTO_PROVIDER_MAX) + \
+     (2 + PROTO_REQID_MAX))
+#define SETTLE_WIRE_MAX                                                                         \
+    (1 + 1 + (2 + PROTO_ROUTE_MAX) + (2 + PROTO_REQID_MAX) + (1 + 3 * 9) + USAGE_WIRE_MAX + 1 + \
+     5 + 9 + 3 + (size_t)PROTO_SETTLE_RECS_MAX * USAGE_WIRE_MAX)
+_Static_assert(USAGE_WIRE_MAX == 469, "the header comment quotes 469 bytes");
+_Static_assert(SETTLE_WIRE_MAX <= PROTO_MSG_MAX_BYTES / 8,
+               "a full SETTLE must stay well under the message cap");
 
 static const uint8_t req_arity[OP_LAST + 1] = {
     [PROTO_OP_PING] = 2,          [PROTO_OP_AUTH] = 3,          [PROTO_OP_RESERVE] = 7,
@@ -163,11 +193,18 @@ static const uint64_t *req_expect_rev(const proto_req *r)
     }
 }
 
-/* Elements of r on the wire: its op's arity, plus expect_rev when set. */
+/* Whether r's op has an optional trailing element: expect_rev, or a SETTLE's records. */
+static bool req_has_tail(const proto_req *r)
+{
+    return r->op == PROTO_OP_SETTLE || req_expect_rev(r) != NULL;
+}
+
+/* Elements of r on the wire: its op's arity, plus expect_rev or records when set. */
 static uint32_t req_arity_of(const proto_req *r)
 {
     const uint64_t *rev = req_expect_rev(r);
-    return req_arity[r->op] + (rev != NULL && *rev != 0 ? 1u : 0u);
+    bool tail = (rev != NULL && *rev != 0) || (r->op == PROTO_OP_SETTLE && r->u.settle.rec_n > 0);
+    return req_arity[r->op] + (tail ? 1u : 0u);
 }
 
 static bool op_ok(uint8_t op)
@@ -235,6 +272,44 @@ static cg_err rd_usage_query(proto_rd *rd, proto_req *r)
     PROTO_TRY(proto_rd_i64(rd, &r->u.usage_query.from_ms));
     PROTO_TRY(proto_rd_i64(rd, &r->u.usage_query.to_ms));
     return usage_query_ok(r) ? CG_ERR_OK : CG_ERR_PROTO;
+}
+
+/* ---- usage records of a SETTLE on a key lease (issue 4) ---- */
+
+static void wr_settle_recs(proto_wr *w, const proto_req *r)
+{
+    uint32_t n = r->u.settle.rec_n;
+    const proto_usage *u = r->u.settle.recs;
+    assert(n >= 1 && n <= PROTO_SETTLE_RECS_MAX && u != NULL);
+    proto_wr_array(w, n);
+    for (uint32_t i = 0; i < n; i++) {
+        assert(u[i].request_id[0] != '\0');
+        proto_wr_usage(w, &u[i]);
+    }
+}
+
+/* The records of a SETTLE; owned by r (proto_req_free) as soon as the array is set. */
+static cg_err rd_settle_recs(proto_rd *rd, proto_req *r)
+{
+    uint32_t n;
+    PROTO_TRY(proto_rd_array(rd, PROTO_SETTLE_RECS_MAX, &n));
+    /* 0 is never sent (the element is left out); a count the input cannot hold is a lie. */
+    if (n == 0 || (size_t)n * USAGE_WIRE_MIN > (size_t)(rd->end - rd->p)) {
+        return CG_ERR_PROTO;
+    }
+    proto_usage *u = calloc(n, sizeof(*u));
+    if (u == NULL) {
+        return CG_ERR_NOMEM;
+    }
+    r->u.settle.recs = u;
+    r->u.settle.rec_n = n;
+    for (uint32_t i = 0; i < n; i++) {
+        PROTO_TRY(proto_rd_usage(rd, &u[i]));
+        if (u[i].request_id[0] == '\0') {
+            return CG_ERR_PROTO;
+        }
+    }
+    return CG_ERR_OK;
 }
 
 /* ---- usage series and records (USAGE_SERIES, USAGE_RECORDS) ---- */
@@ -522,6 +597,9 @@ static void wr_req(proto_wr *w, const proto_req *r)
         proto_wr_bool(w, r->u.settle.partial != 0);
         proto_wr_u64(w, r->u.settle.charge_seq);
         proto_wr_i64(w, r->u.settle.lease_ms);
+        if (r->u.settle.rec_n > 0) {
+            wr_settle_recs(w, r);
+        }
         break;
     case PROTO_OP_RELEASE:
         proto_wr_str(w, r->u.release.request_id, PROTO_REQID_MAX);
@@ -535,8 +613,9 @@ static void wr_req(proto_wr *w, const proto_req *r)
         wr_req_record(w, r);
         break;
     }
-    if (req_arity_of(r) > req_arity[r->op]) {
-        proto_wr_u64(w, *req_expect_rev(r));
+    const uint64_t *rev = req_expect_rev(r);
+    if (rev != NULL && *rev != 0) {
+        proto_wr_u64(w, *rev);
     }
 }
 
@@ -651,23 +730,34 @@ static size_t req_body_bytes(uint8_t op)
 }
 #undef REQ_MEMBER
 
-/* One op into *r (uninitialised memory): zeroes the header and the op's member. */
+/*
+ * One op into *r (uninitialised memory): zeroes the header and, once the op is known to be
+ * valid, the op's member — before r->op is set, so on any failure *r is safe for
+ * proto_req_free (a SETTLE may own its records array).
+ */
 static cg_err rd_req(proto_rd *rd, proto_req *r)
 {
     uint32_t n;
+    uint8_t op;
     memset(r, 0, offsetof(proto_req, u));
     PROTO_TRY(proto_rd_array(rd, REQ_ARITY_MAX, &n));
     if (n < OP_ARITY_BARE) {
         return CG_ERR_PROTO;
     }
-    PROTO_TRY(proto_rd_u8(rd, OP_LAST, &r->op));
-    if (!op_ok(r->op) ||
-        (n != req_arity[r->op] && !(n == req_arity[r->op] + 1u && req_expect_rev(r) != NULL))) {
+    PROTO_TRY(proto_rd_u8(rd, OP_LAST, &op));
+    if (!op_ok(op)) {
         return CG_ERR_PROTO;
     }
-    memset(&r->u, 0, req_body_bytes(r->op));
+    memset(&r->u, 0, req_body_bytes(op));
+    r->op = op;
+    if (n != req_arity[r->op] && !(n == req_arity[r->op] + 1u && req_has_tail(r))) {
+        return CG_ERR_PROTO;
+    }
     PROTO_TRY(proto_rd_str(rd, r->route, PROTO_ROUTE_MAX));
     PROTO_TRY(rd_req_body(rd, r));
+    if (n > req_arity[r->op] && r->op == PROTO_OP_SETTLE) {
+        return rd_settle_recs(rd, r);
+    }
     if (n > req_arity[r->op]) { /* expect_rev, never 0 on the wire (0 = left out) */
         uint64_t *rev = (uint64_t *)req_expect_rev(r);
         PROTO_TRY(proto_rd_u64(rd, UINT64_MAX, rev));
@@ -741,8 +831,9 @@ cg_err proto_req_decode(const void *buf, size_t len, proto_req **out, uint32_t *
         return CG_ERR_NOMEM;
     }
     cg_err err = CG_ERR_OK;
-    for (uint32_t i = 0; i < n && err == CG_ERR_OK; i++) {
-        err = rd_req(&rd, &reqs[i]);
+    uint32_t reached = 0; /* entries rd_req has initialised (the failed one included) */
+    while (reached < n && err == CG_ERR_OK) {
+        err = rd_req(&rd, &reqs[reached++]);
     }
     if (err == CG_ERR_OK) {
         err = proto_rd_end(&rd);
@@ -754,13 +845,21 @@ cg_err proto_req_decode(const void *buf, size_t len, proto_req **out, uint32_t *
     *n_out = n;
     return CG_ERR_OK;
 fail:
-    proto_req_free(reqs, n);
+    proto_req_free(reqs, reached); /* entries past it are uninitialised */
     return err;
 }
 
 void proto_req_free(proto_req *reqs, uint32_t n)
 {
-    (void)n; /* requests own no memory beyond the array */
+    if (reqs == NULL) {
+        return;
+    }
+    /* A decoded SETTLE owns its records array (NULL when it has none). */
+    for (uint32_t i = 0; i < n; i++) {
+        if (reqs[i].op == PROTO_OP_SETTLE) {
+            free(reqs[i].u.settle.recs);
+        }
+    }
     free(reqs);
 }
 

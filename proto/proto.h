@@ -20,8 +20,9 @@
  * network.
  *
  * All structs are fixed-size (bounded strings are NUL-terminated char arrays);
- * the only heap memory is the batch arrays and an events-since reply's event
- * array, freed by proto_req_free / proto_rep_free.
+ * the only heap memory is the batch arrays, a decoded SETTLE's usage records and
+ * the list replies' arrays (events, usage points and records), freed by
+ * proto_req_free / proto_rep_free.
  */
 #ifndef PROTO_H
 #define PROTO_H
@@ -35,6 +36,7 @@
 #define PROTO_VERSION 1
 #define PROTO_MSG_MAX_BYTES (4u << 20) /* receive cap for any message */
 #define PROTO_BATCH_MAX 256            /* operations per message */
+#define PROTO_SETTLE_RECS_MAX 1024     /* usage records per SETTLE (key leases) */
 #define PROTO_ID_MAX 64                /* org / key / group / customer id bytes */
 #define PROTO_ROUTE_MAX 160            /* routing key bytes ("customer:<org>/<id>") */
 #define PROTO_REQID_MAX 48             /* request id bytes */
@@ -375,6 +377,13 @@ typedef struct proto_req {
             uint8_t partial;
             uint32_t charge_seq;
             int64_t lease_ms;
+            /* Usage records of requests admitted on a key-scope lease (docs/leasing.md): each is
+             * written under its own request_id in the transaction that applies this settle, only
+             * when the settle is applied (a partial settle whose charge_seq was already applied,
+             * or a refused settle, writes none). Encoder: the caller's array (not owned).
+             * Decoder: a heap array freed by proto_req_free. 0..PROTO_SETTLE_RECS_MAX. */
+            uint32_t rec_n;
+            proto_usage *recs;
         } settle;
         struct {
             char request_id[PROTO_REQID_MAX + 1];

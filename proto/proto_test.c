@@ -690,7 +690,7 @@ CG_TEST(records_round_trip)
 
 typedef cg_err (*dec_fn)(const void *b, size_t len);
 
-#define SEEDS_N 13
+#define SEEDS_N 14
 
 typedef struct seed {
     msgpack_sbuffer sb;
@@ -781,8 +781,9 @@ static void seeds_make(seed s[SEEDS_N], bool small)
         shrink_org(&o);
         shrink_key(&k);
     }
-    dec_fn decs[SEEDS_N] = {dec_req,   dec_req, dec_rep,   dec_rep, dec_org, dec_key,     dec_event,
-                            dec_usage, dec_pub, dec_group, dec_req, dec_rep, dec_customer};
+    dec_fn decs[SEEDS_N] = {dec_req, dec_req,   dec_rep,      dec_rep, dec_org,
+                            dec_key, dec_event, dec_usage,    dec_pub, dec_group,
+                            dec_req, dec_rep,   dec_customer, dec_req};
     for (int i = 0; i < SEEDS_N; i++) {
         msgpack_sbuffer_init(&s[i].sb);
         s[i].dec = decs[i];
@@ -800,6 +801,18 @@ static void seeds_make(seed s[SEEDS_N], bool small)
     proto_req_encode(&reqs[PROTO_OP_GET_CUSTOMER - 1], 2, &s[10].sb); /* + delete */
     proto_rep_encode(&reps[12], 5, &s[11].sb);                        /* issue-3 bodies */
     proto_customer_encode(&c, &s[12].sb);
+    /* A partial SETTLE with two usage records (key leases). */
+    static proto_usage srecs[2];
+    proto_req settle = reqs[PROTO_OP_SETTLE - 1];
+    fill_usage(&srecs[0]);
+    fill_usage(&srecs[1]);
+    srecs[1].request_id[3] = '\0';
+    settle.u.settle.partial = 1;
+    settle.u.settle.charge_seq = 2;
+    settle.u.settle.lease_ms = 1000;
+    settle.u.settle.rec_n = 2;
+    settle.u.settle.recs = srecs;
+    proto_req_encode(&settle, 1, &s[13].sb);
 }
 
 static void seeds_free(seed s[SEEDS_N])
@@ -1303,6 +1316,310 @@ CG_TEST(settle_without_usage)
     msgpack_sbuffer_destroy(&sb);
 }
 
+/* ---- usage records of a SETTLE on a key lease (issue 4) ---- */
+
+/* The head of a SETTLE op, hand-built: [4, "kkkk", "rrrr", [1, 2, 3], nil, false, 7, 30000]
+ * with `arity` elements announced; the caller appends the elements past 8. */
+static void raw_settle(raw *r, uint32_t arity)
+{
+    raw_arr(r, arity);
+    raw_u(r, PROTO_OP_SETTLE);
+    raw_str(r, 4, 'k');
+    raw_str(r, 4, 'r');
+    raw_arr(r, 3);
+    raw_i(r, 1);
+    raw_i(r, 2);
+    raw_i(r, 3);
+    raw_bytes(r, "\xc0\xc2", 2); /* nil usage, partial false */
+    raw_u(r, 7);
+    raw_i(r, 30000);
+}
+
+/* A usage record, hand-built: [1, "oooo", "kk", "m", 1, 2, 3, 200, 5, false, "", "", "",
+ * request id of rid_len 'q's]; arity 13 leaves the request id out. */
+static void raw_usage(raw *r, uint32_t arity, size_t rid_len)
+{
+    raw_arr(r, arity);
+    raw_i(r, 1);
+    raw_str(r, 4, 'o');
+    raw_str(r, 2, 'k');
+    raw_str(r, 1, 'm');
+    raw_i(r, 1);
+    raw_i(r, 2);
+    raw_i(r, 3);
+    raw_i(r, 200);
+    raw_i(r, 5);
+    raw_bytes(r, "\xc2", 1);
+    raw_str(r, 0, 'g');
+    raw_str(r, 0, 'c');
+    raw_str(r, 0, 'p');
+    if (arity > 13) {
+        raw_str(r, rid_len, 'q');
+    }
+}
+
+/* The proto_req and proto_usage raw_settle and raw_usage(14, 3) describe. */
+static proto_req settle_fixture(proto_usage *u)
+{
+    proto_req q;
+    memset(&q, 0, sizeof(q));
+    q.op = PROTO_OP_SETTLE;
+    strcpy(q.route, "kkkk");
+    strcpy(q.u.settle.request_id, "rrrr");
+    q.u.settle.actual = (proto_amounts){1, 2, 3};
+    q.u.settle.charge_seq = 7;
+    q.u.settle.lease_ms = 30000;
+    memset(u, 0, sizeof(*u));
+    u->ts_ms = 1;
+    strcpy(u->org, "oooo");
+    strcpy(u->key_id, "kk");
+    strcpy(u->model, "m");
+    u->prompt_tokens = 1;
+    u->completion_tokens = 2;
+    u->cost_nusd = 3;
+    u->status = 200;
+    u->latency_ms = 5;
+    strcpy(u->request_id, "qqq");
+    return q;
+}
+
+/* The settle member of a and b equal in every byte but the recs pointer, and their records. */
+static bool settles_eq(const proto_req *a, const proto_req *b)
+{
+    proto_req x = *a;
+    x.u.settle.recs = b->u.settle.recs;
+    if (!reqs_eq(&x, b, 1)) {
+        return false;
+    }
+    return a->u.settle.rec_n == 0 ||
+           mem_eq(a->u.settle.recs, b->u.settle.recs, a->u.settle.rec_n * sizeof(proto_usage));
+}
+
+CG_TEST(settle_records_wire)
+{
+    proto_usage u;
+    proto_req in = settle_fixture(&u);
+    in.u.settle.recs = &u; /* rec_n 0: ignored, nothing sent */
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    raw want;
+    raw_init(&want);
+    raw_batch(&want, 1);
+    raw_settle(&want, 8);
+    /* Without records: the arity-8 SETTLE of before, byte for byte. */
+    CG_CHECK_EQ_INT(proto_req_encode(&in, 1, &sb), CG_ERR_OK);
+    CG_CHECK(sb.size == want.sb.size && mem_eq(sb.data, want.sb.data, sb.size));
+    proto_req *out = NULL;
+    uint32_t n = 0;
+    CG_CHECK_EQ_INT(proto_req_decode(sb.data, sb.size, &out, &n), CG_ERR_OK);
+    CG_CHECK_EQ_INT(out[0].u.settle.rec_n, 0);
+    CG_CHECK(out[0].u.settle.recs == NULL);
+    proto_req_free(out, n);
+    raw_fini(&want);
+
+    /* One record: arity 9, the records array last, each record in the usage encoding. */
+    in.u.settle.rec_n = 1;
+    msgpack_sbuffer_clear(&sb);
+    raw_init(&want);
+    raw_batch(&want, 1);
+    raw_settle(&want, 9);
+    raw_arr(&want, 1);
+    raw_usage(&want, 14, 3);
+    CG_CHECK_EQ_INT(proto_req_encode(&in, 1, &sb), CG_ERR_OK);
+    CG_CHECK(sb.size == want.sb.size && mem_eq(sb.data, want.sb.data, sb.size));
+    CG_CHECK_EQ_INT(proto_req_decode(sb.data, sb.size, &out, &n), CG_ERR_OK);
+    CG_CHECK_EQ_INT(out[0].u.settle.rec_n, 1);
+    CG_CHECK(out[0].u.settle.recs != NULL && out[0].u.settle.recs != &u);
+    CG_CHECK(settles_eq(&out[0], &in));
+    proto_req_free(out, n);
+    raw_fini(&want);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+CG_TEST(settle_records_round_trip_max)
+{
+    proto_usage *recs = calloc(PROTO_SETTLE_RECS_MAX, sizeof(*recs));
+    CG_CHECK(recs != NULL);
+    for (uint32_t i = 0; i < PROTO_SETTLE_RECS_MAX; i++) {
+        char tag[8];
+        fill_usage(&recs[i]); /* every field at its bound */
+        snprintf(tag, sizeof(tag), "%04u", i);
+        memcpy(recs[i].request_id, tag, 4);
+        recs[i].ts_ms = 1767225600000 + i;
+    }
+    static proto_req in[3];
+    proto_usage one;
+    in[0] = settle_fixture(&one);
+    in[0].u.settle.partial = 1;
+    in[0].u.settle.charge_seq = UINT32_MAX;
+    in[0].u.settle.rec_n = PROTO_SETTLE_RECS_MAX;
+    in[0].u.settle.recs = recs;
+    in[1] = settle_fixture(&one);
+    in[2] = settle_fixture(&one);
+    in[2].u.settle.rec_n = 1;
+    in[2].u.settle.recs = &one;
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    /* The largest SETTLE alone: well within one message. */
+    CG_CHECK_EQ_INT(proto_req_encode(in, 1, &sb), CG_ERR_OK);
+    printf("  a SETTLE with %u records of the largest size: %zu bytes\n", PROTO_SETTLE_RECS_MAX,
+           sb.size);
+    CG_CHECK(sb.size <= PROTO_MSG_MAX_BYTES / 8);
+    msgpack_sbuffer_clear(&sb);
+    CG_CHECK_EQ_INT(proto_req_encode(in, 3, &sb), CG_ERR_OK);
+    proto_req *out = NULL;
+    uint32_t n = 0;
+    CG_CHECK_EQ_INT(proto_req_decode(sb.data, sb.size, &out, &n), CG_ERR_OK);
+    CG_CHECK_EQ_INT(n, 3);
+    for (uint32_t i = 0; i < n; i++) {
+        CG_CHECK(settles_eq(&out[i], &in[i]));
+    }
+    CG_CHECK_EQ_STR(out[0].u.settle.recs[PROTO_SETTLE_RECS_MAX - 1].request_id,
+                    recs[PROTO_SETTLE_RECS_MAX - 1].request_id);
+    /* What decoded re-encodes to the same bytes. */
+    msgpack_sbuffer again;
+    msgpack_sbuffer_init(&again);
+    CG_CHECK_EQ_INT(proto_req_encode(out, n, &again), CG_ERR_OK);
+    CG_CHECK(again.size == sb.size && mem_eq(again.data, sb.data, sb.size));
+    msgpack_sbuffer_destroy(&again);
+    proto_req_free(out, n);
+    msgpack_sbuffer_destroy(&sb);
+    free(recs);
+}
+
+/* A one-op batch: the SETTLE head of `arity`, then rec_n records of raw_usage(rec_arity,
+ * rid_len) announced as arr_n (the last record with last_rid_len instead). */
+static cg_err settle_with(uint32_t arity, uint32_t arr_n, uint32_t rec_n, uint32_t rec_arity,
+                          size_t rid_len, size_t last_rid_len)
+{
+    raw r;
+    raw_init(&r);
+    raw_batch(&r, 1);
+    raw_settle(&r, arity);
+    if (arity > 8) {
+        raw_arr(&r, arr_n);
+        for (uint32_t i = 0; i < rec_n; i++) {
+            raw_usage(&r, rec_arity, i + 1 == rec_n ? last_rid_len : rid_len);
+        }
+    }
+    cg_err err = dec_req(r.sb.data, r.sb.size);
+    raw_fini(&r);
+    return err;
+}
+
+CG_TEST(settle_records_rejected)
+{
+    uint32_t max = PROTO_SETTLE_RECS_MAX;
+    CG_CHECK_EQ_INT(settle_with(8, 0, 0, 14, 3, 3), CG_ERR_OK);
+    CG_CHECK_EQ_INT(settle_with(9, 1, 1, 14, 3, 3), CG_ERR_OK);
+    CG_CHECK_EQ_INT(settle_with(9, 3, 3, 14, 3, 3), CG_ERR_OK);
+    CG_CHECK_EQ_INT(settle_with(9, max, max, 14, 3, PROTO_REQID_MAX), CG_ERR_OK);
+    CG_CHECK_EQ_INT(settle_with(9, 0, 0, 14, 3, 3), CG_ERR_PROTO);             /* empty array */
+    CG_CHECK_EQ_INT(settle_with(9, max + 1, max + 1, 14, 3, 3), CG_ERR_PROTO); /* over max */
+    CG_CHECK_EQ_INT(settle_with(9, 3, 2, 14, 3, 3), CG_ERR_PROTO);             /* count lie */
+    CG_CHECK_EQ_INT(settle_with(9, 2, 2, 13, 3, 3), CG_ERR_PROTO);             /* record arity 13 */
+    CG_CHECK_EQ_INT(settle_with(9, 1, 1, 14, 3, 0), CG_ERR_PROTO); /* empty request id */
+    CG_CHECK_EQ_INT(settle_with(9, 3, 3, 14, 3, 0), CG_ERR_PROTO); /* ... the third one */
+    CG_CHECK_EQ_INT(settle_with(9, 1, 1, 14, 3, PROTO_REQID_MAX + 1), CG_ERR_PROTO); /* long */
+    CG_CHECK_EQ_INT(settle_with(10, 1, 1, 14, 3, 3), CG_ERR_PROTO); /* an element too many */
+    /* The records element is an array, nothing else. */
+    raw r;
+    raw_init(&r);
+    raw_batch(&r, 1);
+    raw_settle(&r, 9);
+    raw_bytes(&r, "\xc0", 1);
+    CG_CHECK_EQ_INT(dec_req(r.sb.data, r.sb.size), CG_ERR_PROTO);
+    raw_fini(&r);
+    /* A record with a string where the status belongs. */
+    raw_init(&r);
+    raw_batch(&r, 1);
+    raw_settle(&r, 9);
+    raw_arr(&r, 1);
+    raw_arr(&r, 14);
+    raw_i(&r, 1);
+    raw_str(&r, 4, 'o');
+    raw_str(&r, 2, 'k');
+    raw_str(&r, 1, 'm');
+    raw_i(&r, 1);
+    raw_i(&r, 2);
+    raw_i(&r, 3);
+    raw_str(&r, 3, '2');
+    raw_i(&r, 5);
+    raw_bytes(&r, "\xc2", 1);
+    raw_str(&r, 0, 'g');
+    raw_str(&r, 0, 'c');
+    raw_str(&r, 0, 'p');
+    raw_str(&r, 3, 'q');
+    CG_CHECK_EQ_INT(dec_req(r.sb.data, r.sb.size), CG_ERR_PROTO);
+    raw_fini(&r);
+}
+
+/* Batches failing after an earlier op decoded records: everything freed once (ASan/LSan). */
+CG_TEST(settle_records_failed_batch_frees)
+{
+    raw r;
+    /* Op 2's third record has an empty request id. */
+    raw_init(&r);
+    raw_batch(&r, 2);
+    raw_settle(&r, 9);
+    raw_arr(&r, 3);
+    for (int i = 0; i < 3; i++) {
+        raw_usage(&r, 14, 3);
+    }
+    raw_settle(&r, 9);
+    raw_arr(&r, 3);
+    raw_usage(&r, 14, 3);
+    raw_usage(&r, 14, 3);
+    raw_usage(&r, 14, 0);
+    CG_CHECK_EQ_INT(dec_req(r.sb.data, r.sb.size), CG_ERR_PROTO);
+    raw_fini(&r);
+    /* Op 2 is a SETTLE of the wrong arity: it fails before its body is read. */
+    raw_init(&r);
+    raw_batch(&r, 2);
+    raw_settle(&r, 9);
+    raw_arr(&r, 1);
+    raw_usage(&r, 14, 3);
+    raw_arr(&r, 3);
+    raw_u(&r, PROTO_OP_SETTLE);
+    raw_str(&r, 1, 'x');
+    raw_str(&r, 1, 'y');
+    CG_CHECK_EQ_INT(dec_req(r.sb.data, r.sb.size), CG_ERR_PROTO);
+    raw_fini(&r);
+    /* The same as the first op of a batch (its memory never written by a decoder). */
+    for (uint32_t arity = 3; arity <= 7; arity += 4) {
+        raw_init(&r);
+        raw_batch(&r, 1);
+        raw_arr(&r, arity);
+        raw_u(&r, PROTO_OP_SETTLE);
+        for (uint32_t i = 1; i < arity; i++) {
+            raw_str(&r, 1, 'x');
+        }
+        CG_CHECK_EQ_INT(dec_req(r.sb.data, r.sb.size), CG_ERR_PROTO);
+        raw_fini(&r);
+    }
+    /* Op 2 is cut short; then a whole batch with trailing bytes. */
+    raw_init(&r);
+    raw_batch(&r, 2);
+    raw_settle(&r, 9);
+    raw_arr(&r, 2);
+    raw_usage(&r, 14, 3);
+    raw_usage(&r, 14, 3);
+    raw_settle(&r, 9);
+    raw_arr(&r, 2);
+    raw_usage(&r, 14, 3);
+    CG_CHECK_EQ_INT(dec_req(r.sb.data, r.sb.size), CG_ERR_PROTO);
+    raw_fini(&r);
+    raw_init(&r);
+    raw_batch(&r, 1);
+    raw_settle(&r, 9);
+    raw_arr(&r, 2);
+    raw_usage(&r, 14, 3);
+    raw_usage(&r, 14, 3);
+    raw_bytes(&r, "\xc0", 1);
+    CG_CHECK_EQ_INT(dec_req(r.sb.data, r.sb.size), CG_ERR_PROTO);
+    raw_fini(&r);
+}
+
 CG_TEST(names)
 {
     CG_CHECK_EQ_STR(proto_metric_name(PROTO_METRIC_COST), "cost");
@@ -1709,5 +2026,7 @@ int main(void)
                        hostile_lengths_rejected, deep_nesting_rejected, count_bounds, record_bounds,
                        event_bounds, integer_formats, wrong_types_and_arity_rejected,
                        settle_without_usage, names, rep_round_trip_max_org_states,
-                       mutated_inputs_never_crash, issue5_codecs, org_emails_codec);
+                       mutated_inputs_never_crash, issue5_codecs, org_emails_codec,
+                       settle_records_wire, settle_records_round_trip_max, settle_records_rejected,
+                       settle_records_failed_batch_frees);
 }
