@@ -90,7 +90,7 @@ typedef struct cg_cfg_load {
 
 static const char *const cg_cfg_reservation_[] = {"strict", "estimate", NULL};
 static const char *const cg_cfg_fail_mode_[] = {"closed", "open", NULL};
-static const char *const cg_cfg_lease_scopes_[] = {"none", "org", NULL};
+static const char *const cg_cfg_lease_scopes_[] = {"none", "org", "all", NULL};
 static const char *const cg_cfg_smtp_tls_[] = {"off", "starttls", "implicit", NULL};
 
 #define CG_F(field) offsetof(cg_config, field)
@@ -150,7 +150,7 @@ static const cg_cfg_dir cg_cfg_dirs_[] = {
     {"clock_file", CG_CFG_PATH, CG_CFG_EMPTY_OK, CG_S(clock_file), "", 0, 0, NULL},
     {"trusted_proxies", CG_CFG_CIDRS, CG_CFG_EMPTY_OK, 0, 0, "", 0, 0, NULL},
     {"clamp_min_tokens", CG_CFG_U32, 0, CG_F(clamp_min_tokens), 0, "16", 1, 1000000, NULL},
-    {"lease_scopes", CG_CFG_ENUM, 0, CG_F(lease_org), 0, "none", 0, 0, cg_cfg_lease_scopes_},
+    {"lease_scopes", CG_CFG_ENUM, 0, CG_F(lease_scopes), 0, "none", 0, 0, cg_cfg_lease_scopes_},
     {"lease_slice_pct", CG_CFG_U32, 0, CG_F(lease_slice_pct), 0, "10", 1, 100, NULL},
     {"demo_listen", CG_CFG_ADDR, 0, CG_S(demo_listen), "127.0.0.1:9090", 0, 0, NULL},
     {"usage_retention_days", CG_CFG_U32, 0, CG_F(usage_retention_days), 0, "400", 0, 36500, NULL},

@@ -67,7 +67,8 @@
  *                                                 test moves time in running processes)
  *   trusted_proxies        list of CIDRs ""      (peers whose X-Forwarded-For is believed)
  *   clamp_min_tokens       int        16         1..1000000 (on_low_budget clamp floor)
- *   lease_scopes           none|org   none       (budget leases for hot scopes, docs/leasing.md)
+ *   lease_scopes           none|org|all none     (budget leases: org scopes, or every scope
+ *                                                 kind; docs/leasing.md)
  *   lease_slice_pct        int        10         1..100 (a lease asks for this % of the
  *                                                 remaining budget, at least the worst case)
  *   enforcement            bool       on         (off: auth + static rules only; no
@@ -93,6 +94,11 @@
 #define CG_SECRET_MAX 255
 #define CG_PATH_MAX 511
 #define CG_TRUSTED_PROXIES_MAX 32
+
+/* lease_scopes (docs/leasing.md) */
+#define CG_LEASE_NONE 0
+#define CG_LEASE_ORG 1
+#define CG_LEASE_ALL 2
 
 typedef struct cg_shard_cfg {
     char name[CG_SHARD_NAME_MAX + 1];
@@ -176,7 +182,7 @@ typedef struct cg_config {
     cg_cidr trusted_proxies[CG_TRUSTED_PROXIES_MAX];
     uint32_t trusted_proxy_n;
     uint32_t clamp_min_tokens;
-    uint8_t lease_org;             /* lease_scopes org: org scopes are leased (docs/leasing.md) */
+    uint8_t lease_scopes;          /* CG_LEASE_NONE / _ORG / _ALL (docs/leasing.md) */
     uint32_t lease_slice_pct;      /* 1..100 */
     uint8_t enforcement;           /* 0 = off: no reserve / settle / release (benchmarks) */
     uint32_t usage_retention_days; /* 0 = keep usage records forever */

@@ -173,7 +173,7 @@ CG_TEST(config_defaults)
     CG_CHECK_EQ_STR(cfg.clock_file, "");
     CG_CHECK_EQ_INT(cfg.trusted_proxy_n, 0);
     CG_CHECK_EQ_INT(cfg.clamp_min_tokens, 16);
-    CG_CHECK_EQ_INT(cfg.lease_org, 0);
+    CG_CHECK_EQ_INT(cfg.lease_scopes, CG_LEASE_NONE);
     CG_CHECK_EQ_INT(cfg.lease_slice_pct, 10);
     cg_config d;
     cg_config_defaults(&d);
@@ -362,9 +362,15 @@ CG_TEST(config_issue3_directives)
                        err) == CG_ERR_OK);
     CG_CHECK_EQ_STR(cfg.clock_file, "/tmp/capgate-clock");
     CG_CHECK_EQ_INT(cfg.clamp_min_tokens, 1000000);
-    CG_CHECK_EQ_INT(cfg.lease_org, 1);
+    CG_CHECK_EQ_INT(cfg.lease_scopes, CG_LEASE_ORG);
     CG_CHECK_EQ_INT(cfg.lease_slice_pct, 100);
     CG_CHECK_EQ_INT(cfg.trusted_proxy_n, 4);
+    CG_CHECK(load_text("lease_scopes all\n", err) == CG_ERR_OK);
+    CG_CHECK_EQ_INT(cfg.lease_scopes, CG_LEASE_ALL);
+    CG_CHECK(load_text("lease_scopes key\n", err) != CG_ERR_OK);
+    CG_CHECK(load_text("lease_scopes org\n"
+                       "trusted_proxies 10.0.0.0/8  ::1 \t192.168.1.7 ::ffff:172.16.0.0/108\n",
+                       err) == CG_ERR_OK);
     const char *want[] = {"10.0.0.0/8", "::1/128", "192.168.1.7/32", "172.16.0.0/12"};
     for (uint32_t i = 0; i < 4; i++) {
         CG_CHECK(cg_cidr_format(&cfg.trusted_proxies[i], net, sizeof(net)) > 0);

@@ -8,6 +8,14 @@
  * goes out) → FINAL (final settle in flight) → DONE (freed once no operation
  * of it is in flight). Every operation of a lease counts in env->active_n, so
  * a draining worker finishes only after its leases were returned.
+ *
+ * Key leases carry their requests' usage records: a finished request's record
+ * waits in `recs` until the next partial settle takes it (in `frecs` while in
+ * flight, resent as is on a retry) and is written by the shard in the same
+ * transaction as the charge. A route with a sliding-window limit ends its lease
+ * with an empty final settle after a last partial one: the shard places a
+ * partial charge in the window's bucket of its arrival (never earlier than the
+ * requests it covers), a final settle at the lease's creation.
  */
 #include <assert.h>
 #include <stdio.h>
@@ -35,10 +43,11 @@ struct gw_lease {
     char route[PROTO_ROUTE_MAX + 1];
     char rid[PROTO_REQID_MAX + 1];
     uint8_t state;
-    uint8_t retried;     /* the acquire was retried once with a smaller slice */
     uint8_t flush_busy;  /* a partial settle in flight */
     uint8_t flush_retry; /* the last partial settle failed: resend it (same seq) */
     uint8_t flush_tries;
+    uint8_t flush_failed; /* a partial settle was given up: the final carries the rest */
+    uint8_t sliding;      /* the route has a sliding-window limit */
     uint8_t final_tries;
     uint32_t ops;   /* operations in flight */
     uint32_t users; /* requests admitted and not finished */
@@ -57,6 +66,14 @@ struct gw_lease {
     proto_limit_state states[PROTO_LIMITS_MAX];
     gl_waiter *w;
     uint32_t wn, wcap;
+    gw_lease *hnext;    /* route hash chain */
+    uint8_t anchor_day; /* customer routes: the inline defaults of the acquire */
+    uint8_t inline_n;
+    proto_limit inline_limits[PROTO_LIMITS_MAX];
+    proto_usage *recs; /* usage records of finished requests, not yet sent */
+    uint32_t rec_n, rec_cap;
+    proto_usage *frecs; /* the records of the partial settle in flight / to resend */
+    uint32_t frec_n, frec_cap;
 };
 
 /* ---- helpers ---- */
@@ -116,6 +133,29 @@ static cg_err gl_submit(gw_lease *L, const proto_req *rq, gw_ledger_cb cb)
     return err;
 }
 
+static uint32_t gl_hash(const char *route)
+{
+    uint32_t h = 2166136261u; /* FNV-1a */
+    for (const unsigned char *c = (const unsigned char *)route; *c != '\0'; c++) {
+        h = (h ^ *c) * 16777619u;
+    }
+    return h & (GW_LEASE_BUCKETS - 1);
+}
+
+static void gl_free(gw_lease *L)
+{
+    if (L->rec_n + L->frec_n > 0) {
+        char n[16];
+        snprintf(n, sizeof(n), "%u", L->rec_n + L->frec_n);
+        cg_log(CG_LOG_ERROR, "usage records of a lease not written", "lease", L->rid, "route",
+               L->route, "records", n, NULL);
+    }
+    free(L->recs);
+    free(L->frecs);
+    free(L->w);
+    free(L);
+}
+
 static void gl_unlink_free(gw_lease *L)
 {
     gw_lease **pp = &L->env->leases.head;
@@ -125,8 +165,14 @@ static void gl_unlink_free(gw_lease *L)
     if (*pp == L) {
         *pp = L->next;
     }
-    free(L->w);
-    free(L);
+    pp = &L->env->leases.bucket[gl_hash(L->route)];
+    while (*pp != NULL && *pp != L) {
+        pp = &(*pp)->hnext;
+    }
+    if (*pp == L) {
+        *pp = L->hnext;
+    }
+    gl_free(L);
 }
 
 /* Free a DONE lease once nothing of it is in flight. */
@@ -164,9 +210,13 @@ void gw_lease_note_refusal(gw_proxy_env *env, const char *route, const proto_amo
                            const proto_refusal *rf, const proto_limit_state *states, uint8_t n)
 {
     int64_t w = gl_amt(worst, rf->metric);
-    if (rf->window.kind == CG_WIN_SLIDING || rf->max <= 0 || rf->used + w <= rf->max) {
+    if (rf->max <= 0 || rf->used + w <= rf->max) {
         return; /* not definitive: reservations may come back */
     }
+    /* A sliding window's used shrinks as its buckets age out, so there it is nearly
+     * definitive: kept no longer than the refusal's retry time (resets_at) and the second
+     * below; a request could be refused for at most that long after old usage left the
+     * window while the reservations counted in the retry time were still held. */
     int64_t until = cg_now_ms() + GW_LEASE_IDLE_MS;
     if (rf->resets_at_ms > 0 && rf->resets_at_ms < until) {
         until = rf->resets_at_ms;
@@ -205,6 +255,7 @@ static void gl_final_cb(cg_err err, const proto_rep *rep, void *ud)
     L->ops--;
     if (st == CG_ERR_OK) {
         L->state = GL_DONE;
+        L->rec_n = 0; /* written */
     } else if (gl_is_retriable(st) && ++L->final_tries < GL_FINAL_TRIES_MAX &&
                L->env->ledger != NULL) {
         L->state = GL_RETIRED; /* the next tick sends it again (same contents: idempotent) */
@@ -218,9 +269,18 @@ static void gl_final_cb(cg_err err, const proto_rep *rep, void *ud)
     gl_active_dec(env);
 }
 
+static void gl_flush(gw_lease *L, int renew);
+
 static void gl_maybe_final(gw_lease *L)
 {
     if (L->state != GL_RETIRED || L->users != 0 || L->flush_busy || L->flush_retry) {
+        return;
+    }
+    proto_amounts un = L->charged;
+    gl_add(&un, &L->flushed, -1);
+    if (!L->flush_failed &&
+        ((L->sliding && (!gl_zero(&un) || L->rec_n > 0)) || L->rec_n > PROTO_SETTLE_RECS_MAX)) {
+        gl_flush(L, 0); /* a last partial settle first; its callback comes back here */
         return;
     }
     proto_req rq;
@@ -228,8 +288,16 @@ static void gl_maybe_final(gw_lease *L)
     rq.op = PROTO_OP_SETTLE;
     snprintf(rq.route, sizeof(rq.route), "%s", L->route);
     snprintf(rq.u.settle.request_id, sizeof(rq.u.settle.request_id), "%s", L->rid);
-    rq.u.settle.actual = L->charged;
-    gl_add(&rq.u.settle.actual, &L->flushed, -1);
+    rq.u.settle.actual = un;
+    if (L->rec_n > PROTO_SETTLE_RECS_MAX) { /* only after a failed partial settle */
+        char n[16];
+        snprintf(n, sizeof(n), "%u", L->rec_n - PROTO_SETTLE_RECS_MAX);
+        cg_log(CG_LOG_ERROR, "usage records of a lease not written", "lease", L->rid, "route",
+               L->route, "records", n, NULL);
+        L->rec_n = PROTO_SETTLE_RECS_MAX;
+    }
+    rq.u.settle.recs = L->recs;
+    rq.u.settle.rec_n = L->rec_n;
     L->state = GL_FINAL;
     cg_err err = gl_submit(L, &rq, gl_final_cb);
     if (err != CG_ERR_OK) {
@@ -250,6 +318,66 @@ static void gl_retire(gw_lease *L)
 
 /* ---- partial settles ---- */
 
+static int gl_recs_reserve(proto_usage **a, uint32_t *cap, uint32_t need)
+{
+    if (need <= *cap) {
+        return 1;
+    }
+    uint32_t c = *cap ? *cap : 64;
+    while (c < need) {
+        c *= 2;
+    }
+    proto_usage *n = realloc(*a, (size_t)c * sizeof(*n));
+    if (n == NULL) {
+        return 0;
+    }
+    *a = n;
+    *cap = c;
+    return 1;
+}
+
+/* Move the waiting records (at most PROTO_SETTLE_RECS_MAX) into the flight array. */
+static void gl_recs_take(gw_lease *L)
+{
+    assert(L->frec_n == 0);
+    if (L->rec_n <= PROTO_SETTLE_RECS_MAX) {
+        proto_usage *a = L->frecs;
+        uint32_t cap = L->frec_cap;
+        L->frecs = L->recs;
+        L->frec_cap = L->rec_cap;
+        L->frec_n = L->rec_n;
+        L->recs = a;
+        L->rec_cap = cap;
+        L->rec_n = 0;
+        return;
+    }
+    if (!gl_recs_reserve(&L->frecs, &L->frec_cap, PROTO_SETTLE_RECS_MAX)) {
+        return; /* they wait for the next flush */
+    }
+    memcpy(L->frecs, L->recs, PROTO_SETTLE_RECS_MAX * sizeof(*L->recs));
+    L->frec_n = PROTO_SETTLE_RECS_MAX;
+    L->rec_n -= PROTO_SETTLE_RECS_MAX;
+    memmove(L->recs, L->recs + PROTO_SETTLE_RECS_MAX, (size_t)L->rec_n * sizeof(*L->recs));
+}
+
+/* A given-up partial settle's records go back to the waiting ones (the final takes them). */
+static void gl_recs_giveback(gw_lease *L)
+{
+    if (L->frec_n == 0) {
+        return;
+    }
+    if (gl_recs_reserve(&L->recs, &L->rec_cap, L->rec_n + L->frec_n)) {
+        memcpy(L->recs + L->rec_n, L->frecs, (size_t)L->frec_n * sizeof(*L->frecs));
+        L->rec_n += L->frec_n;
+    } else {
+        char n[16];
+        snprintf(n, sizeof(n), "%u", L->frec_n);
+        cg_log(CG_LOG_ERROR, "usage records of a lease not written", "lease", L->rid, "route",
+               L->route, "records", n, NULL);
+    }
+    L->frec_n = 0;
+}
+
 static void gl_flush_cb(cg_err err, const proto_rep *rep, void *ud)
 {
     gw_lease *L = ud;
@@ -261,6 +389,7 @@ static void gl_flush_cb(cg_err err, const proto_rep *rep, void *ud)
         memset(&L->flushing, 0, sizeof(L->flushing));
         L->flush_retry = 0;
         L->flush_tries = 0;
+        L->frec_n = 0; /* written */
         if (!rep->u.settle.late) {
             L->expires_ms = L->sent_ms + L->lease_len_ms;
         } else {
@@ -276,13 +405,18 @@ static void gl_flush_cb(cg_err err, const proto_rep *rep, void *ud)
         cg_log(CG_LOG_ERROR, "lease charge failed", "lease", L->rid, "route", L->route, "error",
                cg_err_name(st), NULL);
         L->flush_retry = 0;
+        L->flush_failed = 1;
         memset(&L->flushing, 0, sizeof(L->flushing));
+        gl_recs_giveback(L);
         if (L->state == GL_ACTIVE) {
             L->state = GL_RETIRED;
         }
     }
     if (L->state == GL_ACTIVE && L->expires_ms < cg_now_ms() + (int64_t)L->env->cfg->lease_ms) {
         L->state = GL_RETIRED;
+    }
+    if (L->state == GL_ACTIVE && L->rec_n >= GW_LEASE_FLUSH_RECS) {
+        gl_flush(L, 0); /* more records came meanwhile */
     }
     gw_proxy_env *env = L->env;
     gl_maybe_final(L);
@@ -298,11 +432,12 @@ static void gl_flush(gw_lease *L, int renew)
     if (!L->flush_retry) {
         proto_amounts un = L->charged;
         gl_add(&un, &L->flushed, -1);
-        if (gl_zero(&un) && !renew) {
+        if (gl_zero(&un) && L->rec_n == 0 && !renew) {
             return;
         }
         L->flushing = un;
         L->seq++;
+        gl_recs_take(L);
     }
     proto_req rq;
     memset(&rq, 0, sizeof(rq));
@@ -313,6 +448,8 @@ static void gl_flush(gw_lease *L, int renew)
     rq.u.settle.partial = 1;
     rq.u.settle.charge_seq = L->seq;
     rq.u.settle.lease_ms = L->lease_len_ms;
+    rq.u.settle.recs = L->frecs;
+    rq.u.settle.rec_n = L->frec_n;
     L->sent_ms = cg_now_ms();
     if (gl_submit(L, &rq, gl_flush_cb) == CG_ERR_OK) {
         L->flush_busy = 1;
@@ -347,7 +484,9 @@ static void gl_tick_cb(uv_timer_t *t)
 
 /* ---- acquire ---- */
 
-/* Slice multiplier from the states of the route's limits: pct% of the tightest remaining. */
+/* Slice multiplier from the states of the route's limits: pct% of the tightest remaining,
+ * at least floor_k; 0 in the tail (a block limit with less than GW_LEASE_TAIL_K × worst
+ * unreserved: no lease, requests reserve one by one). */
 static int64_t gl_k(const gw_proxy_env *env, const proto_limit_state *st, uint8_t n,
                     const proto_amounts *worst, int pct, int64_t floor_k)
 {
@@ -363,6 +502,9 @@ static int64_t gl_k(const gw_proxy_env *env, const proto_limit_state *st, uint8_
         int64_t rem = st[i].max - st[i].used - st[i].reserved;
         if (rem < 0) {
             rem = 0;
+        }
+        if ((__int128)rem < (__int128)w * GW_LEASE_TAIL_K) {
+            return 0;
         }
         int64_t kk = (int64_t)((__int128)rem * pct / 100 / w);
         if (kk < k) {
@@ -400,6 +542,9 @@ static cg_err gl_acquire_send(gw_lease *L)
     snprintf(rq.u.reserve.request_id, sizeof(rq.u.reserve.request_id), "%s", L->rid);
     rq.u.reserve.lease_ms = L->lease_len_ms;
     rq.u.reserve.worst = L->slice;
+    rq.u.reserve.anchor_day = L->anchor_day;
+    rq.u.reserve.inline_n = L->inline_n;
+    memcpy(rq.u.reserve.inline_limits, L->inline_limits, sizeof(L->inline_limits[0]) * L->inline_n);
     L->sent_ms = cg_now_ms();
     return gl_submit(L, &rq, gl_acquire_cb);
 }
@@ -434,17 +579,10 @@ static void gl_acquire_cb(cg_err err, const proto_rep *rep, void *ud)
         L->state_n = rep->u.reserve.state_n <= PROTO_LIMITS_MAX ? rep->u.reserve.state_n : 0;
         memcpy(L->states, rep->u.reserve.states, sizeof(L->states[0]) * L->state_n);
     }
-    int sliding = 0;
     for (uint8_t i = 0; i < L->state_n; i++) {
-        sliding |= L->states[i].window.kind == CG_WIN_SLIDING;
+        L->sliding |= L->states[i].window.kind == CG_WIN_SLIDING;
     }
-    if (st == CG_ERR_OK && sliding) {
-        /* Leases only for calendar / lifetime limits: give it back, reserve per request. */
-        gl_route_nolease_add(&env->leases, L->route, 5000);
-        L->state = GL_RETIRED;
-        gl_wake(L, 0);
-        gl_maybe_final(L);
-    } else if (st == CG_ERR_OK) {
+    if (st == CG_ERR_OK) {
         L->state = GL_ACTIVE;
         L->granted = L->slice;
         L->expires_ms = L->sent_ms + L->lease_len_ms;
@@ -453,27 +591,15 @@ static void gl_acquire_cb(cg_err err, const proto_rep *rep, void *ud)
         if (env->leases.shutdown || L->users == 0) {
             gl_retire(L);
         }
-    } else if (st == CG_ERR_BUDGET && !L->retried && L->wn > 0 && !sliding) {
-        /* Ask once more for what is left (if that is at least two requests' worth). */
-        int64_t k = gl_k(env, L->states, L->state_n, &L->w[0].worst, 100, 0);
-        L->retried = 1;
-        if (k >= 2) {
-            gl_set_slice(L, &L->w[0].worst, k);
-            if (gl_acquire_send(L) == CG_ERR_OK) {
-                gl_active_dec(env);
-                return;
-            }
-        }
-        L->state = GL_DONE;
-        gl_route_nolease_add(&env->leases, L->route, GW_LEASE_TICK_MS);
-        gl_wake(L, 0);
     } else {
         if (st != CG_ERR_BUDGET) {
             cg_log(CG_LOG_WARN, "lease acquire failed; reserving per request", "route", L->route,
                    "error", cg_err_name(st), NULL);
         }
-        /* Near the cap: per request for a while instead of an acquire per request. */
-        gl_route_nolease_add(&env->leases, L->route, GW_LEASE_TICK_MS);
+        /* Near the cap (the tail) or failing: per request for a while instead of an
+         * acquire per request. */
+        gl_route_nolease_add(&env->leases, L->route,
+                             st == CG_ERR_BUDGET ? GW_LEASE_IDLE_MS : GW_LEASE_TICK_MS);
         L->state = GL_DONE;
         gl_wake(L, 0);
     }
@@ -485,7 +611,9 @@ static void gl_acquire_cb(cg_err err, const proto_rep *rep, void *ud)
 
 int gw_lease_enabled(const gw_proxy_env *env, uint8_t kind)
 {
-    return env->cfg->lease_org && kind == PROTO_SCOPE_ORG && env->cfg->enforcement;
+    const cg_config *c = env->cfg;
+    return c->enforcement && (c->lease_scopes == CG_LEASE_ALL ||
+                              (c->lease_scopes == CG_LEASE_ORG && kind == PROTO_SCOPE_ORG));
 }
 
 static int gl_wait(gw_lease *L, gw_proxy *p, uint8_t idx, const proto_amounts *worst)
@@ -522,8 +650,9 @@ gw_lease_verdict gw_lease_admit(gw_proxy_env *env, gw_proxy *p, uint8_t idx, con
     const proto_limit_state *hint = NULL;
     uint8_t hint_n = 0;
     gw_lease *next;
-    for (gw_lease *L = tab->head; L != NULL; L = next) {
-        next = L->next;
+    uint32_t h = gl_hash(route);
+    for (gw_lease *L = tab->bucket[h]; L != NULL; L = next) {
+        next = L->hnext;
         if (strcmp(L->route, route) != 0) {
             continue;
         }
@@ -546,20 +675,28 @@ gw_lease_verdict gw_lease_admit(gw_proxy_env *env, gw_proxy *p, uint8_t idx, con
         }
         gl_retire(L); /* spent (or about to lapse): a fresh one below */
     }
+    int64_t k = GW_LEASE_FIRST_K;
+    if (hint_n > 0 &&
+        (k = gl_k(env, hint, hint_n, worst, (int)cfg->lease_slice_pct, GW_LEASE_MIN_K)) == 0) {
+        return GW_LEASE_NO; /* the tail */
+    }
     gw_lease *L = calloc(1, sizeof(*L));
     if (L == NULL) {
         return GW_LEASE_NO;
     }
     L->env = env;
+    if (p->scopes[idx].kind == PROTO_SCOPE_CUSTOMER) {
+        /* The org's calendar and customer_defaults, as gw_proxy_reserve_req sends them. */
+        L->anchor_day = p->org.anchor_day;
+        L->inline_n = p->org.customer_limit_n <= PROTO_LIMITS_MAX ? p->org.customer_limit_n : 0;
+        memcpy(L->inline_limits, p->org.customer_limits, sizeof(L->inline_limits[0]) * L->inline_n);
+    }
     L->state = GL_ACQUIRING;
     L->lease_len_ms = len;
     snprintf(L->route, sizeof(L->route), "%s", route);
     snprintf(L->rid, sizeof(L->rid), "lease:%016llx:%u", (unsigned long long)env->rid_prefix,
              ++tab->counter);
-    gl_set_slice(L, worst,
-                 hint_n > 0
-                     ? gl_k(env, hint, hint_n, worst, (int)cfg->lease_slice_pct, GW_LEASE_MIN_K)
-                     : GW_LEASE_FIRST_K);
+    gl_set_slice(L, worst, k);
     if (!gl_wait(L, p, idx, worst)) {
         free(L);
         return GW_LEASE_NO;
@@ -572,6 +709,8 @@ gw_lease_verdict gw_lease_admit(gw_proxy_env *env, gw_proxy *p, uint8_t idx, con
     }
     L->next = tab->head;
     tab->head = L;
+    L->hnext = tab->bucket[h];
+    tab->bucket[h] = L;
     if (!tab->timer_open) {
         uv_timer_init(env->loop, &tab->timer);
         tab->timer.data = env;
@@ -591,9 +730,21 @@ void gw_lease_return(gw_lease *L, const proto_amounts *worst)
     gl_maybe_free(L);
 }
 
-void gw_lease_charge(gw_lease *L, const proto_amounts *worst, const proto_amounts *actual)
+void gw_lease_charge(gw_lease *L, const proto_amounts *worst, const proto_amounts *actual,
+                     const proto_usage *rec)
 {
     gl_add(&L->charged, actual, 1);
+    if (rec != NULL) {
+        if (gl_recs_reserve(&L->recs, &L->rec_cap, L->rec_n + 1)) {
+            L->recs[L->rec_n++] = *rec;
+        } else {
+            cg_log(CG_LOG_ERROR, "usage record not kept (out of memory)", "request_id",
+                   rec->request_id, NULL);
+        }
+        if (L->rec_n >= GW_LEASE_FLUSH_RECS && L->state == GL_ACTIVE) {
+            gl_flush(L, 0);
+        }
+    }
     gw_lease_return(L, worst);
 }
 
@@ -632,8 +783,8 @@ void gw_lease_fini(gw_proxy_env *env)
     gw_lease *next;
     for (gw_lease *L = env->leases.head; L != NULL; L = next) {
         next = L->next;
-        free(L->w);
-        free(L);
+        gl_free(L);
     }
     env->leases.head = NULL;
+    memset(env->leases.bucket, 0, sizeof(env->leases.bucket));
 }

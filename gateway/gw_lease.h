@@ -1,7 +1,8 @@
 /*
  * gw_lease.h — budget leases for hot scopes (issue 4, docs/leasing.md).
  *
- * Per worker, per leased route (org scopes with `lease_scopes org`): the
+ * Per worker, per leased route (org scopes with `lease_scopes org`, every scope
+ * with `lease_scopes all`): the
  * worker holds a lease — an ordinary reservation on the owning shard with its
  * own request id ("lease:<worker prefix>:<n>") and a slice of the remaining
  * budget as its worst case — and admits requests against it locally:
@@ -25,9 +26,14 @@
 #define GW_LEASE_TICK_MS 200  /* flush / renew / idle check period */
 #define GW_LEASE_IDLE_MS 1000 /* an unused lease is returned after this */
 #define GW_LEASE_FIRST_K 16   /* first slice: the request's worst case × this */
-#define GW_LEASE_MIN_K 16     /* slices are at least worst × this (if that fits) */
+#define GW_LEASE_MIN_K 16     /* slices are at least worst × this */
+/* The tail: where a block limit has less than worst × this unreserved, requests reserve
+ * one by one (exact to the cap, no slice held by one worker while another refuses). */
+#define GW_LEASE_TAIL_K 16
 #define GW_LEASE_MAX_K 100000
 #define GW_LEASE_NOLEASE_MAX 16
+#define GW_LEASE_FLUSH_RECS 256 /* a key lease flushes once this many usage records wait */
+#define GW_LEASE_BUCKETS 256    /* route hash buckets (power of two) */
 
 typedef struct gw_lease gw_lease;
 struct gw_proxy_env;
@@ -55,11 +61,12 @@ typedef struct gw_lease_refusal {
 
 typedef struct gw_lease_tab {
     gw_lease *head;
+    gw_lease *bucket[GW_LEASE_BUCKETS]; /* by route hash, chained by hnext */
     uv_timer_t timer;
     uint8_t timer_open;
     uint8_t shutdown; /* no new leases; every lease retired */
     uint32_t counter; /* lease request ids */
-    /* routes found to have sliding-window limits: per-request reservations there */
+    /* routes near their cap (or failing): per-request reservations there for a while */
     gw_lease_nolease nolease[GW_LEASE_NOLEASE_MAX];
     uint32_t nolease_next;
     gw_lease_refusal refusals[GW_LEASE_REFUSALS_MAX];
@@ -76,6 +83,8 @@ typedef enum gw_lease_verdict {
 int gw_lease_enabled(const struct gw_proxy_env *env, uint8_t kind);
 /* Try to admit scope idx of p (route, worst) on a lease. On WAIT the caller counts the
  * operation as in flight; gw_lease holds a reference of p until gw_proxy_lease_ready. */
+/* A customer route's lease acquire carries the org's customer_defaults inline (from p),
+ * as the request's own RESERVE would. */
 gw_lease_verdict gw_lease_admit(struct gw_proxy_env *env, struct gw_proxy *p, uint8_t idx,
                                 const char *route, const proto_amounts *worst, gw_lease **out);
 /* A per-request reservation of a leased scope kind was refused: remember it if definitive. */
@@ -84,8 +93,11 @@ void gw_lease_note_refusal(struct gw_proxy_env *env, const char *route, const pr
 /* A remembered definitive refusal covering a request of this worst case, or NULL. */
 const gw_lease_refusal *gw_lease_refused(struct gw_proxy_env *env, const char *route,
                                          const proto_amounts *worst);
-/* A request admitted on L finished: it consumed actual (charge) or nothing (release). */
-void gw_lease_charge(gw_lease *L, const proto_amounts *worst, const proto_amounts *actual);
+/* A request admitted on L finished: it consumed actual (charge) or nothing (release).
+ * rec: its usage record (key scopes; NULL for others), carried by the lease's next
+ * partial settle (or its final one) and written with the charge. */
+void gw_lease_charge(gw_lease *L, const proto_amounts *worst, const proto_amounts *actual,
+                     const proto_usage *rec);
 void gw_lease_return(gw_lease *L, const proto_amounts *worst);
 /* The limit states last seen for L's route (for the response headers). */
 uint8_t gw_lease_states(const gw_lease *L, proto_limit_state *out);

@@ -491,6 +491,11 @@ void gw_proxy_reserve_all(gw_proxy *p)
                 s->transport = 0;
                 s->st = CG_ERR_BUDGET;
                 s->refusal = no->refusal;
+                if (no->refusal.window.kind == CG_WIN_SLIDING) {
+                    /* Retry-After from now, not from the refusal remembered. */
+                    int64_t left = no->refusal.resets_at_ms - cg_now_ms();
+                    s->refusal.retry_after_ms = left > 0 ? left : 1;
+                }
                 s->state_n = no->state_n;
                 memcpy(s->states, no->states, sizeof(s->states[0]) * no->state_n);
                 continue;

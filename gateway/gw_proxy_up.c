@@ -240,7 +240,13 @@ static void gw_proxy_settle(gw_proxy *p)
             proto_amounts actual = {.cost_nusd = p->cost_nusd,
                                     .tokens = p->tokens,
                                     .requests = p->nothing_used ? 0 : 1};
-            gw_lease_charge(p->lease[i], &p->lease_worst[i], &actual);
+            proto_usage rec;
+            if (s->kind == PROTO_SCOPE_KEY) {
+                memset(&rec, 0, sizeof(rec));
+                gw_proxy_usage_record(p, &rec);
+            }
+            gw_lease_charge(p->lease[i], &p->lease_worst[i], &actual,
+                            s->kind == PROTO_SCOPE_KEY ? &rec : NULL);
             p->lease[i] = NULL;
             s->settled = 1;
             continue;

@@ -466,6 +466,12 @@ static void fx_config_write(fx_cluster *c)
     if (o->extra_config != NULL) {
         fprintf(f, "%s\n", o->extra_config);
     }
+    /* A ctest variant of a test (tests/CMakeLists.txt, cg_add_integration_variant) appends
+     * its directives here; the last value of a directive wins. */
+    const char *variant = getenv("FX_EXTRA_CONFIG");
+    if (variant != NULL && variant[0] != '\0') {
+        fprintf(f, "%s\n", variant);
+    }
     FX_CHECK(fclose(f) == 0, "write %s", c->config_path);
 }
 
@@ -935,4 +941,26 @@ double fx_metric_value(const char *body, const char *series)
         p = p != NULL ? p + 1 : NULL;
     }
     return -1;
+}
+
+void fx_ledger_ops(const fx_proc *p, long long *org, long long *key, int *lines)
+{
+    FILE *f = fopen(p->log_path, "r");
+    FX_CHECK(f != NULL, "open %s", p->log_path);
+    char line[4096];
+    while (fgets(line, sizeof(line), f) != NULL) {
+        if (strstr(line, "\"ledger ops\"") == NULL) {
+            continue;
+        }
+        cJSON *j = cJSON_Parse(line);
+        FX_CHECK(j != NULL, "bad log line %s", line);
+        const cJSON *o = cJSON_GetObjectItemCaseSensitive(j, "org");
+        const cJSON *k = cJSON_GetObjectItemCaseSensitive(j, "key");
+        FX_CHECK(cJSON_IsString(o) && cJSON_IsString(k), "ledger ops line %s", line);
+        *org += atoll(o->valuestring);
+        *key += atoll(k->valuestring);
+        (*lines)++;
+        cJSON_Delete(j);
+    }
+    fclose(f);
 }

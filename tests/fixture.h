@@ -323,6 +323,10 @@ fx_limit fx_scope_limit_idle(fx_cluster *c, const char *path, const char *metric
  * returns the last reading, for the caller to check. */
 fx_usage fx_usage_totals_settled(fx_cluster *c, const char *query, int64_t requests);
 
+/* Sum the key and org money operations (RESERVE/SETTLE/RELEASE) of every "ledger ops"
+ * line a gateway logged at shutdown (gw_ledger.c) in p's log (all its runs). */
+void fx_ledger_ops(const fx_proc *p, long long *org, long long *key, int *lines);
+
 /* ---- the test clock ---- */
 
 /* Move the clock of every process (and of the fixture's calendar helpers)

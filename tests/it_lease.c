@@ -71,29 +71,6 @@ static void *client_main(void *arg)
     return NULL;
 }
 
-/* Sum the "org" (and "key") money operations of every "ledger ops" line in p's log. */
-static void sum_ops(const fx_proc *p, long long *org, long long *key, int *lines)
-{
-    FILE *f = fopen(p->log_path, "r");
-    FX_CHECK(f != NULL, "open %s", p->log_path);
-    char line[4096];
-    while (fgets(line, sizeof(line), f) != NULL) {
-        if (strstr(line, "\"ledger ops\"") == NULL) {
-            continue;
-        }
-        cJSON *j = cJSON_Parse(line);
-        FX_CHECK(j != NULL, "bad log line %s", line);
-        const cJSON *o = cJSON_GetObjectItemCaseSensitive(j, "org");
-        const cJSON *k = cJSON_GetObjectItemCaseSensitive(j, "key");
-        FX_CHECK(cJSON_IsString(o) && cJSON_IsString(k), "ledger ops line %s", line);
-        *org += atoll(o->valuestring);
-        *key += atoll(k->valuestring);
-        (*lines)++;
-        cJSON_Delete(j);
-    }
-    fclose(f);
-}
-
 int main(void)
 {
     fx_init("it_lease");
@@ -146,7 +123,7 @@ int main(void)
     int lines = 0;
     for (uint32_t g = 0; g < 2; g++) {
         fx_proc_stop_clean(&c.gateways[g]);
-        sum_ops(&c.gateways[g], &org_ops, &key_ops, &lines);
+        fx_ledger_ops(&c.gateways[g], &org_ops, &key_ops, &lines);
     }
     double per = ok > 0 ? (double)org_ops / (double)ok : 0;
     fx_log("ledger ops (%d lines): org %lld (%.3f per admitted request), key %lld", lines, org_ops,
