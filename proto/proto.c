@@ -832,8 +832,14 @@ cg_err proto_req_decode(const void *buf, size_t len, proto_req **out, uint32_t *
     }
     cg_err err = CG_ERR_OK;
     uint32_t reached = 0; /* entries rd_req has initialised (the failed one included) */
+    uint32_t recs = 0;    /* usage records decoded so far (memory bound, see proto.h) */
     while (reached < n && err == CG_ERR_OK) {
-        err = rd_req(&rd, &reqs[reached++]);
+        proto_req *r = &reqs[reached++];
+        err = rd_req(&rd, r);
+        if (err == CG_ERR_OK && r->op == PROTO_OP_SETTLE &&
+            (recs += r->u.settle.rec_n) > PROTO_MSG_RECS_MAX) {
+            err = CG_ERR_TOOBIG;
+        }
     }
     if (err == CG_ERR_OK) {
         err = proto_rd_end(&rd);

@@ -37,9 +37,13 @@
 #define PROTO_MSG_MAX_BYTES (4u << 20) /* receive cap for any message */
 #define PROTO_BATCH_MAX 256            /* operations per message */
 #define PROTO_SETTLE_RECS_MAX 1024     /* usage records per SETTLE (key leases) */
-#define PROTO_ID_MAX 64                /* org / key / group / customer id bytes */
-#define PROTO_ROUTE_MAX 160            /* routing key bytes ("customer:<org>/<id>") */
-#define PROTO_REQID_MAX 48             /* request id bytes */
+/* Usage records per request message: bounds what a decoder allocates for one message
+ * (~470 bytes each) whatever the sender packs into PROTO_MSG_MAX_BYTES; a gateway batch
+ * (closed at 256 KiB plus one op) never comes near it. */
+#define PROTO_MSG_RECS_MAX 16384
+#define PROTO_ID_MAX 64     /* org / key / group / customer id bytes */
+#define PROTO_ROUTE_MAX 160 /* routing key bytes ("customer:<org>/<id>") */
+#define PROTO_REQID_MAX 48  /* request id bytes */
 #define PROTO_NAME_MAX 128
 #define PROTO_LIMITS_MAX 16  /* limits per scope */
 #define PROTO_WARN_MAX 8     /* warn_at thresholds per limit */

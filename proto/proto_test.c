@@ -1487,6 +1487,36 @@ CG_TEST(settle_records_round_trip_max)
     free(recs);
 }
 
+/* What one message may make the decoder allocate is bounded: PROTO_MSG_RECS_MAX usage
+ * records in all, however small each is on the wire. */
+CG_TEST(settle_records_bounded_per_message)
+{
+    enum { OPS = PROTO_MSG_RECS_MAX / PROTO_SETTLE_RECS_MAX + 1 };
+    proto_usage one;
+    proto_req *in = calloc(OPS, sizeof(*in));
+    proto_usage *recs = calloc(PROTO_SETTLE_RECS_MAX, sizeof(*recs));
+    CG_CHECK(in != NULL && recs != NULL);
+    for (uint32_t i = 0; i < OPS; i++) {
+        in[i] = settle_fixture(&one);
+        in[i].u.settle.rec_n = PROTO_SETTLE_RECS_MAX;
+        in[i].u.settle.recs = recs;
+    }
+    for (uint32_t i = 0; i < PROTO_SETTLE_RECS_MAX; i++) {
+        recs[i] = one;
+    }
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    CG_CHECK_EQ_INT(proto_req_encode(in, OPS - 1, &sb), CG_ERR_OK); /* exactly the bound */
+    CG_CHECK_EQ_INT(dec_req(sb.data, sb.size), CG_ERR_OK);
+    msgpack_sbuffer_clear(&sb);
+    CG_CHECK_EQ_INT(proto_req_encode(in, OPS, &sb), CG_ERR_OK);
+    CG_CHECK(sb.size < PROTO_MSG_MAX_BYTES);
+    CG_CHECK_EQ_INT(dec_req(sb.data, sb.size), CG_ERR_TOOBIG);
+    msgpack_sbuffer_destroy(&sb);
+    free(recs);
+    free(in);
+}
+
 /* A one-op batch: the SETTLE head of `arity`, then rec_n records of raw_usage(rec_arity,
  * rid_len) announced as arr_n (the last record with last_rid_len instead). */
 static cg_err settle_with(uint32_t arity, uint32_t arr_n, uint32_t rec_n, uint32_t rec_arity,
@@ -2028,5 +2058,5 @@ int main(void)
                        settle_without_usage, names, rep_round_trip_max_org_states,
                        mutated_inputs_never_crash, issue5_codecs, org_emails_codec,
                        settle_records_wire, settle_records_round_trip_max, settle_records_rejected,
-                       settle_records_failed_batch_frees);
+                       settle_records_bounded_per_message, settle_records_failed_batch_frees);
 }
