@@ -22,6 +22,12 @@
  *   write, never per byte.
  * - Every uv_write owns one heap block (request + bytes); the caller's buffers
  *   are copied, so they may be transient.
+ * - Streamed output (head, chunks, terminator) is coalesced: it is appended to
+ *   the connection's open block (conn->out) and handed to uv_write once per loop
+ *   iteration, by the server's prepare handle (right before the loop polls), when
+ *   the block reaches CG_HTTP_OUT_MAX_BYTES, or when the response completes. So
+ *   a burst of small writes in one iteration (SSE events of one upstream read)
+ *   costs one write(2), not one each. Bytes in the open block count as pending.
  * - The handler is never called from inside another handler call: everything
  *   that could re-enter it (finishing a response, closing after a failed
  *   write) is deferred through the connection's timer with timeout 0.
@@ -60,6 +66,9 @@
 #define CG_HTTP_LINGER_BYTES_MAX (1u << 20) /* input discarded while lingering */
 #define CG_HTTP_HEAD_FIXED_BYTES 256        /* status line + the headers added here */
 #define CG_HTTP_ERROR_MSG_MAX 512           /* error message bytes kept (JSON-escaped x6) */
+#define CG_HTTP_OUT_INIT_BYTES 4096         /* first coalesced output block of a stream */
+#define CG_HTTP_OUT_MAX_BYTES 65536         /* a fuller block is queued at once */
+#define CG_HTTP_CHUNK_FRAME_BYTES 20        /* hex size + CRLF + CRLF around one chunk */
 /* The arena holds header_max_bytes of text plus its NUL terminators. */
 #define CG_HTTP_ARENA_SLACK_BYTES (2 * CG_HTTP_HEADERS_MAX + 8)
 #define CG_HTTP_BACKLOG 1024
@@ -99,6 +108,9 @@ struct cg_http_server {
     uint32_t conn_n;
     uint8_t closing;
     uint8_t listener_open;
+    uint8_t prep_open;  /* the prepare handle is not closed yet */
+    uv_prepare_t prep;  /* queues coalesced output before the loop polls */
+    cg_http_conn *outq; /* conns with an open output block (doubly linked) */
     char rbuf[CG_HTTP_READ_BUF_BYTES];
 };
 
@@ -139,6 +151,9 @@ struct cg_http_conn {
     size_t linger_bytes;
     size_t pending_bytes; /* queued to uv_write, not yet written */
     uint32_t writes_inflight;
+    struct conn_wreq *out;       /* open coalesced output block (not queued yet), or NULL */
+    size_t out_cap;              /* its data capacity */
+    cg_http_conn *oprev, *onext; /* srv->outq, while out is set */
     cg_http_abort_cb on_abort;
     cg_http_drain_cb on_drain;
     void *cb_ud;
@@ -164,6 +179,7 @@ static int conn_on_body(http_parser *p, const char *at, size_t len);
 static int conn_on_message_complete(http_parser *p);
 static void conn_timer_cb(uv_timer_t *t);
 static void conn_close(cg_http_conn *c);
+static void conn_out_discard(cg_http_conn *c);
 static void conn_feed(cg_http_conn *c, const char *data, size_t len);
 
 static const http_parser_settings http_settings = {
@@ -255,10 +271,17 @@ static void conn_alloc_cb(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 
 /* ---- connection teardown ---- */
 
+static void server_prep_close_cb(uv_handle_t *h)
+{
+    cg_http_server *s = h->data;
+    free(s);
+}
+
 static void server_maybe_free(cg_http_server *s)
 {
-    if (s->closing && !s->listener_open && s->conn_n == 0) {
-        free(s);
+    if (s->closing && !s->listener_open && s->conn_n == 0 && s->prep_open) {
+        s->prep_open = 0;
+        uv_close((uv_handle_t *)&s->prep, server_prep_close_cb);
     }
 }
 
@@ -299,6 +322,7 @@ static void conn_close(cg_http_conn *c)
     }
     int owed = c->state == CONN_OWED;
     uv_timer_stop(&c->timer);
+    conn_out_discard(c);
     c->state = CONN_CLOSING;
     c->reading = 0;
     if (owed) {
@@ -382,7 +406,8 @@ static void conn_write_cb(uv_write_t *req, int status)
         conn_close(c); /* aborts the handler if the response is still owed */
         return;
     }
-    if (c->state == CONN_OWED && c->streaming && c->pending_bytes == 0 && c->on_drain != NULL) {
+    if (c->state == CONN_OWED && c->streaming && c->pending_bytes == 0 && c->out == NULL &&
+        c->on_drain != NULL) {
         c->on_drain(c, c->cb_ud);
     }
     if (c->state == CONN_FLUSHING && c->writes_inflight == 0) {
@@ -408,6 +433,95 @@ static void conn_write(cg_http_conn *c, conn_wreq *w)
     c->writes_inflight++;
 }
 
+/* ---- coalesced output (streams) ---- */
+
+static void conn_out_unlink(cg_http_conn *c)
+{
+    cg_http_server *s = c->srv;
+    if (c->oprev != NULL) {
+        c->oprev->onext = c->onext;
+    } else {
+        s->outq = c->onext;
+    }
+    if (c->onext != NULL) {
+        c->onext->oprev = c->oprev;
+    }
+    c->oprev = c->onext = NULL;
+    if (s->outq == NULL) {
+        uv_prepare_stop(&s->prep);
+    }
+}
+
+/* Queue the open output block now (if any). */
+static void conn_out_flush(cg_http_conn *c)
+{
+    conn_wreq *w = c->out;
+    if (w == NULL) {
+        return;
+    }
+    conn_out_unlink(c);
+    c->out = NULL;
+    conn_write(c, w);
+}
+
+/* Drop the open output block (the connection is closing). */
+static void conn_out_discard(cg_http_conn *c)
+{
+    if (c->out != NULL) {
+        conn_out_unlink(c);
+        free(c->out);
+        c->out = NULL;
+    }
+}
+
+static void server_prep_cb(uv_prepare_t *h)
+{
+    cg_http_server *s = h->data;
+    while (s->outq != NULL) {
+        conn_out_flush(s->outq); /* unlinks it; never closes synchronously */
+    }
+}
+
+/* Room for need more bytes at the end of the open output block (opened, grown or
+ * queued and replaced as needed); the caller adds what it wrote to out->len.
+ * NULL when out of memory. */
+static char *conn_out_reserve(cg_http_conn *c, size_t need)
+{
+    conn_wreq *w = c->out;
+    if (w != NULL && w->len + need > c->out_cap) {
+        size_t cap = c->out_cap * 2;
+        while (cap < w->len + need) {
+            cap *= 2;
+        }
+        conn_wreq *nw = cap <= CG_HTTP_OUT_MAX_BYTES ? realloc(w, sizeof(*w) + cap) : NULL;
+        if (nw != NULL) {
+            c->out = w = nw;
+            c->out_cap = cap;
+        } else {
+            conn_out_flush(c);
+            w = NULL;
+        }
+    }
+    if (w == NULL) {
+        size_t cap = need > CG_HTTP_OUT_INIT_BYTES ? need : CG_HTTP_OUT_INIT_BYTES;
+        if ((w = conn_wreq_new(cap)) == NULL) {
+            return NULL;
+        }
+        cg_http_server *s = c->srv;
+        c->out = w;
+        c->out_cap = cap;
+        c->oprev = NULL;
+        c->onext = s->outq;
+        if (s->outq != NULL) {
+            s->outq->oprev = c;
+        } else {
+            uv_prepare_start(&s->prep, server_prep_cb);
+        }
+        s->outq = c;
+    }
+    return w->data + w->len;
+}
+
 static void conn_write_copy(cg_http_conn *c, const char *p, size_t n)
 {
     conn_wreq *w = conn_wreq_new(n);
@@ -428,27 +542,62 @@ static size_t conn_head_cap(const char *extra, const char *ctype)
     return CG_HTTP_HEAD_FIXED_BYTES + (extra ? strlen(extra) : 0) + (ctype ? strlen(ctype) : 0);
 }
 
-/* Format the status line and headers into dst (capacity from conn_head_cap). */
+/* Append len bytes at dst + n (the capacity is guaranteed by conn_head_cap). */
+static size_t conn_put(char *dst, size_t n, size_t cap, const char *p, size_t len)
+{
+    assert(n + len < cap);
+    (void)cap;
+    memcpy(dst + n, p, len);
+    return n + len;
+}
+
+#define CONN_PUT_LIT(dst, n, cap, lit) conn_put(dst, n, cap, lit, sizeof(lit) - 1)
+
+/* Append the decimal digits of v. */
+static size_t conn_put_dec(char *dst, size_t n, size_t cap, uint64_t v)
+{
+    char tmp[20];
+    size_t k = sizeof(tmp);
+    do {
+        tmp[--k] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v != 0);
+    return conn_put(dst, n, cap, tmp + k, sizeof(tmp) - k);
+}
+
+/* Format the status line and headers into dst (capacity from conn_head_cap). Plain
+ * copies, no printf: this runs for every response. */
 static size_t conn_head(const cg_http_conn *c, char *dst, size_t cap, int status, const char *extra,
                         const char *ctype, int64_t clen)
 {
-    int n = snprintf(dst, cap, "HTTP/1.1 %d %s\r\n", status, cg_http_reason(status));
+    const char *reason = cg_http_reason(status);
+    size_t n = CONN_PUT_LIT(dst, 0, cap, "HTTP/1.1 ");
+    n = conn_put_dec(dst, n, cap, status > 0 ? (uint64_t)status : 0);
+    n = CONN_PUT_LIT(dst, n, cap, " ");
+    n = conn_put(dst, n, cap, reason, strlen(reason));
+    n = CONN_PUT_LIT(dst, n, cap, "\r\n");
     if (ctype != NULL) {
-        n += snprintf(dst + n, cap - (size_t)n, "Content-Type: %s\r\n", ctype);
+        n = CONN_PUT_LIT(dst, n, cap, "Content-Type: ");
+        n = conn_put(dst, n, cap, ctype, strlen(ctype));
+        n = CONN_PUT_LIT(dst, n, cap, "\r\n");
     }
     if (clen >= 0) {
-        n += snprintf(dst + n, cap - (size_t)n, "Content-Length: %lld\r\n", (long long)clen);
+        n = CONN_PUT_LIT(dst, n, cap, "Content-Length: ");
+        n = conn_put_dec(dst, n, cap, (uint64_t)clen);
+        n = CONN_PUT_LIT(dst, n, cap, "\r\n");
     } else if (clen == CG_HTTP_CLEN_CHUNKED) {
-        n += snprintf(dst + n, cap - (size_t)n, "Transfer-Encoding: chunked\r\n");
+        n = CONN_PUT_LIT(dst, n, cap, "Transfer-Encoding: chunked\r\n");
     }
     if (!c->keep_alive) {
-        n += snprintf(dst + n, cap - (size_t)n, "Connection: close\r\n");
+        n = CONN_PUT_LIT(dst, n, cap, "Connection: close\r\n");
     } else if (c->http10) {
-        n += snprintf(dst + n, cap - (size_t)n, "Connection: keep-alive\r\n");
+        n = CONN_PUT_LIT(dst, n, cap, "Connection: keep-alive\r\n");
     }
-    n += snprintf(dst + n, cap - (size_t)n, "%s\r\n", extra != NULL ? extra : "");
-    assert((size_t)n < cap);
-    return (size_t)n;
+    if (extra != NULL) {
+        n = conn_put(dst, n, cap, extra, strlen(extra));
+    }
+    n = CONN_PUT_LIT(dst, n, cap, "\r\n");
+    return n;
 }
 
 /* Queue a complete response and move to FLUSHING. */
@@ -1064,6 +1213,9 @@ cg_err cg_http_listen(uv_loop_t *loop, const char *hostport, int reuseport, cons
     s->loop = loop;
     s->opts = *o;
     http_opts_resolve(&s->opts);
+    uv_prepare_init(loop, &s->prep);
+    s->prep.data = s;
+    s->prep_open = 1;
     s->handler = handler;
     s->ud = ud;
     uv_tcp_init(loop, &s->tcp);
@@ -1173,14 +1325,30 @@ void cg_http_stream_begin(cg_http_conn *c, int status, const char *extra_headers
         c->keep_alive = 0; /* HTTP/1.0 has no chunks: the close ends the body */
     }
     size_t cap = conn_head_cap(extra_headers, content_type);
-    conn_wreq *w = conn_wreq_new(cap);
-    if (w == NULL) {
+    char *d = conn_out_reserve(c, cap);
+    if (d == NULL) {
         conn_defer_close(c);
         return;
     }
-    w->len = conn_head(c, w->data, cap, status, extra_headers, content_type,
-                       c->chunked_out ? CG_HTTP_CLEN_CHUNKED : CG_HTTP_CLEN_NONE);
-    conn_write(c, w);
+    c->out->len += conn_head(c, d, cap, status, extra_headers, content_type,
+                             c->chunked_out ? CG_HTTP_CLEN_CHUNKED : CG_HTTP_CLEN_NONE);
+}
+
+/* "<hex n>\r\n" at d; returns its length. */
+static size_t conn_chunk_size_line(char *d, size_t n)
+{
+    char tmp[2 * sizeof(size_t)];
+    size_t k = 0;
+    do {
+        tmp[k++] = "0123456789abcdef"[n & 15];
+        n >>= 4;
+    } while (n != 0);
+    for (size_t i = 0; i < k; i++) {
+        d[i] = tmp[k - 1 - i];
+    }
+    d[k] = '\r';
+    d[k + 1] = '\n';
+    return k + 2;
 }
 
 size_t cg_http_stream_write(cg_http_conn *c, const void *p, size_t n)
@@ -1190,28 +1358,29 @@ size_t cg_http_stream_write(cg_http_conn *c, const void *p, size_t n)
     }
     assert(c->state == CONN_OWED && c->streaming);
     if (n == 0 || c->head_only) {
-        return c->pending_bytes; /* an empty chunk would end the body */
+        return c->pending_bytes +
+               (c->out != NULL ? c->out->len : 0); /* an empty chunk ends the body */
     }
-    conn_wreq *w = conn_wreq_new(n + 24);
-    if (w == NULL) {
+    char *d = conn_out_reserve(c, n + CG_HTTP_CHUNK_FRAME_BYTES);
+    if (d == NULL) {
         conn_defer_close(c);
         return c->pending_bytes;
     }
-    size_t o = c->chunked_out ? (size_t)snprintf(w->data, 24, "%zx\r\n", n) : 0;
-    memcpy(w->data + o, p, n);
+    size_t o = c->chunked_out ? conn_chunk_size_line(d, n) : 0;
+    memcpy(d + o, p, n);
     o += n;
     if (c->chunked_out) {
-        memcpy(w->data + o, "\r\n", 2);
+        memcpy(d + o, "\r\n", 2);
         o += 2;
     }
-    w->len = o;
-    conn_write(c, w);
-    return c->pending_bytes;
+    c->out->len += o;
+    return c->pending_bytes + c->out->len;
 }
 
 /* Complete the owed response once what is queued has been written. */
 static void conn_complete(cg_http_conn *c)
 {
+    conn_out_flush(c);
     c->state = CONN_FLUSHING;
     /* With writes in flight the last write callback finishes; else the timer. */
     conn_timer_start(c, c->writes_inflight ? c->srv->opts.idle_timeout_ms : 0);
@@ -1224,7 +1393,13 @@ void cg_http_stream_end(cg_http_conn *c)
     }
     assert(c->state == CONN_OWED && c->streaming);
     if (c->chunked_out && !c->head_only) {
-        conn_write_copy(c, "0\r\n\r\n", 5);
+        char *d = conn_out_reserve(c, 5);
+        if (d != NULL) {
+            memcpy(d, "0\r\n\r\n", 5);
+            c->out->len += 5;
+        } else {
+            conn_defer_close(c);
+        }
     }
     conn_complete(c);
 }

@@ -99,11 +99,14 @@ void cg_http_respond(cg_http_conn *c, int status, const char *extra_headers,
 void cg_http_respond_error(cg_http_conn *c, int status, const char *type, const char *code,
                            const char *message, const char *extra_headers);
 
-/* Streaming (chunked transfer encoding). */
+/* Streaming (chunked transfer encoding). The head and the chunks written in one
+ * loop iteration are coalesced into one socket write, made before the loop next
+ * polls (or at once past 64 KiB, or by stream_end / conn_drop). */
 void cg_http_stream_begin(cg_http_conn *c, int status, const char *extra_headers,
                           const char *content_type);
 /* Queue n bytes as one chunk; returns the bytes queued and not yet written
- * (after this one), so the caller can apply back-pressure (see drain cb). */
+ * (after this one, including those still being coalesced), so the caller can
+ * apply back-pressure (see drain cb). */
 size_t cg_http_stream_write(cg_http_conn *c, const void *p, size_t n);
 /* Terminating chunk; completes the request. */
 void cg_http_stream_end(cg_http_conn *c);

@@ -97,6 +97,22 @@ static void fx_big_drain_cb(cg_http_conn *c, void *ud)
     fx_big_pump(c, f);
 }
 
+/* /sizes: chunks of these sizes, all written in the handler call (so coalesced,
+ * past the 64 KiB block limit too); chunk i is filled with 'A' + i. */
+static const size_t fx_sizes[] = {1, 15, 16, 255, 256, 4095, 65536, 70000, 3};
+#define FX_SIZES_N (sizeof(fx_sizes) / sizeof(fx_sizes[0]))
+
+static void fx_sizes_stream(cg_http_conn *c)
+{
+    static char buf[70000];
+    cg_http_stream_begin(c, 200, "X-Sizes: 1\r\n", "application/octet-stream");
+    for (size_t i = 0; i < FX_SIZES_N; i++) {
+        memset(buf, 'A' + (int)i, fx_sizes[i]);
+        cg_http_stream_write(c, buf, fx_sizes[i]);
+    }
+    cg_http_stream_end(c);
+}
+
 static void fx_echo(cg_http_conn *c, const cg_http_req *r)
 {
     char buf[FX_BODY_MAX_BYTES + 512];
@@ -129,6 +145,8 @@ static void fx_handler(cg_http_conn *c, const cg_http_req *r, void *ud)
         d->timer.data = d;
         cg_http_conn_set_callbacks(c, fx_delay_abort_cb, NULL, d);
         uv_timer_start(&d->timer, fx_delay_cb, FX_DELAY_MS, 0);
+    } else if (strcmp(r->path, "/sizes") == 0) {
+        fx_sizes_stream(c);
     } else if (strcmp(r->path, "/big") == 0) {
         f->big_sent = 0;
         cg_http_conn_set_callbacks(c, NULL, fx_big_drain_cb, f);
@@ -471,6 +489,59 @@ CG_TEST(http_chunked_request_and_stream)
     CG_CHECK_EQ_INT(fx_stop(f), 0);
 }
 
+/* Many chunks written in one handler call are coalesced on the wire: every
+ * chunk keeps its own hex size line and bytes, in order, whatever its size. */
+CG_TEST(http_stream_coalesced_chunk_sizes)
+{
+    fx *f = fx_start(64);
+    CG_CHECK(f != NULL);
+    cli *c = cli_open(f->port);
+    CG_CHECK(c != NULL);
+    for (int round = 0; round < 2; round++) { /* twice on one keep-alive connection */
+        CG_CHECK(cli_send(c, "GET /sizes HTTP/1.1\r\nHost: x\r\n\r\n") == 0);
+        char *end;
+        while ((end = cli_find(c, "\r\n\r\n")) == NULL) {
+            CG_CHECK(cli_fill(c) > 0);
+        }
+        end[2] = '\0'; /* the head, with its last header's CRLF */
+        CG_CHECK(strstr(c->buf, "HTTP/1.1 200 OK\r\n") == c->buf);
+        CG_CHECK(strstr(c->buf, "Transfer-Encoding: chunked\r\n") != NULL);
+        CG_CHECK(strstr(c->buf, "X-Sizes: 1\r\n") != NULL);
+        cli_consume(c, (size_t)(end - c->buf) + 4);
+        int bad = 0;
+        for (size_t i = 0; i <= FX_SIZES_N; i++) {
+            size_t want = i < FX_SIZES_N ? fx_sizes[i] : 0;
+            char line[24];
+            int ln = snprintf(line, sizeof(line), "%zx\r\n", want);
+            while (c->len < (size_t)ln) {
+                CG_CHECK(cli_fill(c) > 0);
+            }
+            CG_CHECK(memcmp(c->buf, line, (size_t)ln) == 0);
+            cli_consume(c, (size_t)ln);
+            size_t got = 0;
+            while (got < want) { /* the data may exceed the client buffer: take it in parts */
+                if (c->len == 0) {
+                    CG_CHECK(cli_fill(c) > 0);
+                }
+                size_t take = c->len < want - got ? c->len : want - got;
+                for (size_t k = 0; k < take; k++) {
+                    bad += c->buf[k] != 'A' + (int)i;
+                }
+                cli_consume(c, take);
+                got += take;
+            }
+            while (c->len < 2) {
+                CG_CHECK(cli_fill(c) > 0);
+            }
+            CG_CHECK(memcmp(c->buf, "\r\n", 2) == 0);
+            cli_consume(c, 2);
+        }
+        CG_CHECK_EQ_INT(bad, 0);
+    }
+    cli_close(c);
+    CG_CHECK_EQ_INT(fx_stop(f), 0);
+}
+
 /* A response much larger than the socket buffers, written under back-pressure
  * (drain callback) to a client that reads slowly. */
 CG_TEST(http_stream_backpressure)
@@ -681,5 +752,5 @@ int main(void)
                        http_chunked_request_and_stream, http_async_response,
                        http_client_disconnect_aborts, http_conns_max,
                        http_close_waits_for_owed_response, http_stream_backpressure,
-                       http_expect_continue);
+                       http_stream_coalesced_chunk_sizes, http_expect_continue);
 }
