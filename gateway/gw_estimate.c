@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cg_money.h"
+#include "gw_json.h"
 #include "proto.h"
 
 /* Bytes counted for a JSON number or boolean inside a message: its longest printed form. */
@@ -451,6 +452,56 @@ int gw_usage_from_json(const cJSON *usage, gw_usage *out)
         out->cached_tokens = out->prompt_tokens;
     }
     return 1;
+}
+
+/* The first top-level "usage" member's value of a strict-JSON object body:
+ * 0 with [*vs, *ve) (NULL if there is none), -1 when cJSON must decide. */
+static int gw_usage_span(const char *body, size_t len, const char **vs, const char **ve)
+{
+    gw_jw w = {body, body + len};
+    *vs = *ve = NULL;
+    int open = gw_jw_object_open(&w);
+    if (open <= 0) {
+        return open;
+    }
+    for (;;) {
+        const char *k;
+        size_t kn;
+        if (gw_jw_key(&w, &k, &kn) != 0) {
+            return -1;
+        }
+        const char *start = w.p;
+        if (gw_jw_value(&w, 1, NULL) != 0) {
+            return -1;
+        }
+        if (*vs == NULL && gw_jw_is(k, kn, "usage")) {
+            *vs = start;
+            *ve = w.p;
+        }
+        int more = gw_jw_next(&w, '}');
+        if (more <= 0) {
+            return more; /* trailing bytes are ignored, as cJSON_ParseWithLength does */
+        }
+    }
+}
+
+int gw_usage_from_body(const char *body, size_t len, gw_usage *out)
+{
+    const char *vs, *ve;
+    int r;
+    if (body != NULL && gw_usage_span(body, len, &vs, &ve) == 0) {
+        if (vs == NULL) {
+            return 0;
+        }
+        cJSON *u = cJSON_ParseWithLength(vs, (size_t)(ve - vs));
+        r = gw_usage_from_json(u, out);
+        cJSON_Delete(u);
+        return r;
+    }
+    cJSON *j = cJSON_ParseWithLength(body != NULL ? body : "", len);
+    r = gw_usage_from_json(cJSON_GetObjectItemCaseSensitive(j, "usage"), out);
+    cJSON_Delete(j);
+    return r;
 }
 
 int gw_body_has_nul_escape(const char *body, size_t len)

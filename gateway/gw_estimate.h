@@ -154,6 +154,13 @@ int gw_body_has_nul_escape(const char *body, size_t len);
  * not an object.
  */
 int gw_usage_from_json(const cJSON *usage, gw_usage *out);
+/*
+ * The same for a whole response body: exactly
+ * gw_usage_from_json(cJSON_GetObjectItemCaseSensitive(cJSON_ParseWithLength(body, len), "usage")),
+ * but only the usage member is parsed with cJSON when the body is strict JSON
+ * (gw_jw walker); anything else takes the full parse. body may be NULL if len is 0.
+ */
+int gw_usage_from_body(const char *body, size_t len, gw_usage *out);
 
 /*
  * Pricing overrides (issue 5; docs/contracts.md "Pricing"). Each worker thread

@@ -620,3 +620,236 @@ char *gw_json_error_body(const char *type, const char *code, const char *message
     cJSON_Delete(root);
     return s;
 }
+
+/* ---- allocation-free walker (gw_json.h) ---- */
+
+void gw_jw_ws(gw_jw *w)
+{
+    while (w->p < w->end && (*w->p == ' ' || *w->p == '\t' || *w->p == '\n' || *w->p == '\r')) {
+        w->p++;
+    }
+}
+
+/* A string at w->p ('"'); adds its decoded UTF-8 length to *bytes (if not NULL).
+ * key/key_len (if not NULL) get its raw bytes, refused (-1) if it holds an escape. */
+int gw_jw_string(gw_jw *w, uint64_t *bytes, const char **key, size_t *key_len)
+{
+    const char *p = w->p + 1, *end = w->end;
+    uint64_t n = 0;
+    while (p < end) {
+        unsigned char c = (unsigned char)*p;
+        if (c == '"') {
+            if (key != NULL) {
+                *key = w->p + 1;
+                *key_len = (size_t)(p - w->p - 1);
+            }
+            w->p = p + 1;
+            if (bytes != NULL) {
+                *bytes += n;
+            }
+            return 0;
+        }
+        if (c == 0) {
+            return -1;
+        }
+        if (c != '\\') {
+            n++;
+            p++;
+            continue;
+        }
+        if (key != NULL || end - p < 2) {
+            return -1;
+        }
+        switch (p[1]) {
+        case '"':
+        case '\\':
+        case '/':
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't':
+            n++;
+            p += 2;
+            break;
+        case 'u': {
+            if (end - p < 6) {
+                return -1;
+            }
+            unsigned cp = 0;
+            for (int i = 2; i < 6; i++) {
+                unsigned char h = (unsigned char)p[i];
+                unsigned v = h >= '0' && h <= '9'   ? h - (unsigned)'0'
+                             : h >= 'a' && h <= 'f' ? h - (unsigned)'a' + 10u
+                             : h >= 'A' && h <= 'F' ? h - (unsigned)'A' + 10u
+                                                    : 16u;
+                if (v > 15) {
+                    return -1;
+                }
+                cp = cp * 16 + v;
+            }
+            if (cp == 0 || (cp >= 0xD800 && cp <= 0xDFFF)) {
+                return -1; /* NUL and surrogates: cJSON decides */
+            }
+            n += cp < 0x80 ? 1 : cp < 0x800 ? 2 : 3;
+            p += 6;
+            break;
+        }
+        default:
+            return -1;
+        }
+    }
+    return -1;
+}
+
+static int gw_jw_digits(gw_jw *w)
+{
+    const char *q = w->p;
+    while (w->p < w->end && *w->p >= '0' && *w->p <= '9') {
+        w->p++;
+    }
+    return w->p > q ? 0 : -1;
+}
+
+/* A strict JSON number. */
+static int gw_jw_number(gw_jw *w)
+{
+    if (*w->p == '-') {
+        w->p++;
+    }
+    if (w->p < w->end && *w->p == '0') {
+        w->p++;
+    } else if (gw_jw_digits(w) != 0) {
+        return -1;
+    }
+    if (w->p < w->end && *w->p == '.') {
+        w->p++;
+        if (gw_jw_digits(w) != 0) {
+            return -1;
+        }
+    }
+    if (w->p < w->end && (*w->p == 'e' || *w->p == 'E')) {
+        w->p++;
+        if (w->p < w->end && (*w->p == '+' || *w->p == '-')) {
+            w->p++;
+        }
+        if (gw_jw_digits(w) != 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static int gw_jw_lit(gw_jw *w, const char *lit, size_t n)
+{
+    if ((size_t)(w->end - w->p) < n || memcmp(w->p, lit, n) != 0) {
+        return -1;
+    }
+    w->p += n;
+    return 0;
+}
+
+/* Member separator of an object / array: 1 = another member follows, 0 = closed, -1 bad. */
+int gw_jw_next(gw_jw *w, char close)
+{
+    gw_jw_ws(w);
+    if (w->p < w->end && *w->p == ',') {
+        w->p++;
+        gw_jw_ws(w);
+        return 1;
+    }
+    if (w->p < w->end && *w->p == close) {
+        w->p++;
+        return 0;
+    }
+    return -1;
+}
+
+int gw_jw_object_open(gw_jw *w)
+{
+    gw_jw_ws(w);
+    if (w->p >= w->end || *w->p != '{') {
+        return -1;
+    }
+    w->p++;
+    gw_jw_ws(w);
+    if (w->p < w->end && *w->p == '}') {
+        w->p++;
+        return 0;
+    }
+    return 1;
+}
+
+/* "key" : at w->p (after whitespace); leaves w->p at the value. */
+int gw_jw_key(gw_jw *w, const char **key, size_t *key_len)
+{
+    if (w->p >= w->end || *w->p != '"' || gw_jw_string(w, NULL, key, key_len) != 0) {
+        return -1;
+    }
+    gw_jw_ws(w);
+    if (w->p >= w->end || *w->p != ':') {
+        return -1;
+    }
+    w->p++;
+    gw_jw_ws(w);
+    return 0;
+}
+
+/* One value at w->p (after whitespace); adds the bytes of every string in it to
+ * *bytes (if not NULL; object keys are not counted). */
+int gw_jw_value(gw_jw *w, int depth, uint64_t *bytes)
+{
+    if (w->p >= w->end || depth > GW_JSON_WALK_DEPTH) {
+        return -1;
+    }
+    switch (*w->p) {
+    case '"':
+        return gw_jw_string(w, bytes, NULL, NULL);
+    case '{':
+    case '[': {
+        char close = *w->p == '{' ? '}' : ']';
+        w->p++;
+        gw_jw_ws(w);
+        if (w->p < w->end && *w->p == close) {
+            w->p++;
+            return 0;
+        }
+        for (;;) {
+            if (close == '}') {
+                /* nested keys may hold escapes: only their syntax matters here */
+                uint64_t ignored = 0;
+                if (w->p >= w->end || *w->p != '"' || gw_jw_string(w, &ignored, NULL, NULL) != 0) {
+                    return -1;
+                }
+                gw_jw_ws(w);
+                if (w->p >= w->end || *w->p != ':') {
+                    return -1;
+                }
+                w->p++;
+                gw_jw_ws(w);
+            }
+            if (gw_jw_value(w, depth + 1, bytes) != 0) {
+                return -1;
+            }
+            int more = gw_jw_next(w, close);
+            if (more <= 0) {
+                return more;
+            }
+        }
+    }
+    case 't':
+        return gw_jw_lit(w, "true", 4);
+    case 'f':
+        return gw_jw_lit(w, "false", 5);
+    case 'n':
+        return gw_jw_lit(w, "null", 4);
+    default:
+        return *w->p == '-' || (*w->p >= '0' && *w->p <= '9') ? gw_jw_number(w) : -1;
+    }
+}
+
+int gw_jw_is(const char *k, size_t kn, const char *name)
+{
+    size_t n = strlen(name);
+    return kn == n && memcmp(k, name, n) == 0;
+}

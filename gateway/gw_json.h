@@ -1,7 +1,8 @@
 /*
  * gw_json.h — small JSON helpers on cJSON shared by the gateway's admin API
  * and proxy: strict field checks, money as number or string, limits in and
- * out, RFC 3339 times, OpenAI-shaped error bodies.
+ * out, RFC 3339 times, OpenAI-shaped error bodies; and an allocation-free
+ * walker (gw_jw_*) for hot paths that need only a few bytes of a document.
  *
  * Money is never a double inside capgate: numbers are converted through
  * cg_money_from_double (exact for decimals of up to 15 significant digits),
@@ -142,5 +143,36 @@ char *gw_json_print(const cJSON *root, size_t *len);
  */
 char *gw_json_error_body(const char *type, const char *code, const char *message, const char *param,
                          cJSON *limit, size_t *len);
+
+/*
+ * Allocation-free JSON walker for hot paths that only need a few bytes of a
+ * document (the SSE scanner's text count, the usage member of a response). It
+ * accepts strict JSON only, a subset of what cJSON_ParseWithLength accepts:
+ * whitespace is space/tab/CR/LF, numbers are RFC 8259 numbers, no \u0000 or
+ * surrogate escapes, nesting at most GW_JSON_WALK_DEPTH. Every function returns
+ * 0 on success and -1 where it gives up: the caller then falls back to cJSON,
+ * so a -1 is never an error by itself. w->p moves past what was read.
+ */
+#define GW_JSON_WALK_DEPTH 32
+typedef struct gw_jw {
+    const char *p, *end;
+} gw_jw;
+/* Skip whitespace. */
+void gw_jw_ws(gw_jw *w);
+/* The string at w->p ('"'): adds its decoded UTF-8 byte count to *bytes (if not
+ * NULL); key/key_len (if not NULL) get its raw bytes, and then an escape gives -1. */
+int gw_jw_string(gw_jw *w, uint64_t *bytes, const char **key, size_t *key_len);
+/* One value at w->p (after whitespace), validated; the bytes of every string in
+ * it (not object keys) are added to *bytes if not NULL. depth: of the value. */
+int gw_jw_value(gw_jw *w, int depth, uint64_t *bytes);
+/* An object member's "key" : (w->p at the key, after whitespace); w->p then at the value. */
+int gw_jw_key(gw_jw *w, const char **key, size_t *key_len);
+/* The start of a top-level object at w->p (whitespace allowed): -1 not an object,
+ * 0 an empty one (w->p after it), 1 members follow (w->p at the first key). */
+int gw_jw_object_open(gw_jw *w);
+/* After a member / element: 1 another follows (w->p at it), 0 closed by close, -1 bad. */
+int gw_jw_next(gw_jw *w, char close);
+/* The raw key equals name. */
+int gw_jw_is(const char *k, size_t kn, const char *name);
 
 #endif

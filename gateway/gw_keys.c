@@ -10,13 +10,20 @@
  * bits, so any single mistyped character is refused by gw_key_parse without a
  * lookup. Only HMAC-SHA256(pepper, key) leaves this file.
  *
- * Invariants: pure functions, no global state, thread-safe.
+ * Invariants: pure functions, thread-safe. The only state is a per-thread HMAC
+ * context keyed with the last pepper used (gw_key_hash runs on every proxied
+ * request: the one-shot HMAC() fetches the algorithm and expands the key each
+ * time); it is freed when its thread exits.
  */
 #include "gw_keys.h"
 
 #include <assert.h>
+#include <pthread.h>
+#include <stdlib.h>
 #include <string.h>
 
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
@@ -179,12 +186,79 @@ cg_err gw_key_parse(const char *key, size_t len, char *id_out, size_t idcap)
     return CG_ERR_OK;
 }
 
+/* The calling thread's HMAC-SHA256 context and the pepper it is keyed with. */
+typedef struct gw_hmac_tls {
+    EVP_MAC_CTX *ctx;
+    size_t pepper_len;
+    char pepper[];
+} gw_hmac_tls;
+
+static pthread_key_t gw_hmac_key;
+static pthread_once_t gw_hmac_once = PTHREAD_ONCE_INIT;
+static int gw_hmac_key_ok;
+
+static void gw_hmac_tls_free(void *v)
+{
+    gw_hmac_tls *t = v;
+    EVP_MAC_CTX_free(t->ctx);
+    OPENSSL_cleanse(t->pepper, t->pepper_len);
+    free(t);
+}
+
+static void gw_hmac_key_make(void)
+{
+    gw_hmac_key_ok = pthread_key_create(&gw_hmac_key, gw_hmac_tls_free) == 0;
+}
+
+/* This thread's context keyed with pepper, ready for EVP_MAC_update; NULL if
+ * none could be made (the caller falls back to the one-shot HMAC()). */
+static EVP_MAC_CTX *gw_hmac_ctx(const char *pepper, size_t plen)
+{
+    pthread_once(&gw_hmac_once, gw_hmac_key_make);
+    if (!gw_hmac_key_ok) {
+        return NULL;
+    }
+    gw_hmac_tls *t = pthread_getspecific(gw_hmac_key);
+    if (t != NULL && t->pepper_len == plen && memcmp(t->pepper, pepper, plen) == 0) {
+        /* A NULL key re-initialises with the key already set. */
+        return EVP_MAC_init(t->ctx, NULL, 0, NULL) == 1 ? t->ctx : NULL;
+    }
+    gw_hmac_tls *n = malloc(sizeof(*n) + plen);
+    EVP_MAC *mac = n != NULL ? EVP_MAC_fetch(NULL, "HMAC", NULL) : NULL;
+    EVP_MAC_CTX *ctx = mac != NULL ? EVP_MAC_CTX_new(mac) : NULL;
+    EVP_MAC_free(mac);
+    OSSL_PARAM params[] = {
+        OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, (char *)"SHA256", 0),
+        OSSL_PARAM_construct_end(),
+    };
+    if (ctx == NULL || EVP_MAC_init(ctx, (const unsigned char *)pepper, plen, params) != 1 ||
+        pthread_setspecific(gw_hmac_key, n) != 0) {
+        EVP_MAC_CTX_free(ctx);
+        free(n);
+        return NULL;
+    }
+    n->ctx = ctx;
+    n->pepper_len = plen;
+    memcpy(n->pepper, pepper, plen);
+    if (t != NULL) {
+        gw_hmac_tls_free(t);
+    }
+    return ctx;
+}
+
 void gw_key_hash(const char *pepper, const char *key, size_t len, uint8_t out[32])
 {
     unsigned int outlen = 0;
     const unsigned char *r;
 
     assert(pepper != NULL && key != NULL);
+    size_t plen = strlen(pepper);
+    EVP_MAC_CTX *ctx = gw_hmac_ctx(pepper, plen);
+    size_t maclen = 0;
+    if (ctx != NULL && EVP_MAC_update(ctx, (const unsigned char *)key, len) == 1 &&
+        EVP_MAC_final(ctx, out, &maclen, 32) == 1 && maclen == 32) {
+        return;
+    }
     r = HMAC(EVP_sha256(), pepper, (int)strlen(pepper), (const unsigned char *)key, len, out,
              &outlen);
     /* HMAC-SHA256 with the default provider cannot fail short of a broken OpenSSL install. */

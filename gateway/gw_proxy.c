@@ -67,8 +67,19 @@ void gw_proxy_reqid(gw_proxy_env *env, char *out)
     if (++env->rid_counter == 0) {
         env->rid_prefix = env->rid_prefix * 6364136223846793005ULL + 1442695040888963407ULL;
     }
-    snprintf(out, GW_REQID_LEN + 1, "req_%016llx%08x", (unsigned long long)env->rid_prefix,
-             env->rid_counter);
+    /* "req_%016llx%08x" without printf (once per request) */
+    static const char hex[] = "0123456789abcdef";
+    uint64_t v = env->rid_prefix;
+    uint32_t c = env->rid_counter;
+    memcpy(out, "req_", 4);
+    for (int i = 15; i >= 0; i--, v >>= 4) {
+        out[4 + i] = hex[v & 15];
+    }
+    for (int i = 7; i >= 0; i--, c >>= 4) {
+        out[20 + i] = hex[c & 15];
+    }
+    out[28] = '\0';
+    _Static_assert(GW_REQID_LEN == 28, "request id layout");
 }
 
 /* ---- lifetime ---- */

@@ -438,24 +438,20 @@ static void gw_proxy_upstream_finished(gw_proxy *p, cg_err err, const char *deta
         /* An error the upstream may still bill: its reported usage is charged. */
         p->client_status = p->up_status;
         gw_usage u;
-        cJSON *j = cJSON_ParseWithLength(p->buf ? p->buf : "", p->buf_len);
-        if (gw_usage_from_json(cJSON_GetObjectItemCaseSensitive(j, "usage"), &u) &&
+        if (gw_usage_from_body(p->buf ? p->buf : "", p->buf_len, &u) &&
             (u.prompt_tokens > 0 || u.completion_tokens > 0)) {
             gw_proxy_charge(p, &u, 0);
         } else {
             gw_proxy_settle_nothing(p);
         }
-        cJSON_Delete(j);
     } else {
         p->client_status = p->up_status;
         gw_usage u;
-        cJSON *j = cJSON_ParseWithLength(p->buf ? p->buf : "", p->buf_len);
-        if (gw_usage_from_json(cJSON_GetObjectItemCaseSensitive(j, "usage"), &u)) {
+        if (gw_usage_from_body(p->buf ? p->buf : "", p->buf_len, &u)) {
             gw_proxy_charge(p, &u, 0);
         } else {
             gw_proxy_charge_worst(p);
         }
-        cJSON_Delete(j);
     }
 }
 

@@ -6,12 +6,22 @@
  * which is then inspected (JSON parse of its data) and, in strip mode, either
  * kept for emission or cut out of `raw`. A CR followed by LF is one line end,
  * even when the two arrive in different feeds (`last_cr`).
+ *
+ * Fast path (chat / completions): most events are text deltas without usage.
+ * An event is first walked in place by the allocation-free JSON walker of
+ * gw_json.h (gw_sse_fast_count), which only sums the decoded string bytes under
+ * choices[].delta / choices[].text; it gives up on a top-level "usage" member
+ * (that event goes to cJSON, which reads the usage). The walker accepts a subset
+ * of what cJSON accepts (strict JSON; here also no escaped keys) and gives the
+ * same count there; anything else falls back to the cJSON inspection.
  */
 #include "gw_sse.h"
 
 #include <cjson/cJSON.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "gw_json.h"
 
 #define GW_SSE_BUF_MIN 256
 
@@ -138,12 +148,117 @@ static void gw_sse_inspect_responses(gw_sse *s, const cJSON *j)
     }
 }
 
+/* ---- fast path: allocation-free walk of a chat / completions event (gw_json.h) ---- */
+
+/* One element of choices[]: the bytes of its first "delta" and first "text". */
+static int gw_jw_choice(gw_jw *w, uint64_t *bytes)
+{
+    if (w->p >= w->end || *w->p != '{') {
+        return -1; /* not an object: cJSON decides */
+    }
+    w->p++;
+    gw_jw_ws(w);
+    if (w->p < w->end && *w->p == '}') {
+        w->p++;
+        return 0;
+    }
+    int seen_delta = 0, seen_text = 0;
+    for (;;) {
+        const char *k;
+        size_t kn;
+        if (gw_jw_key(w, &k, &kn) != 0) {
+            return -1;
+        }
+        uint64_t *count = NULL;
+        if (!seen_delta && gw_jw_is(k, kn, "delta")) {
+            seen_delta = 1;
+            count = bytes;
+        } else if (!seen_text && gw_jw_is(k, kn, "text")) {
+            seen_text = 1;
+            count = bytes;
+        }
+        if (gw_jw_value(w, 2, count) != 0) {
+            return -1;
+        }
+        int more = gw_jw_next(w, '}');
+        if (more <= 0) {
+            return more;
+        }
+    }
+}
+
+/*
+ * Content bytes of an event's data without usage (see the file header): 0 and
+ * *bytes set when the walk succeeded, -1 when cJSON must decide.
+ */
+static int gw_sse_fast_count(const char *data, size_t len, uint64_t *bytes)
+{
+    gw_jw w = {data, data + len};
+    uint64_t sum = 0;
+    int seen_choices = 0;
+    int open = gw_jw_object_open(&w);
+    if (open <= 0) {
+        *bytes = 0;
+        return open;
+    }
+    for (;;) {
+        const char *k;
+        size_t kn;
+        if (gw_jw_key(&w, &k, &kn) != 0) {
+            return -1;
+        }
+        if (gw_jw_is(k, kn, "usage")) {
+            return -1; /* the usage event: cJSON reads it */
+        }
+        if (!seen_choices && gw_jw_is(k, kn, "choices")) {
+            seen_choices = 1;
+            if (w.p < w.end && *w.p == '[') {
+                w.p++;
+                gw_jw_ws(&w);
+                int more = 1;
+                if (w.p < w.end && *w.p == ']') {
+                    w.p++;
+                    more = 0;
+                }
+                while (more == 1) {
+                    if (gw_jw_choice(&w, &sum) != 0) {
+                        return -1;
+                    }
+                    more = gw_jw_next(&w, ']');
+                }
+                if (more < 0) {
+                    return -1;
+                }
+            } else if (gw_jw_value(&w, 1, NULL) != 0) {
+                return -1;
+            }
+        } else if (gw_jw_value(&w, 1, NULL) != 0) {
+            return -1;
+        }
+        int more = gw_jw_next(&w, '}');
+        if (more < 0) {
+            return -1;
+        }
+        if (more == 0) {
+            *bytes = sum; /* trailing bytes are ignored, as cJSON_ParseWithLength does */
+            return 0;
+        }
+    }
+}
+
 /* Inspect the data of a complete event; returns 1 if the event is to be stripped. */
 static int gw_sse_inspect(gw_sse *s)
 {
     if (s->data_len == 6 && memcmp(s->data, "[DONE]", 6) == 0) {
         s->saw_done = 1;
         return 0;
+    }
+    if (!s->responses) {
+        uint64_t bytes = 0;
+        if (gw_sse_fast_count(s->data, s->data_len, &bytes) == 0) {
+            s->content_bytes += bytes;
+            return 0;
+        }
     }
     cJSON *j = cJSON_ParseWithLength(s->data, s->data_len);
     if (j == NULL) {

@@ -25,8 +25,10 @@
 /* Connect phase bound; the whole transfer is bounded by the caller's timeout. */
 #define GW_UPSTREAM_CONNECT_TIMEOUT_MS 10000u
 #define GW_UPSTREAM_AUTH_MAX 512
-/* Per worker: finished easy handles kept for reuse (curl_easy_reset is far cheaper than
- * curl_easy_init + cleanup), and request header lists built once per bearer. */
+/* Per worker: finished easy handles kept for reuse (far cheaper than curl_easy_init +
+ * cleanup), and request header lists built once per bearer. A handle whose transfer
+ * ended cleanly keeps its options ("primed": only the per-request ones are set again);
+ * any other is curl_easy_reset first and set up in full. */
 #define GW_UP_EASY_POOL 64
 #define GW_UP_HDR_CACHE 8
 
@@ -54,6 +56,7 @@ struct gw_xfer {
     uint8_t aborted;   /* data_cb returned GW_XFER_ABORT */
     uint8_t removed;   /* easy handle no longer in the multi */
     uint8_t have_head;
+    uint8_t clean; /* finished with CURLE_OK, never paused or aborted */
     int status;
     char ctype[GW_UPSTREAM_CTYPE_MAX + 1];
     char errbuf[CURL_ERROR_SIZE];
@@ -73,6 +76,7 @@ struct gw_upstream {
     uint8_t closing;
     uint32_t easy_n;
     CURL *easy_pool[GW_UP_EASY_POOL];
+    uint8_t easy_primed[GW_UP_EASY_POOL]; /* the constant options are still set */
     uint32_t hdr_n;
     struct {
         char bearer[GW_UPSTREAM_AUTH_MAX];
@@ -214,7 +218,12 @@ static void gw_xfer_free(gw_xfer *x)
         u->in_curl--;
     }
     if (!u->closing && u->easy_n < GW_UP_EASY_POOL) {
-        curl_easy_reset(x->easy);
+        if (!x->clean) {
+            curl_easy_reset(x->easy);
+        } else {
+            curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, NULL); /* x->errbuf goes away */
+        }
+        u->easy_primed[u->easy_n] = x->clean;
         u->easy_pool[u->easy_n++] = x->easy;
     } else {
         curl_easy_cleanup(x->easy);
@@ -289,6 +298,7 @@ static void gw_xfer_finish(gw_xfer *x, CURLcode rc)
             gw_xfer_read_head(x);
         }
         cg_err err = x->aborted ? CG_ERR_IO : gw_up_err_from_curl(rc);
+        x->clean = rc == CURLE_OK && !x->aborted && !x->paused && !x->want_resume;
         const char *detail = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
         gw_xfer_done_cb cb = x->done_cb;
         gw_metrics_upstream_curl(x->easy);
@@ -402,7 +412,7 @@ static cg_err gw_xfer_headers(gw_xfer *x, const gw_xfer_opts *o)
     return CG_ERR_OK;
 }
 
-static cg_err gw_xfer_setup(gw_xfer *x, const gw_xfer_opts *o)
+static cg_err gw_xfer_setup(gw_xfer *x, const gw_xfer_opts *o, int primed)
 {
     cg_err herr = gw_xfer_headers(x, o);
     if (herr != CG_ERR_OK) {
@@ -417,16 +427,18 @@ static cg_err gw_xfer_setup(gw_xfer *x, const gw_xfer_opts *o)
     bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDS, o->body) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)o->body_len) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, gw_up_write_cb) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_WRITEDATA, x) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_PRIVATE, x) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)o->timeout_ms) != CURLE_OK;
     bad |= curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)connect_ms) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK;
-    bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
+    if (!primed) { /* the same for every transfer */
+        bad |= curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, gw_up_write_cb) != CURLE_OK;
+        bad |= curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L) != CURLE_OK;
+        bad |= curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L) != CURLE_OK;
+        bad |= curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https") != CURLE_OK;
+        bad |= curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L) != CURLE_OK;
+    }
     return bad ? CG_ERR_INTERNAL : CG_ERR_OK;
 }
 
@@ -445,8 +457,15 @@ cg_err gw_xfer_start(gw_upstream *u, const gw_xfer_opts *o, gw_xfer_data_cb data
     x->done_cb = done_cb;
     x->ud = ud;
     x->removed = 1;
-    x->easy = u->easy_n > 0 ? u->easy_pool[--u->easy_n] : curl_easy_init();
-    cg_err err = x->easy ? gw_xfer_setup(x, o) : CG_ERR_NOMEM;
+    int primed = 0;
+    if (u->easy_n > 0) {
+        u->easy_n--;
+        x->easy = u->easy_pool[u->easy_n];
+        primed = u->easy_primed[u->easy_n];
+    } else {
+        x->easy = curl_easy_init();
+    }
+    cg_err err = x->easy ? gw_xfer_setup(x, o, primed) : CG_ERR_NOMEM;
     if (err != CG_ERR_OK) {
         goto fail;
     }
