@@ -19,6 +19,13 @@
 # worker_processes and gateway workers), BENCH_DEMO_WORKERS (1),
 # BENCH_CONC (5000), BENCH_CONC_DELAY_MS (3000), BENCH_CONC_DURATION (15s),
 # BENCH_KEEP=1 keeps the scratch dir.
+# Iterating on the gateway: BENCH_ONLY=gateway runs only the capgate rows at
+# BENCH_CONNS (no direct/nginx/1-connection rows), for each enforcement mode in
+# BENCH_ENF ("on off") and body in BENCH_BODIES ("body body-stream"),
+# BENCH_ROUNDS (1) times; BENCH_ALT_BUILD=DIR (another Release build dir) adds
+# the same rows with DIR's gateway, alternating with BENCH_BUILD's in the same
+# run (labels "(a)" = BENCH_BUILD, "(b)" = BENCH_ALT_BUILD). Builds older than
+# lease_scopes "all" need BENCH_LEASE=none.
 #
 # Pinning (taskset): >= 3 cores: system under test on core 0, demo upstream
 # on core 1, wrk on the rest; 2 cores: every server (SUT + demo) on core 0,
@@ -47,6 +54,7 @@ DEMO_WORKERS=${BENCH_DEMO_WORKERS:-1}
 CONC=${BENCH_CONC:-5000}
 CONC_DELAY_MS=${BENCH_CONC_DELAY_MS:-3000}
 CONC_DURATION=${BENCH_CONC_DURATION:-15s}
+LEASE=${BENCH_LEASE:-all} # lease_scopes of the "capgate" rows (docs/leasing.md)
 
 log() { printf 'bench: %s\n' "$*" >&2; }
 
@@ -259,6 +267,7 @@ mkdir -p "$scratch/data"
     echo "alert_allow_http     on"
     echo "alert_allow_private  on"
     echo "log_level     warn"
+    echo "lease_scopes  $LEASE"
 } >"$scratch/capgate.conf"
 shard_pids=()
 for s in s0 s1 s2; do
@@ -270,8 +279,9 @@ done
 pin "$sut_cpus" "$build/alerter/capgate-alerter" --config "$scratch/capgate.conf" \
     </dev/null >"$scratch/alerter.log" 2>&1 &
 pids+=("$!")
-start_gateway() { # start_gateway [ENV=VAL...]; sets pid_gw
-    env "$@" taskset -c "${sut_cpus:-0-$((ncpu - 1))}" "$build/gateway/capgate-gateway" \
+gw_bin="$build/gateway/capgate-gateway"
+start_gateway() { # start_gateway [ENV=VAL...]; sets pid_gw; runs $gw_bin
+    env "$@" taskset -c "${sut_cpus:-0-$((ncpu - 1))}" "$gw_bin" \
         --config "$scratch/capgate.conf" </dev/null >>"$scratch/gateway.log" 2>&1 &
     pid_gw=$!
     pids+=("$pid_gw")
@@ -346,7 +356,33 @@ sleep 3
 t1=$(ticks "$pid_gw" "${shard_pids[@]}")
 idle_pct=$(awk -v d="$((t1 - t0))" -v hz="$clk_tck" 'BEGIN {printf "%.1f", d / hz / 3 * 100}')
 
-if [ "$mode" != conc ]; then
+if [ "$mode" != conc ] && [ "${BENCH_ONLY:-}" = gateway ]; then
+    # Gateway-only rows (see the header): A/B binaries alternate within each round.
+    alt_bins=("a:$build/gateway/capgate-gateway")
+    if [ -n "${BENCH_ALT_BUILD:-}" ]; then
+        cmake --build "$BENCH_ALT_BUILD" -j "$(nproc)" --target capgate-gateway >/dev/null
+        alt_bins+=("b:$BENCH_ALT_BUILD/gateway/capgate-gateway")
+    fi
+    for ((round = 1; round <= ${BENCH_ROUNDS:-1}; round++)); do
+        for enf in ${BENCH_ENF:-on off}; do
+            for ab in "${alt_bins[@]}"; do
+                stop_pid "$pid_gw"
+                gw_bin=${ab#*:}
+                suffix=""
+                [ "$enf" = off ] && suffix=", enforcement off"
+                [ ${#alt_bins[@]} -gt 1 ] && suffix="$suffix (${ab%%:*})"
+                start_gateway CAPGATE_ENFORCEMENT="$enf"
+                for b in ${BENCH_BODIES:-body body-stream}; do
+                    run_wrk "capgate$suffix" "$gw_url" "$scratch/$b.json" "$CONNS" "$DURATION" -- "$pid_gw" "${shard_pids[@]}"
+                done
+            done
+        done
+    done
+    stop_pid "$pid_gw"
+    gw_bin="$build/gateway/capgate-gateway"
+    start_gateway
+    usage_after=$(admin GET "/admin/v1/usage?org=bench" || echo '?')
+elif [ "$mode" != conc ]; then
     for b in body body-stream; do
         run_wrk "direct (demo)" "$dm_url" "$scratch/$b.json" "$CONNS" "$DURATION" -- "$pid_demo"
         run_wrk "nginx" "$ng_url" "$scratch/$b.json" "$CONNS" "$DURATION" -- "${nginx_pids[@]}"
@@ -366,6 +402,15 @@ if [ "$mode" != conc ]; then
             run_wrk "capgate, enforcement off" "$gw_url" "$scratch/$b.json" 1 "$DURATION" -- "$pid_gw" "${shard_pids[@]}"
         done
         stop_pid "$pid_gw"
+        if [ "$LEASE" != none ]; then
+            # Full enforcement without budget leases: a reserve and a settle per scope per request.
+            start_gateway CAPGATE_LEASE_SCOPES=none
+            for b in body body-stream; do
+                run_wrk "capgate, leases off" "$gw_url" "$scratch/$b.json" "$CONNS" "$DURATION" -- "$pid_gw" "${shard_pids[@]}"
+                run_wrk "capgate, leases off" "$gw_url" "$scratch/$b.json" 1 "$DURATION" -- "$pid_gw" "${shard_pids[@]}"
+            done
+            stop_pid "$pid_gw"
+        fi
         start_gateway
     fi
 fi
@@ -424,7 +469,7 @@ fi
     echo "Pinning: $pin_note."
     echo "capgate: gateway (workers $SUT_WORKERS) + 3 ledger shards + alerter, Release build; nginx $(nginx -v 2>&1 | sed 's/.*nginx\///') (nginx-light), worker_processes $SUT_WORKERS, upstream keepalive 256, proxy_buffering off; demo upstream --workers $DEMO_WORKERS; $(wrk -v 2>&1 | head -n1 | cut -d' ' -f1-2), $WRK_THREADS thread(s)."
     echo "Load: wrk -d$DURATION (after a $WARMUP warm-up), POST /v1/chat/completions, body $body_bytes bytes (streaming $stream_bytes), max_tokens 16 (16 words / 18 SSE events back)."
-    echo "Enforcement: key auth + key and org limits (cost/month, tokens/month, requests/1m; none binding)."
+    echo "Enforcement: key auth + key and org limits (cost/month, tokens/month, requests/1m; none binding); \`lease_scopes $LEASE\` (docs/leasing.md) for the \"capgate\" rows, \`none\` for \"leases off\"."
     echo "Load average (1/5/15 min) at start: $load_start; at end: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine skews the numbers; see the notes in bench/README.md)."
     echo "Idle CPU of gateway + shards with no traffic: ${idle_pct}% of one core."
     echo "Per process: capgate = gateway + s0 + s1 + s2; nginx = master + worker; (% sys) = share of stime in the total."
