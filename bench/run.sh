@@ -68,7 +68,7 @@ if [ ! -f "$build/build.ninja" ]; then
     cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release >/dev/null
 fi
 cmake --build "$build" -j "$(nproc)" --target capgate-gateway capgate-ledger \
-    capgate-alerter capgate-demo-upstream >/dev/null
+    capgate-alerter capgate-demo-upstream cg_loadgen >/dev/null
 
 # File descriptors: the conc mode needs ~2 per connection in the gateway.
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
@@ -415,6 +415,16 @@ elif [ "$mode" != conc ]; then
     fi
 fi
 
+# ---- latency at half of the maximum load (open loop, bench/halfload.sh) ----
+half_report=""
+if [ "$mode" != conc ] && [ "${BENCH_ONLY:-}" != gateway ]; then
+    max_rps=$(awk -F'\t' -v C="$CONNS" '$1 == "capgate" && $2 == "no" && $3 == C {print $4; exit}' "$results")
+    half_report=$(BENCH_BUILD="$build" BENCH_BODY="$scratch/body.json" BENCH_KEY="$KEY" \
+        BENCH_MAX_RPS="$max_rps" BENCH_PIN_CPUS="$wrk_cpus" "$bench/halfload.sh" \
+        "direct (demo)=$dm_url" "nginx=$ng_url" "capgate=$gw_url" 2>>"$scratch/halfload.log") ||
+        half_report="halfload.sh failed: $(tail -n 5 "$scratch/halfload.log")"
+fi
+
 # ---- 5,000 concurrent streaming responses ----
 conc_report=""
 if [ "$mode" != throughput ]; then
@@ -509,6 +519,10 @@ fi
             }' "$results"
         [ "$has_enforcement" = 1 ] || echo "| capgate, enforcement off | both | n/a (directive pending) | | | | | | |"
         echo
+        if [ -n "$half_report" ]; then
+            echo "$half_report"
+            echo
+        fi
         echo "Ledger check: /admin/v1/usage?org=bench before the capgate runs: \`$usage_before\`; after: \`${usage_after:-?}\` (includes warm-ups)."
         echo
     fi
@@ -526,6 +540,9 @@ if [ "$write" = 1 ]; then
     {
         sed -n '1,/^<!-- runs -->/p' "$bench/RESULTS.md" 2>/dev/null || true
         cat "$scratch/report.md"
+        echo
+        # Earlier runs and notes stay below the new report.
+        sed -n '/^<!-- runs -->/,$p' "$bench/RESULTS.md" 2>/dev/null | tail -n +2 || true
     } >"$scratch/RESULTS.new"
     grep -q '^<!-- runs -->' "$scratch/RESULTS.new" || sed -i '1i # capgate benchmark results\n\n<!-- runs -->\n' "$scratch/RESULTS.new"
     mv "$scratch/RESULTS.new" "$bench/RESULTS.md"
