@@ -754,6 +754,23 @@ uint8_t gw_lease_states(const gw_lease *L, proto_limit_state *out)
     return L->state_n;
 }
 
+void gw_lease_route_changed(gw_proxy_env *env, const char *route)
+{
+    char prefix[PROTO_ROUTE_MAX + 2];
+    size_t pn = 0;
+    if (route != NULL && strncmp(route, "org:", 4) == 0) {
+        pn = (size_t)snprintf(prefix, sizeof(prefix), "customer:%s/", route + 4);
+    }
+    gw_lease *next;
+    for (gw_lease *L = env->leases.head; L != NULL; L = next) {
+        next = L->next;
+        if (route == NULL || strcmp(L->route, route) == 0 ||
+            (pn > 0 && pn < sizeof(prefix) && strncmp(L->route, prefix, pn) == 0)) {
+            gl_retire(L);
+        }
+    }
+}
+
 void gw_lease_shutdown(gw_proxy_env *env)
 {
     env->leases.shutdown = 1;

@@ -101,6 +101,10 @@ void gw_lease_charge(gw_lease *L, const proto_amounts *worst, const proto_amount
 void gw_lease_return(gw_lease *L, const proto_amounts *worst);
 /* The limit states last seen for L's route (for the response headers). */
 uint8_t gw_lease_states(const gw_lease *L, proto_limit_state *out);
+/* A definition changed (a notice named route; NULL = any may have): retire the leases
+ * it governs — the route's own, and for an org its customers' (their inline defaults come
+ * from the org) — so the next requests acquire under the new limits. */
+void gw_lease_route_changed(struct gw_proxy_env *env, const char *route);
 /* Worker draining: retire every lease (final settles go once their requests finish). */
 void gw_lease_shutdown(struct gw_proxy_env *env);
 /* Worker finishing: close the timer. */

@@ -36,6 +36,8 @@ struct gw_notify {
     uv_async_t async;
     uv_timer_t retry;
     int refs; /* open handles (2) + pricing loads in flight */
+    void (*on_route)(void *ud, const char *route);
+    void *on_route_ud;
     int closing;
     /* Shared with NNG threads (mu). */
     uv_mutex_t mu;
@@ -221,9 +223,15 @@ static void gw_notify_async_cb(uv_async_t *a)
         gw_keycache_clear(n->keys);
         gw_cache_clear(n->defs);
         reload = 1;
+        if (n->on_route != NULL) {
+            n->on_route(n->on_route_ud, NULL);
+        }
     } else {
         for (uint32_t i = 0; i < qn; i++) {
             gw_notify_apply(n, routes[i], &reload);
+            if (n->on_route != NULL) {
+                n->on_route(n->on_route_ud, routes[i]);
+            }
         }
     }
     if (reload) {
@@ -232,6 +240,12 @@ static void gw_notify_async_cb(uv_async_t *a)
 }
 
 /* ---- lifecycle ---- */
+
+void gw_notify_on_route(gw_notify *n, void (*fn)(void *ud, const char *route), void *ud)
+{
+    n->on_route = fn;
+    n->on_route_ud = ud;
+}
 
 static void gw_notify_closed_cb(uv_handle_t *h)
 {

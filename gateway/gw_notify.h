@@ -33,6 +33,11 @@ typedef struct gw_notify gw_notify;
 cg_err gw_notify_start(uv_loop_t *loop, const cg_config *cfg, gw_ledger *ledger, gw_keycache *keys,
                        gw_cache *defs, gw_notify **out);
 
+/* Every notice's route (and NULL when notices may have been missed: everything may have
+ * changed) is also passed to fn on the loop, after the caches were updated — the worker
+ * retires its budget leases there (gw_lease_route_changed). */
+void gw_notify_on_route(gw_notify *n, void (*fn)(void *ud, const char *route), void *ud);
+
 /* Stop receiving and close the handles; the struct is freed once its ledger operations
  * have completed (freeing the ledger completes them). Loop thread; NULL is a no-op. */
 void gw_notify_close(gw_notify *n);

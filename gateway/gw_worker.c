@@ -315,6 +315,13 @@ static void gw_worker_idle_cb(void *ud)
     }
 }
 
+/* A definition changed on a shard: the worker's leases under it are retired. */
+static void gw_worker_route_changed(void *ud, const char *route)
+{
+    gw_worker *w = ud;
+    gw_lease_route_changed(&w->env, route);
+}
+
 static void gw_worker_drain_cb(uv_timer_t *t)
 {
     gw_worker *w = t->data;
@@ -382,6 +389,7 @@ static cg_err gw_worker_setup(gw_worker *w)
     if (err != CG_ERR_OK) {
         return err;
     }
+    gw_notify_on_route(w->notify, gw_worker_route_changed, w);
     cg_http_opts o = {
         .body_max_bytes = cfg->body_max_bytes,
         .header_max_bytes = cfg->header_max_bytes,

@@ -25,6 +25,11 @@
  * tokens of k1's usage records); usage records = 200s = what reached the
  * upstream. Near a binding cap leases are small and refusals are per request,
  * so phase 2 only reports its operations.
+ *
+ * Phase 3: a key's lifetime cap of 1,000 requests, LOWER_BEFORE requests (the
+ * workers now hold slices of it), then an admin lowers it to LOWER_TO: the
+ * change notice retires the leases, so of LOWER_AFTER more requests exactly
+ * LOWER_TO - LOWER_BEFORE are admitted and used ends at the new cap.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -40,6 +45,9 @@
 #define K0_RATE 300
 #define K1_TOKENS 4000
 #define HOT_N 2000
+#define LOWER_BEFORE 20 /* phase 3: requests before the cap is lowered */
+#define LOWER_TO 25     /* the new cap */
+#define LOWER_AFTER 30  /* requests after */
 #ifdef CG_SANITIZED
 #define MAX_OPS_PER_REQ 0.2
 #else
@@ -260,5 +268,44 @@ int main(void)
     }
     fx_log("binding caps: ledger ops org %lld, key %lld for %d requests (%lld admitted)",
            org2 - org_ops, key2 - key_ops, TOTAL, ok);
+
+    /* ---- phase 3: a cap lowered while leases on it are held ---- */
+    for (uint32_t g = 0; g < 2; g++) {
+        fx_proc_start(&c, &c.gateways[g]);
+    }
+    char lk_id[64], lk[128];
+    fx_key_create(&c, "hot",
+                  "{\"name\":\"lowered\",\"limits\":[{\"metric\":\"requests\",\"window\":"
+                  "\"lifetime\",\"max\":1000}]}",
+                  lk_id, lk);
+    for (int i = 0; i < LOWER_BEFORE; i++) {
+        fx_resp r;
+        long st = fx_post(&c, (uint32_t)(i % 2), &r, lk, "/v1/chat/completions", NULL, body);
+        fx_resp_free(&r);
+        FX_CHECK(st == 200, "lowered key, request %d: %ld", i, st);
+    }
+    fx_key_patch(&c, lk_id,
+                 fx_fmt_("{\"limits\":[{\"metric\":\"requests\",\"window\":\"lifetime\","
+                         "\"max\":%d}]}",
+                         LOWER_TO));
+    /* The shard's change notice reaches every worker within milliseconds (it_invalidation
+     * measures 1-12 ms); nothing a client can observe marks its arrival. */
+    fx_sleep_ms(300);
+    int after = 0;
+    for (int i = 0; i < LOWER_AFTER; i++) {
+        fx_resp r;
+        long st = fx_post(&c, (uint32_t)(i % 2), &r, lk, "/v1/chat/completions", NULL, body);
+        FX_CHECK(st == 200 || (st == 402 && strcmp(fx_resp_error_code(&r), "budget_exceeded") == 0),
+                 "lowered key, request %d after: %ld %s", i, st, r.body);
+        after += st == 200;
+        fx_resp_free(&r);
+    }
+    fx_scope_path(path, FX_SCOPE_KEY, "hot", lk_id);
+    l = fx_scope_limit_settled(&c, path, "requests", "lifetime", LOWER_TO);
+    fx_log("cap lowered from 1000 to %d after %d requests: %d more admitted, used %lld", LOWER_TO,
+           LOWER_BEFORE, after, (long long)l.used);
+    FX_CHECK(after == LOWER_TO - LOWER_BEFORE && l.used == LOWER_TO && l.reserved == 0,
+             "lowered cap %d: %d admitted after the change, used %lld, reserved %lld", LOWER_TO,
+             after, (long long)l.used, (long long)l.reserved);
     return fx_done();
 }
