@@ -20,6 +20,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/resource.h>
 #include <stdlib.h>
 #include <string.h>
 #include "cg_clock.h"
@@ -106,6 +107,32 @@ static int gw_start_all(const cg_config *cfg, const cg_ring *ring, gw_worker **w
     return 0;
 }
 
+/* Every client connection may hold an upstream connection too: raise the soft limit on
+ * open files towards what conns_max implies (as far as the hard limit allows). */
+static void gw_raise_nofile(const cg_config *cfg)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        return;
+    }
+    rlim_t want = (rlim_t)cfg->conns_max * cfg->workers * 2 + 1024;
+    if (rl.rlim_cur >= want) {
+        return;
+    }
+    rlim_t was = rl.rlim_cur;
+    rl.rlim_cur = rl.rlim_max == RLIM_INFINITY || rl.rlim_max >= want ? want : rl.rlim_max;
+    if (rl.rlim_cur > was && setrlimit(RLIMIT_NOFILE, &rl) != 0) {
+        rl.rlim_cur = was;
+    }
+    if (rl.rlim_cur < want) {
+        cg_logf(CG_LOG_WARN,
+                "open files limited to %llu (hard limit), below the %llu that conns_max %u x "
+                "%u workers may need: raise `ulimit -n` / nofile",
+                (unsigned long long)rl.rlim_cur, (unsigned long long)want, cfg->conns_max,
+                cfg->workers);
+    }
+}
+
 int main(int argc, char **argv)
 {
     int check_only = 0;
@@ -128,6 +155,7 @@ int main(int argc, char **argv)
         cg_clock_set_file(cfg.clock_file);
     }
     cg_log_init("gateway", cfg.log_level);
+    gw_raise_nofile(&cfg);
 
     /* Blocked before any thread exists, so every thread (libuv, NNG, curl) inherits it. */
     sigset_t set;

@@ -31,16 +31,32 @@
  * any other is curl_easy_reset first and set up in full. */
 #define GW_UP_EASY_POOL 64
 #define GW_UP_HDR_CACHE 8
+/* Transfers are spread over several multi handles once one holds GW_UP_MULTI_TARGET:
+ * libcurl 7.88 walks every connection to a host in the multi's cache on each new
+ * transfer (ConnectionExists) and searches it linearly to remove one, O(n) per request
+ * with n ~ the streams open (bench/RESULTS.md, 5,000 streams). At low load everything
+ * stays in the first multi, so connections are reused as before. */
+#define GW_UP_MULTIS 32
+#define GW_UP_MULTI_TARGET 256
+
+typedef struct gw_umulti {
+    gw_upstream *u;
+    CURLM *multi;
+    uv_timer_t timer;
+    struct gw_sock *socks;
+    uint32_t active; /* transfers in this multi */
+} gw_umulti;
 
 typedef struct gw_sock {
     uv_poll_t poll;
     curl_socket_t fd;
-    gw_upstream *u;
+    gw_umulti *m;
     struct gw_sock *prev, *next;
 } gw_sock;
 
 struct gw_xfer {
     gw_upstream *u;
+    gw_umulti *m; /* the multi it was added to */
     CURL *easy;
     struct curl_slist *headers; /* owned unless headers_cached */
     uint8_t headers_cached;     /* headers belong to u->hdrs */
@@ -64,12 +80,12 @@ struct gw_xfer {
 
 struct gw_upstream {
     uv_loop_t *loop;
-    CURLM *multi;
-    uv_timer_t timer;
+    gw_umulti *m[GW_UP_MULTIS]; /* created as needed; m[0] always */
+    uint32_t m_n;
+    long cache; /* CURLMOPT_MAXCONNECTS of each */
     uv_idle_t idle;
     gw_xfer *xfers;
     uint32_t xfer_n;
-    gw_sock *socks;
     gw_xfer *deferred;
     int in_curl; /* depth of curl calls in progress (their callbacks may run user code) */
     int handles_open;
@@ -84,7 +100,8 @@ struct gw_upstream {
     } hdrs[GW_UP_HDR_CACHE];
 };
 
-static void gw_up_check_done(gw_upstream *u);
+static void gw_up_check_done(gw_umulti *m);
+static gw_umulti *gw_up_pick(gw_upstream *u);
 static void gw_up_idle_cb(uv_idle_t *h);
 
 /* ---- curl → cg_err: the one place curl's codes are translated ---- */
@@ -115,12 +132,12 @@ static void gw_sock_free_cb(uv_handle_t *h)
     free(h->data);
 }
 
-static void gw_sock_close(gw_upstream *u, gw_sock *k)
+static void gw_sock_close(gw_umulti *m, gw_sock *k)
 {
     if (k->prev) {
         k->prev->next = k->next;
     } else {
-        u->socks = k->next;
+        m->socks = k->next;
     }
     if (k->next) {
         k->next->prev = k->prev;
@@ -128,13 +145,13 @@ static void gw_sock_close(gw_upstream *u, gw_sock *k)
     uv_close((uv_handle_t *)&k->poll, gw_sock_free_cb);
 }
 
-static void gw_up_action(gw_upstream *u, curl_socket_t fd, int flags)
+static void gw_up_action(gw_umulti *m, curl_socket_t fd, int flags)
 {
     int running = 0;
-    u->in_curl++;
-    curl_multi_socket_action(u->multi, fd, flags, &running);
-    u->in_curl--;
-    gw_up_check_done(u);
+    m->u->in_curl++;
+    curl_multi_socket_action(m->multi, fd, flags, &running);
+    m->u->in_curl--;
+    gw_up_check_done(m);
 }
 
 static void gw_up_poll_cb(uv_poll_t *h, int status, int events)
@@ -147,37 +164,37 @@ static void gw_up_poll_cb(uv_poll_t *h, int status, int events)
         flags |= (events & UV_READABLE) ? CURL_CSELECT_IN : 0;
         flags |= (events & UV_WRITABLE) ? CURL_CSELECT_OUT : 0;
     }
-    gw_up_action(k->u, k->fd, flags);
+    gw_up_action(k->m, k->fd, flags);
 }
 
 static int gw_up_socket_cb(CURL *e, curl_socket_t fd, int what, void *userp, void *socketp)
 {
     (void)e;
-    gw_upstream *u = userp;
+    gw_umulti *m = userp;
     gw_sock *k = socketp;
     if (what == CURL_POLL_REMOVE) {
         if (k != NULL) {
-            gw_sock_close(u, k);
-            curl_multi_assign(u->multi, fd, NULL);
+            gw_sock_close(m, k);
+            curl_multi_assign(m->multi, fd, NULL);
         }
         return 0;
     }
     if (k == NULL) {
         k = calloc(1, sizeof(*k));
-        if (k == NULL || uv_poll_init_socket(u->loop, &k->poll, fd) != 0) {
+        if (k == NULL || uv_poll_init_socket(m->u->loop, &k->poll, fd) != 0) {
             free(k);
             cg_log(CG_LOG_ERROR, "upstream: cannot watch socket", NULL);
             return -1;
         }
         k->fd = fd;
-        k->u = u;
+        k->m = m;
         k->poll.data = k;
-        k->next = u->socks;
-        if (u->socks) {
-            u->socks->prev = k;
+        k->next = m->socks;
+        if (m->socks) {
+            m->socks->prev = k;
         }
-        u->socks = k;
-        curl_multi_assign(u->multi, fd, k);
+        m->socks = k;
+        curl_multi_assign(m->multi, fd, k);
     }
     int events = 0;
     events |= (what & CURL_POLL_IN) ? UV_READABLE : 0;
@@ -193,15 +210,15 @@ static void gw_up_timeout_cb(uv_timer_t *t)
     gw_up_action(t->data, CURL_SOCKET_TIMEOUT, 0);
 }
 
-static int gw_up_timer_fn(CURLM *m, long timeout_ms, void *userp)
+static int gw_up_timer_fn(CURLM *multi, long timeout_ms, void *userp)
 {
-    (void)m;
-    gw_upstream *u = userp;
+    (void)multi;
+    gw_umulti *m = userp;
     if (timeout_ms < 0) {
-        uv_timer_stop(&u->timer);
+        uv_timer_stop(&m->timer);
     } else {
         /* 0 means "as soon as possible": the next loop turn, never re-entrantly. */
-        uv_timer_start(&u->timer, gw_up_timeout_cb, (uint64_t)timeout_ms, 0);
+        uv_timer_start(&m->timer, gw_up_timeout_cb, (uint64_t)timeout_ms, 0);
     }
     return 0;
 }
@@ -214,9 +231,10 @@ static void gw_xfer_free(gw_xfer *x)
     assert(!x->deferred);
     if (!x->removed) {
         u->in_curl++;
-        curl_multi_remove_handle(u->multi, x->easy);
+        curl_multi_remove_handle(x->m->multi, x->easy);
         u->in_curl--;
     }
+    x->m->active--;
     if (!u->closing && u->easy_n < GW_UP_EASY_POOL) {
         if (!x->clean) {
             curl_easy_reset(x->easy);
@@ -313,11 +331,12 @@ static void gw_xfer_finish(gw_xfer *x, CURLcode rc)
     gw_xfer_free(x);
 }
 
-static void gw_up_check_done(gw_upstream *u)
+static void gw_up_check_done(gw_umulti *um)
 {
+    gw_upstream *u = um->u;
     CURLMsg *m;
     int left = 0;
-    while ((m = curl_multi_info_read(u->multi, &left)) != NULL) {
+    while ((m = curl_multi_info_read(um->multi, &left)) != NULL) {
         if (m->msg != CURLMSG_DONE) {
             continue;
         }
@@ -326,7 +345,7 @@ static void gw_up_check_done(gw_upstream *u)
         gw_xfer *x = NULL;
         curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&x);
         u->in_curl++;
-        curl_multi_remove_handle(u->multi, e); /* m is invalid from here */
+        curl_multi_remove_handle(um->multi, e); /* m is invalid from here */
         u->in_curl--;
         x->removed = 1;
         gw_xfer_finish(x, rc);
@@ -357,7 +376,9 @@ static void gw_up_idle_cb(uv_idle_t *h)
             }
         }
     }
-    gw_up_check_done(u);
+    for (uint32_t i = 0; i < u->m_n; i++) {
+        gw_up_check_done(u->m[i]);
+    }
 }
 
 /* The header list for bearer: cached per upstream (borrowed), else built for x (owned). */
@@ -469,13 +490,15 @@ cg_err gw_xfer_start(gw_upstream *u, const gw_xfer_opts *o, gw_xfer_data_cb data
     if (err != CG_ERR_OK) {
         goto fail;
     }
+    x->m = gw_up_pick(u);
     u->in_curl++;
-    CURLMcode mc = curl_multi_add_handle(u->multi, x->easy);
+    CURLMcode mc = curl_multi_add_handle(x->m->multi, x->easy);
     u->in_curl--;
     if (mc != CURLM_OK) {
         err = CG_ERR_INTERNAL;
         goto fail;
     }
+    x->m->active++;
     x->removed = 0;
     x->next = u->xfers;
     if (u->xfers) {
@@ -523,6 +546,68 @@ uint32_t gw_upstream_active(const gw_upstream *u)
     return u->xfer_n;
 }
 
+/* One of u's handles closed: u is freed with the last. */
+static void gw_up_unref(gw_upstream *u)
+{
+    if (--u->handles_open == 0) {
+        free(u);
+    }
+}
+
+static void gw_up_timer_closed_cb(uv_handle_t *h)
+{
+    gw_umulti *m = h->data;
+    gw_upstream *u = m->u;
+    free(m);
+    gw_up_unref(u);
+}
+
+static void gw_up_handle_closed_cb(uv_handle_t *h);
+
+/* One more multi handle (NULL if it cannot be made). */
+static gw_umulti *gw_up_multi_new(gw_upstream *u)
+{
+    gw_umulti *m = calloc(1, sizeof(*m));
+    if (m == NULL || (m->multi = curl_multi_init()) == NULL) {
+        free(m);
+        return NULL;
+    }
+    m->u = u;
+    curl_multi_setopt(m->multi, CURLMOPT_SOCKETFUNCTION, gw_up_socket_cb);
+    curl_multi_setopt(m->multi, CURLMOPT_SOCKETDATA, m);
+    curl_multi_setopt(m->multi, CURLMOPT_TIMERFUNCTION, gw_up_timer_fn);
+    curl_multi_setopt(m->multi, CURLMOPT_TIMERDATA, m);
+    curl_multi_setopt(m->multi, CURLMOPT_MAXCONNECTS, u->cache);
+    uv_timer_init(u->loop, &m->timer);
+    m->timer.data = m;
+    u->handles_open++;
+    u->m[u->m_n++] = m;
+    if (u->m_n > 1) {
+        char n[12];
+        snprintf(n, sizeof(n), "%u", u->m_n);
+        cg_log(CG_LOG_INFO, "upstream transfers now spread over more curl multi handles", "multis",
+               n, NULL);
+    }
+    return m;
+}
+
+/* The multi for a new transfer: the first below GW_UP_MULTI_TARGET, else a new one,
+ * else the least loaded. */
+static gw_umulti *gw_up_pick(gw_upstream *u)
+{
+    gw_umulti *least = u->m[0];
+    for (uint32_t i = 0; i < u->m_n; i++) {
+        if (u->m[i]->active < GW_UP_MULTI_TARGET) {
+            return u->m[i];
+        }
+        if (u->m[i]->active < least->active) {
+            least = u->m[i];
+        }
+    }
+    gw_umulti *m = u->m_n < GW_UP_MULTIS ? gw_up_multi_new(u) : NULL;
+    return m != NULL ? m : least;
+}
+
 cg_err gw_upstream_new(uv_loop_t *loop, uint32_t conns_max, gw_upstream **out)
 {
     gw_upstream *u = calloc(1, sizeof(*u));
@@ -530,32 +615,21 @@ cg_err gw_upstream_new(uv_loop_t *loop, uint32_t conns_max, gw_upstream **out)
         return CG_ERR_NOMEM;
     }
     u->loop = loop;
-    u->multi = curl_multi_init();
-    if (u->multi == NULL) {
-        free(u);
-        return CG_ERR_NOMEM;
-    }
-    curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, gw_up_socket_cb);
-    curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
-    curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, gw_up_timer_fn);
-    curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
-    uint32_t cache = conns_max > GW_UPSTREAM_CONNS_CACHE ? conns_max : GW_UPSTREAM_CONNS_CACHE;
-    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, (long)cache);
-    uv_timer_init(loop, &u->timer);
-    u->timer.data = u;
+    u->cache = (long)(conns_max > GW_UPSTREAM_CONNS_CACHE ? conns_max : GW_UPSTREAM_CONNS_CACHE);
     uv_idle_init(loop, &u->idle);
     u->idle.data = u;
-    u->handles_open = 2;
+    u->handles_open = 1;
+    if (gw_up_multi_new(u) == NULL) {
+        uv_close((uv_handle_t *)&u->idle, gw_up_handle_closed_cb);
+        return CG_ERR_NOMEM;
+    }
     *out = u;
     return CG_ERR_OK;
 }
 
 static void gw_up_handle_closed_cb(uv_handle_t *h)
 {
-    gw_upstream *u = h->data;
-    if (--u->handles_open == 0) {
-        free(u);
-    }
+    gw_up_unref(h->data);
 }
 
 void gw_upstream_close(gw_upstream *u)
@@ -582,11 +656,15 @@ void gw_upstream_close(gw_upstream *u)
         curl_slist_free_all(u->hdrs[i].list);
     }
     u->hdr_n = 0;
-    curl_multi_cleanup(u->multi);
-    u->multi = NULL;
-    while (u->socks != NULL) {
-        gw_sock_close(u, u->socks);
+    for (uint32_t i = 0; i < u->m_n; i++) {
+        gw_umulti *m = u->m[i];
+        curl_multi_cleanup(m->multi);
+        m->multi = NULL;
+        while (m->socks != NULL) {
+            gw_sock_close(m, m->socks);
+        }
+        uv_close((uv_handle_t *)&m->timer, gw_up_timer_closed_cb);
     }
-    uv_close((uv_handle_t *)&u->timer, gw_up_handle_closed_cb);
+    u->m_n = 0;
     uv_close((uv_handle_t *)&u->idle, gw_up_handle_closed_cb);
 }

@@ -2,11 +2,14 @@
  * gw_upstream.h — HTTP(S) requests to upstream providers, libcurl multi driven
  * by a libuv loop.
  *
- * One gw_upstream per worker loop: one CURLM whose sockets are watched with
- * uv_poll_t and whose timer is a uv_timer_t (CURLMOPT_SOCKETFUNCTION /
+ * One gw_upstream per worker loop: CURLM handles whose sockets are watched with
+ * uv_poll_t and whose timers are uv_timer_t (CURLMOPT_SOCKETFUNCTION /
  * CURLMOPT_TIMERFUNCTION → curl_multi_socket_action, the documented libcurl +
- * libuv pattern). Connections stay in the multi's cache and are reused by the
- * worker's later requests to the same upstream.
+ * libuv pattern). Connections stay in a multi's cache and are reused by the
+ * worker's later requests to the same upstream. A new transfer goes to the first
+ * multi holding fewer than 256 transfers (more multis are made as needed, up to
+ * 32), which keeps libcurl 7.88's per-host connection walks short when thousands
+ * of streams are open; at low load every transfer uses the first.
  *
  * A transfer (gw_xfer) is one POST. Its body bytes are handed to data_cb as
  * they arrive; data_cb may ask to pause (back-pressure) and gw_xfer_resume
@@ -23,7 +26,7 @@
 #include "cg_err.h"
 
 /*
- * Least size of the multi's connection cache (CURLMOPT_MAXCONNECTS) per worker;
+ * Least size of each multi's connection cache (CURLMOPT_MAXCONNECTS);
  * gw_upstream_new raises it to the worker's conns_max. libcurl 7.x counts the
  * connections in use in that cache too, and while more exist than MAXCONNECTS
  * every finished transfer scans all of them for the oldest idle one (O(n) per
