@@ -10,8 +10,9 @@
  * Usage records live on the shard of their key, so every query goes to every
  * shard (scatter-gather). If any shard fails before the answer has started, it
  * is 503 ledger_unavailable: a partial sum would be wrong money. A shard that
- * refuses a range as too wide (CG_ERR_TOOBIG: over LEDGER_USAGE_SCAN_MAX
- * records scanned, or over PROTO_SERIES_MAX points) is a 400 naming `from`.
+ * refuses a range as too wide (CG_ERR_TOOBIG: over LEDGER_ROLLUP_SCAN_MAX hourly
+ * rollup rows, over LEDGER_USAGE_SCAN_MAX raw records in a partial end hour, or
+ * over PROTO_SERIES_MAX points) is a 400 naming `from`.
  *
  * Series: each shard answers USAGE_SERIES with its points (period start, value,
  * totals); the points of all shards are concatenated, sorted and summed by

@@ -26,8 +26,11 @@
  *
  * Everything here runs on the writer thread inside the batch transaction, so
  * every read is bounded: EVENTS_SINCE by PROTO_EVENTS_MAX events, USAGE_QUERY
- * by LEDGER_USAGE_SCAN_MAX usage records (a wider range is CG_ERR_TOOBIG;
- * the usage log is keyed by time only, so a query scans its time range).
+ * by LEDGER_ROLLUP_SCAN_MAX hourly rollup rows for the whole UTC hours of its
+ * range plus LEDGER_USAGE_SCAN_MAX raw usage records for each partial hour at
+ * its ends (past either: CG_ERR_TOOBIG). The rollups (db_usage_hour, kept by
+ * ls_usage_put in the settle's transaction) key every filter field, so the
+ * answer is exactly the raw log's sum (docs/contracts.md "Usage rollups").
  */
 #include <stdlib.h>
 #include <string.h>
@@ -366,19 +369,6 @@ cg_err ls_op_list_keys(ls_txn *t, const proto_req *req, proto_rep *rep)
 
 /* ---- USAGE_QUERY ---- */
 
-static int ls_usage_match(const proto_usage *u, const proto_req *req)
-{
-    const char *key_id = req->u.usage_query.key_id;
-    const char *group = req->u.usage_query.group;
-    const char *customer = req->u.usage_query.customer;
-    const char *model = req->u.usage_query.model;
-    return strcmp(u->org, req->u.usage_query.org) == 0 &&
-           (key_id[0] == '\0' || strcmp(u->key_id, key_id) == 0) &&
-           (group[0] == '\0' || strcmp(u->group, group) == 0) &&
-           (customer[0] == '\0' || strcmp(u->customer, customer) == 0) &&
-           (model[0] == '\0' || strcmp(u->model, model) == 0);
-}
-
 void ls_usage_add(proto_usage_totals *tot, const proto_usage *u)
 {
     tot->requests = ls_sat_add(tot->requests, 1);
@@ -389,64 +379,37 @@ void ls_usage_add(proto_usage_totals *tot, const proto_usage *u)
     tot->cost_nusd = ls_sat_add(tot->cost_nusd, u->cost_nusd > 0 ? u->cost_nusd : 0);
 }
 
-/* Sum the matching usage records with from_ms <= ts < to_ms (the log is ordered by ts). */
-static cg_err ls_usage_scan(ls_txn *t, const proto_req *req, int64_t from_ms, int64_t to_ms,
-                            proto_usage_totals *tot)
+static cg_err ls_usage_query_visit(void *ud, const proto_usage *u, const proto_usage_totals *tot)
 {
-    MDB_cursor *cur = NULL;
-    MDB_val key, val;
-    ls_key k;
-    proto_usage u;
-    cg_err err = CG_ERR_OK;
-    size_t visited = 0;
-    int rc = mdb_cursor_open(t->txn, t->s->db_usage, &cur);
-    if (rc != MDB_SUCCESS) {
-        return ls_lmdb_fail(t, rc, "cursor open");
-    }
-    ls_key_usage(&k, from_ms, "");
-    key.mv_size = k.n;
-    key.mv_data = k.b;
-    for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == MDB_SUCCESS;
-         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
-        if (key.mv_size < 8 || (int64_t)(ls_be64_get(key.mv_data) ^ (UINT64_C(1) << 63)) >= to_ms) {
-            break;
-        }
-        if (++visited > LEDGER_USAGE_SCAN_MAX) {
-            cg_log(CG_LOG_WARN, "usage query range too wide", "org", req->u.usage_query.org, NULL);
-            err = CG_ERR_TOOBIG;
-            break;
-        }
-        if (proto_usage_decode(val.mv_data, val.mv_size, &u) != CG_ERR_OK) {
-            cg_log(CG_LOG_ERROR, "corrupt usage record", NULL);
-            err = CG_ERR_DB;
-            break;
-        }
-        if (ls_usage_match(&u, req)) {
-            ls_usage_add(tot, &u);
-        }
-    }
-    if (err == CG_ERR_OK && rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
-        err = ls_lmdb_fail(t, rc, "cursor get");
-    }
-    mdb_cursor_close(cur);
-    return err;
+    (void)u;
+    ls_totals_add(ud, tot);
+    return CG_ERR_OK;
 }
 
+/*
+ * Totals of the matching records with from_ms <= ts < to_ms (to_ms 0: "now", no upper bound:
+ * a record stamped in this very millisecond, or by a gateway whose clock runs a little ahead,
+ * has happened by now and counts). Whole UTC hours come from the hourly rollups, the partial
+ * hours at the ends from the raw log (ls_usage_totals_walk, ledger_usage.c).
+ */
 cg_err ls_op_usage_query(ls_txn *t, const proto_req *req, proto_rep *rep)
 {
-    int64_t from_ms = req->u.usage_query.from_ms;
-    /* to_ms 0 ("now") has no upper bound: a record stamped in this very millisecond, or by a
-     * gateway whose clock runs a little ahead, has happened by now and counts. */
-    int64_t to_ms = req->u.usage_query.to_ms == 0 ? INT64_MAX : req->u.usage_query.to_ms;
+    proto_usage_filter f;
     proto_usage_totals tot = {0};
     if (req->u.usage_query.org[0] == '\0') {
         return CG_ERR_INVAL;
     }
-    if (from_ms < to_ms) {
-        cg_err err = ls_usage_scan(t, req, from_ms, to_ms, &tot);
-        if (err != CG_ERR_OK) {
-            return err;
-        }
+    memset(&f, 0, sizeof(f)); /* provider "": any */
+    memcpy(f.org, req->u.usage_query.org, sizeof(f.org));
+    memcpy(f.key_id, req->u.usage_query.key_id, sizeof(f.key_id));
+    memcpy(f.group, req->u.usage_query.group, sizeof(f.group));
+    memcpy(f.customer, req->u.usage_query.customer, sizeof(f.customer));
+    memcpy(f.model, req->u.usage_query.model, sizeof(f.model));
+    f.from_ms = req->u.usage_query.from_ms;
+    f.to_ms = req->u.usage_query.to_ms;
+    cg_err err = ls_usage_totals_walk(t, &f, ls_usage_query_visit, &tot);
+    if (err != CG_ERR_OK) {
+        return err;
     }
     rep->u.usage.totals = tot;
     return CG_ERR_OK;

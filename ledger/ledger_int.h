@@ -27,12 +27,21 @@
 #include "ledger_store.h"
 #include "proto.h"
 
-/* Layout version stored in meta; a store with another version is refused. */
-#define LS_SCHEMA_VERSION 1
+/* Layout version stored in meta; a store with another version is refused, except
+ * LS_SCHEMA_PRE_ROLLUP (no usage rollups yet): its rollups are built at open, then the version
+ * is bumped (ledger_store.c, docs/contracts.md "Usage rollups"). */
+#define LS_SCHEMA_VERSION 2
+#define LS_SCHEMA_PRE_ROLLUP 1
 /* Longest LMDB key built here: gc/lease key = 8 + request id + 1 + route. */
 #define LS_KEY_MAX (8 + PROTO_REQID_MAX + 1 + PROTO_ROUTE_MAX)
 /* Events buffered for one batch before the array grows (it grows by doubling). */
 #define LS_EVENTS_INITIAL 256
+/* Longest usage rollup key: hour:BE64, then org 0x00 key_id 0x00 model 0x00 provider 0x00
+ * group 0x00 customer. Its value: LS_ROLLUP_BYTES (4 x i64 LE totals). */
+#define LS_HOUR_KEY_MAX \
+    (8 + 4 * (PROTO_ID_MAX + 1) + (PROTO_MODEL_MAX + 1) + (PROTO_PROVIDER_MAX + 1))
+#define LS_ROLLUP_BYTES 32
+#define LS_HOUR_MS (3600LL * 1000)
 /* Slots of the scope cache (direct-mapped by a hash of the route; a power of two). */
 #define LS_SCOPE_CACHE_SLOTS 1024
 
@@ -69,19 +78,20 @@ typedef struct ls_rlog_ent {
 
 struct ledger_store {
     MDB_env *env;
-    MDB_dbi db_orgs;      /* org id -> proto_org (msgpack) */
-    MDB_dbi db_keys;      /* key id -> proto_key (msgpack) */
-    MDB_dbi db_groups;    /* "<org>/<group id>" -> proto_group (msgpack) */
-    MDB_dbi db_customers; /* "<org>/<customer id>" -> proto_customer override (msgpack) */
-    MDB_dbi db_counters;  /* route 0x00 limit_id:BE32 period_index:BE64 -> ls_counter, or
+    MDB_dbi db_orgs;       /* org id -> proto_org (msgpack) */
+    MDB_dbi db_keys;       /* key id -> proto_key (msgpack) */
+    MDB_dbi db_groups;     /* "<org>/<group id>" -> proto_group (msgpack) */
+    MDB_dbi db_customers;  /* "<org>/<customer id>" -> proto_customer override (msgpack) */
+    MDB_dbi db_counters;   /* route 0x00 limit_id:BE32 period_index:BE64 -> ls_counter, or
                             (sliding: period index LS_SLIDE_PERIOD) -> ls_slide record */
-    MDB_dbi db_resv;      /* request_id 0x00 route -> ls_resv: SETTLED records, and durable
+    MDB_dbi db_resv;       /* request_id 0x00 route -> ls_resv: SETTLED records, and durable
                              copies of partially settled (lease) reservations */
-    MDB_dbi db_leases;    /* unused since issue 4 (reservations moved to renv); kept opened */
-    MDB_dbi db_gc;        /* delete_at_ms:BE64 request_id 0x00 route -> "" (db_resv records) */
-    MDB_dbi db_usage;     /* ts_ms:BE64 request_id -> proto_usage (msgpack) */
-    MDB_dbi db_events;    /* seq:BE64 -> proto_event (msgpack) */
-    MDB_dbi db_meta;      /* "schema" -> u32 LE, "last_seq" -> u64 LE */
+    MDB_dbi db_leases;     /* unused since issue 4 (reservations moved to renv); kept opened */
+    MDB_dbi db_gc;         /* delete_at_ms:BE64 request_id 0x00 route -> "" (db_resv records) */
+    MDB_dbi db_usage;      /* ts_ms:BE64 request_id -> proto_usage (msgpack) */
+    MDB_dbi db_usage_hour; /* usage rollups: LS_HOUR_KEY_MAX key -> LS_ROLLUP_BYTES totals */
+    MDB_dbi db_events;     /* seq:BE64 -> proto_event (msgpack) */
+    MDB_dbi db_meta;       /* "schema" -> u32 LE, "last_seq" -> u64 LE */
     /* The reservation env (docs/ledger-durability.md): MDB_NOSYNC, recreated empty when the
      * machine rebooted since it was written. Its dbi values carry LS_RSV_DBI. */
     MDB_env *renv;
@@ -273,7 +283,27 @@ cg_err ls_group_get(ls_txn *t, const char *org_slash_id, proto_group *out);
 cg_err ls_group_put(ls_txn *t, const proto_group *g);
 cg_err ls_customer_get(ls_txn *t, const char *org_slash_id, proto_customer *out);
 cg_err ls_customer_put(ls_txn *t, const proto_customer *c);
+/* Put a usage record and add it to its hourly rollup; a record already stored under
+ * (ts, request_id) is left alone (nothing written, OK), so a re-put never double-counts. */
 cg_err ls_usage_put(ls_txn *t, const char *request_id, const proto_usage *u);
+
+/* ---- usage rollups (ledger_rec.c) ---- */
+typedef struct ls_hkey {
+    uint8_t b[LS_HOUR_KEY_MAX];
+    size_t n;
+} ls_hkey;
+/* Start of the UTC hour containing t (floor, also for negative t). */
+int64_t ls_hour_floor(int64_t t);
+/* The rollup key of u's fields in the hour starting at hour_ms. */
+void ls_key_usage_hour(ls_hkey *k, int64_t hour_ms, const proto_usage *u);
+/* Parse a rollup key into out (ts_ms = the hour, the six fields; the rest zeroed) and its
+ * value into tot. CG_ERR_DB when either is malformed. */
+cg_err ls_rollup_parse(const MDB_val *key, const MDB_val *val, proto_usage *out,
+                       proto_usage_totals *tot);
+/* Add one record (stamped ts_ms) to its hour's rollup (read-modify-write). */
+cg_err ls_rollup_add(ls_txn *t, int64_t ts_ms, const proto_usage *u);
+/* a += b, each field saturating (all >= 0). */
+void ls_totals_add(proto_usage_totals *a, const proto_usage_totals *b);
 
 /* ---- scopes (ledger_rec.c) ---- */
 /* What a routing key names: whose limits apply and in which calendar. */
@@ -408,6 +438,19 @@ cg_err ls_op_events_since(ls_txn *t, const proto_req *req, proto_rep *rep);
 /* Usage series and raw records over the shard's usage log (ledger_usage.c). */
 cg_err ls_op_usage_series(ls_txn *t, const proto_req *req, proto_rep *rep);
 cg_err ls_op_usage_records(ls_txn *t, const proto_req *req, proto_rep *rep);
+/* Called per unit of usage matching a filter: one raw record (tot = its own amounts) or one
+ * rollup row (u->ts_ms = its hour start, tot = the hour's totals of those fields). */
+typedef cg_err (*ls_usage_tot_fn)(void *ud, const proto_usage *u, const proto_usage_totals *tot);
+/* Every unit of usage matching f in [from_ms, to_ms) (to_ms 0 = no bound): rollups for the
+ * whole UTC hours inside, raw records for the partial hours at the ends. CG_ERR_TOOBIG past
+ * LEDGER_USAGE_SCAN_MAX raw records at either end or LEDGER_ROLLUP_SCAN_MAX rollup rows. */
+cg_err ls_usage_totals_walk(ls_txn *t, const proto_usage_filter *f, ls_usage_tot_fn fn, void *ud);
+/* Build the rollups of a store written before them from its raw log, in chunks of one write
+ * transaction each (resumable), then set the schema version (ledger_usage.c). */
+cg_err ls_rollup_upgrade(ledger_store *s, const void *schema_key, size_t schema_kn);
+/* One step of it: up to max records in one write transaction; *done = 1 at the end of the log. */
+cg_err ls_rollup_chunk(ledger_store *s, const void *schema_key, size_t schema_kn, size_t max,
+                       size_t *records, size_t *corrupt, int *done);
 /* Delete usage records past the store's retention (bounded per call; ledger_usage.c). */
 cg_err ls_usage_sweep(ls_txn *t);
 /* Issue 5 (ledger_defs.c, ledger_pricing.c): keys of an org, pricing overrides. */

@@ -11,6 +11,10 @@
  * is CG_ERR_DB (logged), never a crash, and values are copied out of LMDB
  * before the transaction can end.
  *
+ * Usage: ls_usage_put writes a record once (a record already stored under its
+ * (ts, request id) is left alone) and adds it to its hourly rollup in the same
+ * transaction (db_usage_hour, docs/contracts.md "Usage rollups").
+ *
  * Scopes: a route names a key, group, customer or org. Key, group and org
  * scopes need their record; a customer scope exists whether or not an
  * override record does, because its defaults travel inline with the request.
@@ -520,13 +524,127 @@ cg_err ls_usage_put(ls_txn *t, const char *request_id, const proto_usage *u)
 {
     msgpack_sbuffer *sb = &t->s->sbuf;
     ls_key k;
-    msgpack_sbuffer_clear(sb);
-    cg_err err = proto_usage_encode(u, sb);
-    if (err != CG_ERR_OK) {
+    MDB_val old;
+    ls_key_usage(&k, u->ts_ms, request_id);
+    cg_err err = ls_get(t, t->s->db_usage, k.b, k.n, &old);
+    if (err == CG_ERR_OK) {
+        return CG_ERR_OK; /* stored already (a replay): its rollup counts it once */
+    }
+    if (err != CG_ERR_NOTFOUND) {
         return err;
     }
-    ls_key_usage(&k, u->ts_ms, request_id);
-    return ls_put(t, t->s->db_usage, k.b, k.n, sb->data, sb->size);
+    msgpack_sbuffer_clear(sb);
+    if ((err = proto_usage_encode(u, sb)) != CG_ERR_OK ||
+        (err = ls_put(t, t->s->db_usage, k.b, k.n, sb->data, sb->size)) != CG_ERR_OK) {
+        return err;
+    }
+    return ls_rollup_add(t, u->ts_ms, u);
+}
+
+/* ---- usage rollups ---- */
+
+int64_t ls_hour_floor(int64_t t)
+{
+    int64_t r = t % LS_HOUR_MS;
+    if (r >= 0) {
+        return t - r;
+    }
+    /* The hour of the earliest times starts before INT64_MIN: clamp (no record lives there). */
+    return t - r >= INT64_MIN + LS_HOUR_MS ? t - r - LS_HOUR_MS : INT64_MIN;
+}
+
+static void ls_hkey_field(ls_hkey *k, const char *v, size_t max, int last)
+{
+    size_t n = strnlen(v, max);
+    assert(k->n + n + 1 <= LS_HOUR_KEY_MAX);
+    memcpy(k->b + k->n, v, n);
+    k->n += n;
+    if (!last) {
+        k->b[k->n++] = 0;
+    }
+}
+
+void ls_key_usage_hour(ls_hkey *k, int64_t hour_ms, const proto_usage *u)
+{
+    ls_be64_put(k->b, ls_bias(hour_ms));
+    k->n = 8;
+    ls_hkey_field(k, u->org, PROTO_ID_MAX, 0);
+    ls_hkey_field(k, u->key_id, PROTO_ID_MAX, 0);
+    ls_hkey_field(k, u->model, PROTO_MODEL_MAX, 0);
+    ls_hkey_field(k, u->provider, PROTO_PROVIDER_MAX, 0);
+    ls_hkey_field(k, u->group, PROTO_ID_MAX, 0);
+    ls_hkey_field(k, u->customer, PROTO_ID_MAX, 1);
+}
+
+cg_err ls_rollup_parse(const MDB_val *key, const MDB_val *val, proto_usage *out,
+                       proto_usage_totals *tot)
+{
+    struct {
+        char *dst;
+        size_t max;
+    } f[] = {{out->org, PROTO_ID_MAX},      {out->key_id, PROTO_ID_MAX},
+             {out->model, PROTO_MODEL_MAX}, {out->provider, PROTO_PROVIDER_MAX},
+             {out->group, PROTO_ID_MAX},    {out->customer, PROTO_ID_MAX}};
+    const uint8_t *p = key->mv_data, *end = p + key->mv_size;
+    memset(out, 0, sizeof(*out));
+    if (key->mv_size < 8 + 5 || val->mv_size != LS_ROLLUP_BYTES) {
+        return CG_ERR_DB;
+    }
+    out->ts_ms = (int64_t)(ls_be64_get(p) ^ (UINT64_C(1) << 63));
+    p += 8;
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++) {
+        const uint8_t *z = i + 1 < sizeof(f) / sizeof(f[0]) ? memchr(p, 0, (size_t)(end - p)) : end;
+        if (z == NULL || (size_t)(z - p) > f[i].max) {
+            return CG_ERR_DB;
+        }
+        memcpy(f[i].dst, p, (size_t)(z - p));
+        f[i].dst[z - p] = '\0';
+        p = z + (z < end ? 1 : 0);
+    }
+    const uint8_t *v = val->mv_data;
+    tot->requests = (int64_t)ls_le64_get(v);
+    tot->prompt_tokens = (int64_t)ls_le64_get(v + 8);
+    tot->completion_tokens = (int64_t)ls_le64_get(v + 16);
+    tot->cost_nusd = (int64_t)ls_le64_get(v + 24);
+    return CG_ERR_OK;
+}
+
+void ls_totals_add(proto_usage_totals *a, const proto_usage_totals *b)
+{
+    a->requests = ls_sat_add(a->requests, b->requests > 0 ? b->requests : 0);
+    a->prompt_tokens = ls_sat_add(a->prompt_tokens, b->prompt_tokens > 0 ? b->prompt_tokens : 0);
+    a->completion_tokens =
+        ls_sat_add(a->completion_tokens, b->completion_tokens > 0 ? b->completion_tokens : 0);
+    a->cost_nusd = ls_sat_add(a->cost_nusd, b->cost_nusd > 0 ? b->cost_nusd : 0);
+}
+
+cg_err ls_rollup_add(ls_txn *t, int64_t ts_ms, const proto_usage *u)
+{
+    ls_hkey k;
+    MDB_val v;
+    proto_usage_totals tot = {0};
+    uint8_t b[LS_ROLLUP_BYTES];
+    ls_key_usage_hour(&k, ls_hour_floor(ts_ms), u);
+    cg_err err = ls_get(t, t->s->db_usage_hour, k.b, k.n, &v);
+    if (err == CG_ERR_OK) {
+        if (v.mv_size != LS_ROLLUP_BYTES) {
+            cg_log(CG_LOG_ERROR, "corrupt usage rollup", NULL);
+            return CG_ERR_DB;
+        }
+        const uint8_t *p = v.mv_data;
+        tot.requests = (int64_t)ls_le64_get(p);
+        tot.prompt_tokens = (int64_t)ls_le64_get(p + 8);
+        tot.completion_tokens = (int64_t)ls_le64_get(p + 16);
+        tot.cost_nusd = (int64_t)ls_le64_get(p + 24);
+    } else if (err != CG_ERR_NOTFOUND) {
+        return err;
+    }
+    ls_usage_add(&tot, u);
+    ls_le64_put(b, (uint64_t)tot.requests);
+    ls_le64_put(b + 8, (uint64_t)tot.prompt_tokens);
+    ls_le64_put(b + 16, (uint64_t)tot.completion_tokens);
+    ls_le64_put(b + 24, (uint64_t)tot.cost_nusd);
+    return ls_put(t, t->s->db_usage_hour, k.b, k.n, b, sizeof(b));
 }
 
 /* ---- scopes ---- */

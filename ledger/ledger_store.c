@@ -4,7 +4,7 @@
  *
  * LMDB layout: one environment per shard directory with the named databases
  * listed in ledger_int.h (orgs, keys, groups, customers, counters, resv,
- * leases, gc, usage, events, meta). Durable default flags: no MDB_NOSYNC, no MDB_WRITEMAP, so a
+ * leases, gc, usage, usage_hour, events, meta). Durable default flags: no MDB_NOSYNC, no MDB_WRITEMAP, so a
  * commit returns only after fdatasync. MDB_NOTLS lets future read-only
  * transactions move between threads; it does not weaken durability.
  *
@@ -343,6 +343,7 @@ static cg_err ls_open_dbs(ledger_store *s, MDB_txn *txn)
         {"leases", offsetof(ledger_store, db_leases)},
         {"gc", offsetof(ledger_store, db_gc)},
         {"usage", offsetof(ledger_store, db_usage)},
+        {"usage_hour", offsetof(ledger_store, db_usage_hour)},
         {"events", offsetof(ledger_store, db_events)},
         {"meta", offsetof(ledger_store, db_meta)},
     };
@@ -358,8 +359,9 @@ static cg_err ls_open_dbs(ledger_store *s, MDB_txn *txn)
     return CG_ERR_OK;
 }
 
-/* Check (or write, for a new store) the schema version and read the last event seq. */
-static cg_err ls_open_meta(ledger_store *s, MDB_txn *txn)
+/* Check (or write, for a new store) the schema version and read the last event seq.
+ * *pre_rollup = 1 for a store written before usage rollups (built after this txn commits). */
+static cg_err ls_open_meta(ledger_store *s, MDB_txn *txn, int *pre_rollup)
 {
     MDB_val k = {.mv_size = sizeof(ls_meta_schema) - 1, .mv_data = (void *)ls_meta_schema};
     MDB_val v;
@@ -369,6 +371,9 @@ static cg_err ls_open_meta(ledger_store *s, MDB_txn *txn)
         v.mv_size = sizeof(b);
         v.mv_data = b;
         rc = mdb_put(txn, s->db_meta, &k, &v, 0);
+    } else if (rc == MDB_SUCCESS && v.mv_size == 4 &&
+               memcmp(v.mv_data, (uint8_t[4]){LS_SCHEMA_PRE_ROLLUP, 0, 0, 0}, 4) == 0) {
+        *pre_rollup = 1;
     } else if (rc == MDB_SUCCESS && (v.mv_size != 4 || memcmp(v.mv_data, b, 4) != 0)) {
         cg_log(CG_LOG_ERROR, "ledger store has an unknown schema version", NULL);
         return CG_ERR_DB;
@@ -576,7 +581,9 @@ cg_err ledger_store_open(const ledger_store_cfg *cfg, ledger_store **out)
         err = cg_err_from_lmdb(rc);
         goto fail;
     }
-    if ((err = ls_open_dbs(s, txn)) != CG_ERR_OK || (err = ls_open_meta(s, txn)) != CG_ERR_OK ||
+    int pre_rollup = 0;
+    if ((err = ls_open_dbs(s, txn)) != CG_ERR_OK ||
+        (err = ls_open_meta(s, txn, &pre_rollup)) != CG_ERR_OK ||
         (err = ls_open_rsv_env(s, cfg)) != CG_ERR_OK) {
         goto fail;
     }
@@ -585,6 +592,10 @@ cg_err ledger_store_open(const ledger_store_cfg *cfg, ledger_store **out)
     if (rc != MDB_SUCCESS) {
         cg_log(CG_LOG_ERROR, "cannot initialise store", "lmdb", mdb_strerror(rc), NULL);
         err = cg_err_from_lmdb(rc);
+        goto fail;
+    }
+    if (pre_rollup &&
+        (err = ls_rollup_upgrade(s, ls_meta_schema, sizeof(ls_meta_schema) - 1)) != CG_ERR_OK) {
         goto fail;
     }
     *out = s;
@@ -1202,6 +1213,7 @@ cg_err ledger_store_lane_open(ledger_store *s, ledger_store **out)
     l->db_leases = s->db_leases;
     l->db_gc = s->db_gc;
     l->db_usage = s->db_usage;
+    l->db_usage_hour = s->db_usage_hour;
     l->db_events = s->db_events;
     l->db_meta = s->db_meta;
     l->rdb_resv = s->rdb_resv;
@@ -1324,4 +1336,29 @@ void ledger_store_stats_get(const ledger_store *s, ledger_store_stats *out)
             out->batch_hist[i] += l.batch_hist[i];
         }
     }
+}
+
+cg_err ledger_store_test_pre_rollup(ledger_store *s, size_t rolled)
+{
+    MDB_txn *txn = NULL;
+    uint8_t b[4] = {LS_SCHEMA_PRE_ROLLUP, 0, 0, 0};
+    MDB_val k = {.mv_size = sizeof(ls_meta_schema) - 1, .mv_data = (void *)ls_meta_schema};
+    MDB_val v = {.mv_size = sizeof(b), .mv_data = b};
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc == MDB_SUCCESS && (rc = mdb_drop(txn, s->db_usage_hour, 0)) == MDB_SUCCESS &&
+        (rc = mdb_put(txn, s->db_meta, &k, &v, 0)) == MDB_SUCCESS) {
+        rc = mdb_txn_commit(txn);
+        txn = NULL;
+    }
+    if (txn != NULL) {
+        mdb_txn_abort(txn);
+    }
+    if (rc != MDB_SUCCESS) {
+        return cg_err_from_lmdb(rc);
+    }
+    size_t records = 0, corrupt = 0;
+    int done = 0;
+    return rolled == 0 ? CG_ERR_OK
+                       : ls_rollup_chunk(s, ls_meta_schema, sizeof(ls_meta_schema) - 1, rolled,
+                                         &records, &corrupt, &done);
 }

@@ -50,6 +50,10 @@
 /* Usage records one USAGE_QUERY may visit (it runs on the writer thread, so its cost delays
  * every other operation of the shard); a wider range is refused with CG_ERR_TOOBIG. */
 #define LEDGER_USAGE_SCAN_MAX 200000
+/* Hourly rollup rows one USAGE_QUERY / USAGE_SERIES may visit (docs/contracts.md "Usage
+ * rollups"): the whole hours of its range are read from rollups, so a month of a busy org costs
+ * rows, not records; a wider range is refused with CG_ERR_TOOBIG. */
+#define LEDGER_ROLLUP_SCAN_MAX 2000000
 /* Named LMDB databases of a store (see ledger_store.c for the layout). */
 #define LEDGER_DBS_MAX 12
 
@@ -140,6 +144,10 @@ cg_err ledger_store_reader_check(ledger_store *s, int *dead);
 /* Keep usage records retention_ms (0 = forever): older ones are deleted by the batch sweep
  * (ledger_usage.c). Call before the store is shared with the writer thread. */
 void ledger_store_set_usage_retention(ledger_store *s, int64_t retention_ms);
+/* Test only: make s look like a store written before usage rollups (schema 1, rollups gone),
+ * so the next open rebuilds them from the raw usage log; with rolled > 0, like one whose
+ * rebuild stopped (a crash) after its first `rolled` records (fewer than the log holds). */
+cg_err ledger_store_test_pre_rollup(ledger_store *s, size_t rolled);
 /* A copy of the counters. */
 void ledger_store_stats_get(const ledger_store *s, ledger_store_stats *out);
 

@@ -1,39 +1,59 @@
 /*
  * ledger_usage.c — a shard's reads over its usage log (USAGE_SERIES,
- * USAGE_RECORDS) and the log's retention.
+ * USAGE_RECORDS, and the totals walk USAGE_QUERY shares), the log's
+ * retention, and the build of hourly rollups for a store written before them.
  *
  * The usage log (db_usage) holds one record per settled request of a key this
  * shard owns, keyed by (ts_ms biased BE64, request id), so a cursor walks it in
- * time order and a time range is one contiguous scan. There is no index by org
- * or key: a query scans its time range and filters, and every scan visits at
- * most LEDGER_USAGE_SCAN_MAX records (a wider range is CG_ERR_TOOBIG) because
- * it runs on the writer thread, inside the batch transaction, where its cost
- * delays every other operation of the shard.
+ * time order and a time range is one contiguous scan. Beside it, the hourly
+ * rollups (db_usage_hour, docs/contracts.md "Usage rollups"): key = hour start
+ * (biased BE64) then org 0x00 key_id 0x00 model 0x00 provider 0x00 group 0x00
+ * customer, value = the totals of that hour's records with those fields
+ * (4 x i64 LE: requests, prompt, completion, cost), kept by ls_usage_put in the
+ * settle's own transaction. Everything here runs on the writer thread, inside
+ * the batch transaction, where its cost delays every other operation of the
+ * shard, so every read is bounded:
  *
- *  - USAGE_SERIES sums the matching records per (UTC calendar period start,
+ *  - Totals (USAGE_QUERY, USAGE_SERIES; ls_usage_totals_walk): the whole UTC
+ *    hours inside [from, to) are read from the rollups, seeking to (hour, org)
+ *    so other orgs' rows are skipped, at most LEDGER_ROLLUP_SCAN_MAX cursor
+ *    steps; the partial hours at the two ends from the raw log, at most
+ *    LEDGER_USAGE_SCAN_MAX records each (past either: CG_ERR_TOOBIG). Every
+ *    filter field is in the rollup key and an hour lies inside one period of
+ *    every granularity, so the answer is exactly the raw log's sum.
+ *  - USAGE_SERIES sums the matching units per (UTC calendar period start,
  *    group_by value) through a small open-addressing table, at most
  *    PROTO_SERIES_MAX points (more is CG_ERR_TOOBIG), sorted by (start, value).
- *  - USAGE_RECORDS returns a page of at most `limit` matching records in log
- *    order, strictly after the (ts, request id) cursor, and whether more match.
+ *  - USAGE_RECORDS (raw log only) returns a page of at most `limit` matching
+ *    records in log order, strictly after the (ts, request id) cursor, and
+ *    whether more match; it visits at most LEDGER_USAGE_SCAN_MAX records.
  *    A record's request_id in the reply is the one of its log key, so pages are
  *    strictly ordered even for records written without one.
- *  - Retention: ls_usage_sweep (called by the batch sweep) deletes records
- *    older than now - usage_retention_ms, at most LEDGER_SWEEP_MAX per
- *    transaction and, once caught up, at most once per LS_USAGE_SWEEP_EVERY_MS,
- *    so the hot path pays one comparison per batch.
+ *  - Retention: ls_usage_sweep (called by the batch sweep) deletes rollups and
+ *    records older than now - usage_retention_ms floored to a whole UTC hour
+ *    (so records live up to an hour longer), rollups first, at most
+ *    LEDGER_SWEEP_MAX keys per transaction and, once caught up, at most once
+ *    per LS_USAGE_SWEEP_EVERY_MS, so the hot path pays one comparison per batch.
+ *  - Upgrade (ls_rollup_upgrade, from ledger_store_open): a store of schema 1
+ *    has raw records only; its rollups are built from the log in chunks of
+ *    LS_ROLLUP_UPGRADE_CHUNK records, one write transaction each, which also
+ *    stores the last log key rolled up (meta "rollup_upto"), so a crash
+ *    mid-way resumes without counting a record twice; the last one sets the
+ *    schema version.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "cg_clock.h"
 #include "cg_log.h"
 #include "cg_period.h"
 #include "ledger_int.h"
 
-#define LS_USAGE_SWEEP_EVERY_MS 1000 /* retention re-check period once caught up */
-#define LS_USAGE_SWEEP_CHUNK 32      /* log keys copied out per cursor pass */
-#define LS_SERIES_SLOTS 32768        /* hash slots (power of two, > 3 * PROTO_SERIES_MAX) */
-#define LS_HOUR_MS (3600LL * 1000)
+#define LS_USAGE_SWEEP_EVERY_MS 1000  /* retention re-check period once caught up */
+#define LS_USAGE_SWEEP_CHUNK 32       /* log keys copied out per cursor pass */
+#define LS_SERIES_SLOTS 32768         /* hash slots (power of two, > 3 * PROTO_SERIES_MAX) */
+#define LS_ROLLUP_UPGRADE_CHUNK 20000 /* raw records rolled up per write txn at upgrade */
 #define LS_DAY_MS (24LL * LS_HOUR_MS)
 
 void ledger_store_set_usage_retention(ledger_store *s, int64_t retention_ms)
@@ -105,10 +125,10 @@ typedef cg_err (*ls_usage_visit_fn)(void *ud, const proto_usage *u, int *stop);
 
 /*
  * Walk the log from (from_ts, after_rid) — strictly after that key when after_rid is
- * non-empty — up to f->to_ms (exclusive; 0 = no bound), calling fn for every record
+ * non-empty — up to to_ms (exclusive; INT64_MAX = no bound), calling fn for every record
  * matching f. Bounded by LEDGER_USAGE_SCAN_MAX visited records (CG_ERR_TOOBIG).
  */
-static cg_err ls_usage_walk(ls_txn *t, const proto_usage_filter *f, int64_t from_ts,
+static cg_err ls_usage_walk(ls_txn *t, const proto_usage_filter *f, int64_t from_ts, int64_t to_ms,
                             const char *after_rid, ls_usage_visit_fn fn, void *ud)
 {
     MDB_cursor *cur = NULL;
@@ -118,7 +138,6 @@ static cg_err ls_usage_walk(ls_txn *t, const proto_usage_filter *f, int64_t from
     cg_err err = CG_ERR_OK;
     size_t visited = 0;
     int stop = 0;
-    int64_t to_ms = f->to_ms == 0 ? INT64_MAX : f->to_ms;
     int rc = mdb_cursor_open(t->txn, t->s->db_usage, &cur);
     if (rc != MDB_SUCCESS) {
         return ls_lmdb_fail(t, rc, "cursor open");
@@ -165,6 +184,119 @@ static cg_err ls_usage_walk(ls_txn *t, const proto_usage_filter *f, int64_t from
     return err;
 }
 
+/* ---- rollup-backed totals (USAGE_QUERY, USAGE_SERIES) ---- */
+
+typedef struct ls_tot_raw {
+    ls_usage_tot_fn fn;
+    void *ud;
+} ls_tot_raw;
+
+static cg_err ls_tot_raw_visit(void *ud, const proto_usage *u, int *stop)
+{
+    ls_tot_raw *r = ud;
+    proto_usage_totals one = {0};
+    (void)stop;
+    ls_usage_add(&one, u);
+    return r->fn(r->ud, u, &one);
+}
+
+/* The rollup rows of f's org with h1 <= hour < h2, filtered by f's other fields. Seeks to
+ * (hour, org) for every hour holding rows, so other orgs' rows are skipped, not visited. */
+static cg_err ls_rollup_walk(ls_txn *t, const proto_usage_filter *f, int64_t h1, int64_t h2,
+                             ls_usage_tot_fn fn, void *ud)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val key, val;
+    ls_hkey seek;
+    proto_usage u, probe;
+    proto_usage_totals tot;
+    cg_err err = CG_ERR_OK;
+    size_t visited = 0, on = strnlen(f->org, PROTO_ID_MAX);
+    int64_t h = h1;
+    int rc = mdb_cursor_open(t->txn, t->s->db_usage_hour, &cur);
+    if (rc != MDB_SUCCESS) {
+        return ls_lmdb_fail(t, rc, "cursor open");
+    }
+    memset(&probe, 0, sizeof(probe));
+    memcpy(probe.org, f->org, on);
+    while (err == CG_ERR_OK && h < h2) {
+        ls_key_usage_hour(&seek, h, &probe); /* (h, org 0x00 0x00 ...): the org's first row */
+        key.mv_size = 8 + on + 1;
+        key.mv_data = seek.b;
+        rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+        for (; rc == MDB_SUCCESS; rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+            if (++visited > LEDGER_ROLLUP_SCAN_MAX) {
+                cg_log(CG_LOG_WARN, "usage query range too wide (rollups)", "org", f->org, NULL);
+                err = CG_ERR_TOOBIG;
+                break;
+            }
+            if (key.mv_size < 8) {
+                err = CG_ERR_DB;
+                break;
+            }
+            int64_t kh = ls_usage_key_ts(&key);
+            if (kh >= h2) {
+                h = h2;
+                break;
+            }
+            if (kh != h) { /* no (more) rows of the org in h: look in kh */
+                h = kh;
+                break;
+            }
+            const uint8_t *kb = key.mv_data;
+            if (key.mv_size < 8 + on + 1 || memcmp(kb + 8, f->org, on) != 0 || kb[8 + on] != 0) {
+                h = ls_hour_floor(kh) + LS_HOUR_MS; /* past the org's rows: <= h2 (both whole) */
+                break;
+            }
+            if (ls_rollup_parse(&key, &val, &u, &tot) != CG_ERR_OK) {
+                err = CG_ERR_DB;
+                break;
+            }
+            if (ls_usage_filter_match(&u, f) && (err = fn(ud, &u, &tot)) != CG_ERR_OK) {
+                break;
+            }
+        }
+        if (err == CG_ERR_OK && rc == MDB_NOTFOUND) {
+            break; /* no rows after the seek key */
+        }
+        if (err == CG_ERR_OK && rc != MDB_SUCCESS) {
+            err = ls_lmdb_fail(t, rc, "cursor get");
+        }
+    }
+    if (err == CG_ERR_DB) {
+        cg_log(CG_LOG_ERROR, "corrupt usage rollup", NULL);
+    }
+    mdb_cursor_close(cur);
+    return err;
+}
+
+cg_err ls_usage_totals_walk(ls_txn *t, const proto_usage_filter *f, ls_usage_tot_fn fn, void *ud)
+{
+    int64_t from = f->from_ms, to = f->to_ms == 0 ? INT64_MAX : f->to_ms;
+    ls_tot_raw raw = {.fn = fn, .ud = ud};
+    cg_err err = CG_ERR_OK;
+    if (from >= to) {
+        return CG_ERR_OK;
+    }
+    int64_t h1 = ls_hour_floor(from), h2 = ls_hour_floor(to);
+    if (h1 != from) {
+        h1 = h1 <= INT64_MAX - LS_HOUR_MS ? h1 + LS_HOUR_MS : INT64_MAX;
+    }
+    if (h1 >= h2) { /* no whole hour inside: at most two hours of raw records */
+        return ls_usage_walk(t, f, from, to, "", ls_tot_raw_visit, &raw);
+    }
+    if (from < h1) {
+        err = ls_usage_walk(t, f, from, h1, "", ls_tot_raw_visit, &raw);
+    }
+    if (err == CG_ERR_OK) {
+        err = ls_rollup_walk(t, f, h1, h2, fn, ud);
+    }
+    if (err == CG_ERR_OK && h2 < to) {
+        err = ls_usage_walk(t, f, h2, to, "", ls_tot_raw_visit, &raw);
+    }
+    return err;
+}
+
 /* ---- USAGE_SERIES ---- */
 
 typedef struct ls_series {
@@ -184,13 +316,13 @@ static uint32_t ls_series_hash(int64_t start, const char *v)
     return (uint32_t)(h ^ (h >> 29));
 }
 
-static cg_err ls_series_visit(void *ud, const proto_usage *u, int *stop)
+/* u: one record or one rollup row (its hour lies inside one period of any granularity). */
+static cg_err ls_series_visit(void *ud, const proto_usage *u, const proto_usage_totals *tot)
 {
     ls_series *s = ud;
     int64_t start = ls_period_start(s->gran, u->ts_ms);
     const char *v = ls_usage_by_value(u, s->by);
     uint32_t i = ls_series_hash(start, v) & (LS_SERIES_SLOTS - 1);
-    (void)stop;
     for (;; i = (i + 1) & (LS_SERIES_SLOTS - 1)) {
         uint32_t slot = s->slots[i];
         if (slot == 0) {
@@ -198,7 +330,7 @@ static cg_err ls_series_visit(void *ud, const proto_usage *u, int *stop)
         }
         proto_usage_point *p = &s->points[slot - 1];
         if (p->start_ms == start && strcmp(p->value, v) == 0) {
-            ls_usage_add(&p->totals, u);
+            ls_totals_add(&p->totals, tot);
             return CG_ERR_OK;
         }
     }
@@ -209,7 +341,7 @@ static cg_err ls_series_visit(void *ud, const proto_usage *u, int *stop)
     memset(p, 0, sizeof(*p));
     p->start_ms = start;
     snprintf(p->value, sizeof(p->value), "%s", v);
-    ls_usage_add(&p->totals, u);
+    ls_totals_add(&p->totals, tot);
     s->slots[i] = ++s->n;
     return CG_ERR_OK;
 }
@@ -237,9 +369,7 @@ cg_err ls_op_usage_series(ls_txn *t, const proto_req *req, proto_rep *rep)
         err = CG_ERR_NOMEM;
         goto out;
     }
-    if (f->to_ms == 0 || f->from_ms < f->to_ms) {
-        err = ls_usage_walk(t, f, f->from_ms, "", ls_series_visit, &s);
-    }
+    err = ls_usage_totals_walk(t, f, ls_series_visit, &s);
     if (err != CG_ERR_OK || s.n == 0) {
         goto out;
     }
@@ -293,7 +423,8 @@ cg_err ls_op_usage_records(ls_txn *t, const proto_req *req, proto_rep *rep)
         return CG_ERR_NOMEM;
     }
     if (f->to_ms == 0 || from_ts < f->to_ms) {
-        err = ls_usage_walk(t, f, from_ts, after, ls_records_visit, &r);
+        err = ls_usage_walk(t, f, from_ts, f->to_ms == 0 ? INT64_MAX : f->to_ms, after,
+                            ls_records_visit, &r);
     }
     if (err != CG_ERR_OK || r.n == 0) {
         free(r.recs);
@@ -307,24 +438,25 @@ cg_err ls_op_usage_records(ls_txn *t, const proto_req *req, proto_rep *rep)
 
 /* ---- retention ---- */
 
-/* Copy out up to max log keys older than cutoff, oldest first. */
-static cg_err ls_usage_old_keys(ls_txn *t, int64_t cutoff, ls_key *out, size_t max, size_t *n)
+/* Copy out up to max keys of dbi (the log or the rollups) older than cutoff, oldest first.
+ * Keys outside [min_n, max_n] bytes cannot be ours: old by definition. */
+static cg_err ls_usage_old_keys(ls_txn *t, MDB_dbi dbi, size_t min_n, size_t max_n, int64_t cutoff,
+                                ls_hkey *out, size_t max, size_t *n)
 {
     MDB_cursor *cur = NULL;
     MDB_val key, val;
-    int rc = mdb_cursor_open(t->txn, t->s->db_usage, &cur);
+    int rc = mdb_cursor_open(t->txn, dbi, &cur);
     if (rc != MDB_SUCCESS) {
         return ls_lmdb_fail(t, rc, "cursor open");
     }
     *n = 0;
     for (rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST); rc == MDB_SUCCESS && *n < max;
          rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
-        /* A key that cannot be ours (too short or long) is old by definition: drop it. */
-        int bad = key.mv_size < 8 || key.mv_size > 8 + PROTO_REQID_MAX;
+        int bad = key.mv_size < min_n || key.mv_size > max_n;
         if (!bad && ls_usage_key_ts(&key) >= cutoff) {
             break;
         }
-        if (key.mv_size > LS_KEY_MAX) {
+        if (key.mv_size > LS_HOUR_KEY_MAX) {
             cg_log(CG_LOG_ERROR, "oversized usage key: retention sweep stopped", NULL);
             break;
         }
@@ -339,33 +471,181 @@ static cg_err ls_usage_old_keys(ls_txn *t, int64_t cutoff, ls_key *out, size_t m
     return CG_ERR_OK;
 }
 
-cg_err ls_usage_sweep(ls_txn *t)
+/* Delete dbi's keys older than cutoff, chunk by chunk, while *done < LEDGER_SWEEP_MAX.
+ * *caught_up = 1 when none is left. */
+static cg_err ls_usage_sweep_dbi(ls_txn *t, MDB_dbi dbi, size_t min_n, size_t max_n, int64_t cutoff,
+                                 size_t *done, int *caught_up)
 {
-    ledger_store *s = t->s;
-    ls_key keys[LS_USAGE_SWEEP_CHUNK];
-    size_t done = 0, n = 0;
-    if (s->usage_retention_ms <= 0 || t->now_ms < s->usage_sweep_next_ms) {
-        return CG_ERR_OK;
-    }
-    int64_t cutoff = t->now_ms - s->usage_retention_ms;
-    do {
-        cg_err err = ls_usage_old_keys(t, cutoff, keys, LS_USAGE_SWEEP_CHUNK, &n);
+    ls_hkey keys[LS_USAGE_SWEEP_CHUNK];
+    size_t n = 0;
+    *caught_up = 0;
+    while (*done < LEDGER_SWEEP_MAX) {
+        cg_err err =
+            ls_usage_old_keys(t, dbi, min_n, max_n, cutoff, keys, LS_USAGE_SWEEP_CHUNK, &n);
         for (size_t i = 0; err == CG_ERR_OK && i < n; i++) {
-            err = ls_del(t, s->db_usage, keys[i].b, keys[i].n);
+            err = ls_del(t, dbi, keys[i].b, keys[i].n);
         }
         if (err != CG_ERR_OK) {
             return err;
         }
-        done += n;
-    } while (n == LS_USAGE_SWEEP_CHUNK && done < LEDGER_SWEEP_MAX);
+        *done += n;
+        if (n < LS_USAGE_SWEEP_CHUNK) {
+            *caught_up = 1;
+            break;
+        }
+    }
+    return CG_ERR_OK;
+}
+
+/*
+ * The cutoff is floored to a whole UTC hour, for the log and the rollups alike: an hour's rollup
+ * and its records go together (records are kept up to an hour longer than the retention).
+ * Rollups go first, and the log only once they are caught up, so a rollup never counts a
+ * record already deleted.
+ */
+cg_err ls_usage_sweep(ls_txn *t)
+{
+    ledger_store *s = t->s;
+    size_t done = 0;
+    int rolled = 0, raw = 0;
+    if (s->usage_retention_ms <= 0 || t->now_ms < s->usage_sweep_next_ms) {
+        return CG_ERR_OK;
+    }
+    int64_t cutoff = ls_hour_floor(t->now_ms - s->usage_retention_ms);
+    cg_err err =
+        ls_usage_sweep_dbi(t, s->db_usage_hour, 8 + 5, LS_HOUR_KEY_MAX, cutoff, &done, &rolled);
+    if (err == CG_ERR_OK && rolled) {
+        err = ls_usage_sweep_dbi(t, s->db_usage, 8, 8 + PROTO_REQID_MAX, cutoff, &done, &raw);
+    }
+    if (err != CG_ERR_OK) {
+        return err;
+    }
     if (done > 0) {
         char nbuf[24];
         snprintf(nbuf, sizeof(nbuf), "%zu", done);
-        cg_log(CG_LOG_INFO, "usage records past retention deleted", "records", nbuf, NULL);
+        cg_log(CG_LOG_INFO, "usage records and rollups past retention deleted", "keys", nbuf, NULL);
     }
     /* Caught up: look again a little later (a hint; an aborted txn only makes it early). */
-    if (n < LS_USAGE_SWEEP_CHUNK) {
+    if (rolled && raw) {
         s->usage_sweep_next_ms = t->now_ms + LS_USAGE_SWEEP_EVERY_MS;
     }
+    return CG_ERR_OK;
+}
+
+/* ---- upgrade: rollups of a store written before them ---- */
+
+static const char ls_meta_rollup_upto[] = "rollup_upto"; /* last log key rolled up so far */
+
+/*
+ * One chunk: roll up to max log records after the progress key, store the
+ * new progress key in the same transaction (so a crash mid-upgrade resumes without counting a
+ * record twice) and, at the end of the log, the new schema version. *done = 1 at the end.
+ */
+cg_err ls_rollup_chunk(ledger_store *s, const void *schema_key, size_t schema_kn, size_t max,
+                       size_t *records, size_t *corrupt, int *done)
+{
+    MDB_txn *txn = NULL;
+    MDB_cursor *cur = NULL;
+    MDB_val key, val;
+    ls_key last;
+    proto_usage u;
+    size_t n = 0;
+    cg_err err = CG_ERR_OK;
+    int rc = mdb_txn_begin(s->env, NULL, 0, &txn);
+    if (rc != MDB_SUCCESS) {
+        return cg_err_from_lmdb(rc);
+    }
+    ls_txn t = {.s = s, .txn = txn, .now_ms = cg_now_ms()};
+    if ((rc = mdb_cursor_open(txn, s->db_usage, &cur)) != MDB_SUCCESS) {
+        err = ls_lmdb_fail(&t, rc, "cursor open");
+        goto out;
+    }
+    last.n = 0;
+    err = ls_get(&t, s->db_meta, ls_meta_rollup_upto, sizeof(ls_meta_rollup_upto) - 1, &val);
+    if (err == CG_ERR_OK && val.mv_size <= LS_KEY_MAX) {
+        memcpy(last.b, val.mv_data, val.mv_size);
+        last.n = val.mv_size;
+        key.mv_size = last.n;
+        key.mv_data = last.b;
+        rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE);
+        if (rc == MDB_SUCCESS && key.mv_size == last.n &&
+            memcmp(key.mv_data, last.b, last.n) == 0) {
+            rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT);
+        }
+    } else if (err == CG_ERR_NOTFOUND) {
+        rc = mdb_cursor_get(cur, &key, &val, MDB_FIRST);
+    } else {
+        err = err == CG_ERR_OK ? CG_ERR_DB : err;
+        goto out;
+    }
+    err = CG_ERR_OK;
+    for (; rc == MDB_SUCCESS && n < max; rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        if (key.mv_size > LS_KEY_MAX) {
+            err = CG_ERR_DB;
+            goto out;
+        }
+        memcpy(last.b, key.mv_data, key.mv_size); /* before writing: the cursor's pages stay */
+        last.n = key.mv_size;
+        n++;
+        if (key.mv_size < 8 || key.mv_size > 8 + PROTO_REQID_MAX ||
+            proto_usage_decode(val.mv_data, val.mv_size, &u) != CG_ERR_OK) {
+            (*corrupt)++; /* a raw scan refuses it too (CG_ERR_DB); it is never counted */
+            continue;
+        }
+        if ((err = ls_rollup_add(&t, ls_usage_key_ts(&key), &u)) != CG_ERR_OK) {
+            goto out;
+        }
+    }
+    if (rc != MDB_SUCCESS && rc != MDB_NOTFOUND) {
+        err = ls_lmdb_fail(&t, rc, "cursor get");
+        goto out;
+    }
+    *done = rc == MDB_NOTFOUND;
+    if (n > 0) {
+        err = ls_put(&t, s->db_meta, ls_meta_rollup_upto, sizeof(ls_meta_rollup_upto) - 1, last.b,
+                     last.n);
+    }
+    if (err == CG_ERR_OK && *done) {
+        uint8_t b[4] = {LS_SCHEMA_VERSION, 0, 0, 0};
+        if ((err = ls_put(&t, s->db_meta, schema_key, schema_kn, b, sizeof(b))) == CG_ERR_OK) {
+            err = ls_del(&t, s->db_meta, ls_meta_rollup_upto, sizeof(ls_meta_rollup_upto) - 1);
+        }
+    }
+out:
+    if (cur != NULL) {
+        mdb_cursor_close(cur);
+    }
+    if (err != CG_ERR_OK) {
+        mdb_txn_abort(txn);
+        return err;
+    }
+    if ((rc = mdb_txn_commit(txn)) != MDB_SUCCESS) {
+        cg_log(CG_LOG_ERROR, "cannot commit usage rollups", "lmdb", mdb_strerror(rc), NULL);
+        return cg_err_from_lmdb(rc);
+    }
+    *records += n;
+    return CG_ERR_OK;
+}
+
+cg_err ls_rollup_upgrade(ledger_store *s, const void *schema_key, size_t schema_kn)
+{
+    size_t records = 0, corrupt = 0;
+    int done = 0;
+    int64_t t0 = cg_mono_ms();
+    cg_log(CG_LOG_INFO, "store predates usage rollups: building them from the usage log", NULL);
+    while (!done) {
+        cg_err err = ls_rollup_chunk(s, schema_key, schema_kn, LS_ROLLUP_UPGRADE_CHUNK, &records,
+                                     &corrupt, &done);
+        if (err != CG_ERR_OK) {
+            cg_log(CG_LOG_ERROR, "building usage rollups failed", "err", cg_err_name(err), NULL);
+            return err;
+        }
+    }
+    char nbuf[24], cbuf[24], mbuf[24];
+    snprintf(nbuf, sizeof(nbuf), "%zu", records);
+    snprintf(cbuf, sizeof(cbuf), "%zu", corrupt);
+    snprintf(mbuf, sizeof(mbuf), "%lld", (long long)(cg_mono_ms() - t0));
+    cg_log(CG_LOG_INFO, "usage rollups built", "records", nbuf, "corrupt_skipped", cbuf, "ms", mbuf,
+           NULL);
     return CG_ERR_OK;
 }
