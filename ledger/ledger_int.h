@@ -302,7 +302,7 @@ cg_err ls_rollup_parse(const MDB_val *key, const MDB_val *val, proto_usage *out,
                        proto_usage_totals *tot);
 /* Add one record (stamped ts_ms) to its hour's rollup (read-modify-write). */
 cg_err ls_rollup_add(ls_txn *t, int64_t ts_ms, const proto_usage *u);
-/* a += b, each field saturating (all >= 0). */
+/* a += b, each field saturating; b may be negative (a record taken back out of a rollup). */
 void ls_totals_add(proto_usage_totals *a, const proto_usage_totals *b);
 
 /* ---- scopes (ledger_rec.c) ---- */

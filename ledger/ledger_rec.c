@@ -611,11 +611,12 @@ cg_err ls_rollup_parse(const MDB_val *key, const MDB_val *val, proto_usage *out,
 
 void ls_totals_add(proto_usage_totals *a, const proto_usage_totals *b)
 {
-    a->requests = ls_sat_add(a->requests, b->requests > 0 ? b->requests : 0);
-    a->prompt_tokens = ls_sat_add(a->prompt_tokens, b->prompt_tokens > 0 ? b->prompt_tokens : 0);
-    a->completion_tokens =
-        ls_sat_add(a->completion_tokens, b->completion_tokens > 0 ? b->completion_tokens : 0);
-    a->cost_nusd = ls_sat_add(a->cost_nusd, b->cost_nusd > 0 ? b->cost_nusd : 0);
+    /* b is a record's or a rollup's totals (never negative: ls_usage_add clamps), or one
+     * record taken back out of its hour's rollup (ls_usage_partial_hour: all negative). */
+    a->requests = ls_sat_add(a->requests, b->requests);
+    a->prompt_tokens = ls_sat_add(a->prompt_tokens, b->prompt_tokens);
+    a->completion_tokens = ls_sat_add(a->completion_tokens, b->completion_tokens);
+    a->cost_nusd = ls_sat_add(a->cost_nusd, b->cost_nusd);
 }
 
 cg_err ls_rollup_add(ls_txn *t, int64_t ts_ms, const proto_usage *u)
@@ -910,7 +911,13 @@ int64_t ls_amount_of(const proto_amounts *a, uint8_t m)
 
 int64_t ls_sat_add(int64_t a, int64_t b)
 {
-    return a > INT64_MAX - b ? INT64_MAX : a + b;
+    if (b > 0 && a > INT64_MAX - b) {
+        return INT64_MAX;
+    }
+    if (b < 0 && a < INT64_MIN - b) {
+        return INT64_MIN;
+    }
+    return a + b;
 }
 
 int64_t ls_sub_floor0(int64_t a, int64_t b)

@@ -270,29 +270,100 @@ static cg_err ls_rollup_walk(ls_txn *t, const proto_usage_filter *f, int64_t h1,
     return err;
 }
 
+/* Log keys in [lo, hi), counted up to max + 1 (keys only: nothing is decoded). */
+static cg_err ls_usage_count(ls_txn *t, int64_t lo, int64_t hi, size_t max, size_t *n)
+{
+    MDB_cursor *cur = NULL;
+    MDB_val key, val;
+    ls_key k;
+    *n = 0;
+    if (lo >= hi) {
+        return CG_ERR_OK;
+    }
+    int rc = mdb_cursor_open(t->txn, t->s->db_usage, &cur);
+    if (rc != MDB_SUCCESS) {
+        return ls_lmdb_fail(t, rc, "cursor open");
+    }
+    ls_key_usage(&k, lo, "");
+    key.mv_size = k.n;
+    key.mv_data = k.b;
+    for (rc = mdb_cursor_get(cur, &key, &val, MDB_SET_RANGE); rc == MDB_SUCCESS && *n <= max;
+         rc = mdb_cursor_get(cur, &key, &val, MDB_NEXT)) {
+        if (key.mv_size < 8 || ls_usage_key_ts(&key) >= hi) {
+            break;
+        }
+        (*n)++;
+    }
+    mdb_cursor_close(cur);
+    return rc == MDB_SUCCESS || rc == MDB_NOTFOUND ? CG_ERR_OK : ls_lmdb_fail(t, rc, "cursor get");
+}
+
+/* A record of the complement, taken back out of its hour's rollup. */
+static cg_err ls_tot_neg_visit(void *ud, const proto_usage *u, int *stop)
+{
+    ls_tot_raw *r = ud;
+    proto_usage_totals one = {0};
+    (void)stop;
+    ls_usage_add(&one, u);
+    one.requests = -one.requests;
+    one.prompt_tokens = -one.prompt_tokens;
+    one.completion_tokens = -one.completion_tokens;
+    one.cost_nusd = -one.cost_nusd;
+    return r->fn(r->ud, u, &one);
+}
+
+/*
+ * The usage in [lo, hi), inside the one UTC hour h: either the raw records of [lo, hi), or
+ * the hour's rollup minus the raw records of [h, lo) and [hi, h + 1 h) — whichever side has
+ * fewer records (counted first, keys only). A query ending "now" in a busy hour thus reads
+ * the hour's rollup and the few records stamped after now, not the whole hour. Past
+ * LEDGER_USAGE_SCAN_MAX records on both sides: CG_ERR_TOOBIG.
+ */
+static cg_err ls_usage_partial_hour(ls_txn *t, const proto_usage_filter *f, int64_t h, int64_t lo,
+                                    int64_t hi, ls_usage_tot_fn fn, void *ud)
+{
+    int64_t he = ls_sat_add(h, LS_HOUR_MS);
+    ls_tot_raw raw = {.fn = fn, .ud = ud};
+    size_t direct, before, after;
+    cg_err err = ls_usage_count(t, lo, hi, LEDGER_USAGE_SCAN_MAX, &direct);
+    if (err != CG_ERR_OK || direct == 0) {
+        return err;
+    }
+    if ((err = ls_usage_count(t, h, lo, LEDGER_USAGE_SCAN_MAX, &before)) != CG_ERR_OK ||
+        (err = ls_usage_count(t, hi, he, LEDGER_USAGE_SCAN_MAX, &after)) != CG_ERR_OK) {
+        return err;
+    }
+    if (before + after >= direct) {
+        return ls_usage_walk(t, f, lo, hi, "", ls_tot_raw_visit, &raw); /* TOOBIG past the cap */
+    }
+    if ((err = ls_rollup_walk(t, f, h, he, fn, ud)) != CG_ERR_OK ||
+        (err = ls_usage_walk(t, f, h, lo, "", ls_tot_neg_visit, &raw)) != CG_ERR_OK) {
+        return err;
+    }
+    return ls_usage_walk(t, f, hi, he, "", ls_tot_neg_visit, &raw);
+}
+
 cg_err ls_usage_totals_walk(ls_txn *t, const proto_usage_filter *f, ls_usage_tot_fn fn, void *ud)
 {
     int64_t from = f->from_ms, to = f->to_ms == 0 ? INT64_MAX : f->to_ms;
-    ls_tot_raw raw = {.fn = fn, .ud = ud};
     cg_err err = CG_ERR_OK;
     if (from >= to) {
         return CG_ERR_OK;
     }
-    int64_t h1 = ls_hour_floor(from), h2 = ls_hour_floor(to);
-    if (h1 != from) {
-        h1 = h1 <= INT64_MAX - LS_HOUR_MS ? h1 + LS_HOUR_MS : INT64_MAX;
+    int64_t hf = ls_hour_floor(from), ht = ls_hour_floor(to);
+    if (hf == ht) { /* one partial hour */
+        return ls_usage_partial_hour(t, f, hf, from, to, fn, ud);
     }
-    if (h1 >= h2) { /* no whole hour inside: at most two hours of raw records */
-        return ls_usage_walk(t, f, from, to, "", ls_tot_raw_visit, &raw);
+    int64_t h1 = hf;
+    if (from > hf) {
+        h1 = ls_sat_add(hf, LS_HOUR_MS);
+        err = ls_usage_partial_hour(t, f, hf, from, h1, fn, ud);
     }
-    if (from < h1) {
-        err = ls_usage_walk(t, f, from, h1, "", ls_tot_raw_visit, &raw);
+    if (err == CG_ERR_OK && h1 < ht) {
+        err = ls_rollup_walk(t, f, h1, ht, fn, ud);
     }
-    if (err == CG_ERR_OK) {
-        err = ls_rollup_walk(t, f, h1, h2, fn, ud);
-    }
-    if (err == CG_ERR_OK && h2 < to) {
-        err = ls_usage_walk(t, f, h2, to, "", ls_tot_raw_visit, &raw);
+    if (err == CG_ERR_OK && ht < to) {
+        err = ls_usage_partial_hour(t, f, ht, ht, to, fn, ud);
     }
     return err;
 }
@@ -370,7 +441,19 @@ cg_err ls_op_usage_series(ls_txn *t, const proto_req *req, proto_rep *rep)
         goto out;
     }
     err = ls_usage_totals_walk(t, f, ls_series_visit, &s);
-    if (err != CG_ERR_OK || s.n == 0) {
+    if (err != CG_ERR_OK) {
+        goto out;
+    }
+    /* A value whose records in an hour all lay outside the range nets to no request when the
+     * hour's rollup minus those records was used: not a point the raw records would make. */
+    uint32_t kept = 0;
+    for (uint32_t i = 0; i < s.n; i++) {
+        if (s.points[i].totals.requests > 0) {
+            s.points[kept++] = s.points[i];
+        }
+    }
+    s.n = kept;
+    if (s.n == 0) {
         goto out;
     }
     qsort(s.points, s.n, sizeof(*s.points), ls_point_cmp);
