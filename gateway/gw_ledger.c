@@ -472,11 +472,13 @@ static void gw_ledger_count(gw_ledger *l, const proto_req *req)
         for (int i = 0; i < 4; i++) {
             if (strncmp(req->route, pre[i], strlen(pre[i])) == 0) {
                 l->money_ops[i]++;
+                gw_metrics_ledger_op(i);
                 return;
             }
         }
     }
     l->other_ops++;
+    gw_metrics_ledger_op(4);
 }
 
 cg_err gw_ledger_submit_to(gw_ledger *l, uint16_t shard, const proto_req *req, gw_ledger_cb cb,

@@ -24,6 +24,7 @@ static struct {
     cg_histo *upstream_s;
     cg_histo *ledger_s[CG_SHARDS_MAX];
     cg_gauge *inflight;
+    cg_counter *ledger_ops[5]; /* key, group, customer, org, other */
 } gm;
 
 typedef struct gw_metrics_pair {
@@ -65,6 +66,14 @@ cg_err gw_metrics_init(const cg_config *cfg)
                                           0, "shard", cfg->shards[i].name, NULL);
         ok = gm.ledger_s[i] != NULL;
     }
+    static const char *const scopes[5] = {"key", "group", "customer", "org", "other"};
+    for (int i = 0; ok && i < 5; i++) {
+        gm.ledger_ops[i] = cg_metrics_counter(m, "capgate_gateway_ledger_ops_total",
+                                              "Operations sent to the ledger shards: "
+                                              "reserve/settle/release by scope, the rest other.",
+                                              "scope", scopes[i], NULL);
+        ok = gm.ledger_ops[i] != NULL;
+    }
     /* The family exists from the start, so dashboards see it before the first request. */
     ok = ok && cg_metrics_counter(m, "capgate_gateway_requests_total",
                                   "Proxied requests answered, by status and reason.", "status",
@@ -82,6 +91,13 @@ void gw_metrics_fini(void)
 {
     cg_metrics_free(gm.reg);
     memset(&gm, 0, sizeof(gm));
+}
+
+void gw_metrics_ledger_op(int scope)
+{
+    if (gm.reg != NULL && scope >= 0 && scope < 5) {
+        cg_counter_add(gm.ledger_ops[scope], 1);
+    }
 }
 
 cg_metrics *gw_metrics_registry(void)

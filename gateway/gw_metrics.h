@@ -9,6 +9,11 @@
  *   capgate_gateway_ledger_roundtrip_seconds{shard} ledger batch submit → reply (histogram)
  *   capgate_gateway_requests_in_flight              proxied requests not yet finished
  *                                                   (holding reservations or settling)
+ *   capgate_gateway_ledger_ops_total{scope}         operations sent to the shards: money
+ *                                                   ops (reserve/settle/release) by scope
+ *                                                   key|group|customer|org, the rest "other"
+ *                                                   (with requests_total: shard operations
+ *                                                   per request, what budget leases cut)
  *   capgate_gateway_up                              1 while the gateway serves
  *
  * One registry per process, created by gw_metrics_init before the worker
@@ -39,6 +44,9 @@ void gw_metrics_upstream_curl(void *easy);
 /* A ledger batch to shard index returned (or failed) submit_ms after submission
  * (cg_mono_ms() time). */
 void gw_metrics_ledger_rtt(uint16_t shard, int64_t submit_ms);
+/* One operation submitted to a shard: scope 0..3 = money op on a key, group, customer or
+ * org route, 4 = any other operation. */
+void gw_metrics_ledger_op(int scope);
 /* A proxied request started (+1) or ended (-1). */
 void gw_metrics_inflight(int delta);
 

@@ -168,6 +168,18 @@ int main(void)
            (long long)atomic_load(&hot_ok));
     FX_CHECK(atomic_load(&bad) == 0, "unexpected answer: %s", bad_msg);
     FX_CHECK_EQ_INT(atomic_load(&hot_ok), HOT_N);
+    /* The same, live, on gateway 0's /metrics (its leases are not returned yet). */
+    fx_resp mr;
+    FX_CHECK_EQ_INT(fx_admin(&c, &mr, "GET", "/metrics", NULL), 200);
+    double m_key = fx_metric_value(mr.body, "capgate_gateway_ledger_ops_total{scope=\"key\"}");
+    double m_org = fx_metric_value(mr.body, "capgate_gateway_ledger_ops_total{scope=\"org\"}");
+    double m_ok =
+        fx_metric_value(mr.body, "capgate_gateway_requests_total{status=\"200\",reason=\"ok\"}");
+    fx_resp_free(&mr);
+    fx_log("hot: gateway 0 /metrics: %.0f key + %.0f org ops for %.0f requests", m_key, m_org,
+           m_ok);
+    FX_CHECK(m_ok > 0 && m_key + m_org > 0 && m_key + m_org <= MAX_OPS_PER_REQ * m_ok,
+             "gateway 0 metrics: %.0f key + %.0f org ops for %.0f requests", m_key, m_org, m_ok);
     long long org_ops = 0, key_ops = 0;
     int lines = 0;
     for (uint32_t g = 0; g < 2; g++) {
