@@ -99,6 +99,9 @@ static int gl_zero(const proto_amounts *a)
 
 static int gl_fits(const gw_lease *L, const proto_amounts *worst)
 {
+    if (L->rec_n + L->frec_n >= GW_LEASE_RECS_PENDING_MAX) {
+        return 0; /* its records are not getting out: no more on this lease */
+    }
     for (int m = 0; m < PROTO_METRIC_COUNT_; m++) {
         __int128 need = (__int128)gl_amt(&L->charged, m) + gl_amt(&L->held, m) + gl_amt(worst, m);
         if (need > gl_amt(&L->granted, m)) {

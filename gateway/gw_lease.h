@@ -33,7 +33,13 @@
 #define GW_LEASE_MAX_K 100000
 #define GW_LEASE_NOLEASE_MAX 16
 #define GW_LEASE_FLUSH_RECS 256 /* a key lease flushes once this many usage records wait */
-#define GW_LEASE_BUCKETS 256    /* route hash buckets (power of two) */
+/* A lease holding this many unwritten usage records (its partial settles are not being
+ * confirmed: a shard that still answers reads but cannot commit, or is too slow) admits
+ * nothing more, so a worker's memory for them stays bounded (~2 MB per lease); the next
+ * requests reserve one by one. (A shard that is unreachable fails requests closed before
+ * any lease is consulted: its connection loss drops the cached definitions.) */
+#define GW_LEASE_RECS_PENDING_MAX 4096
+#define GW_LEASE_BUCKETS 256 /* route hash buckets (power of two) */
 
 typedef struct gw_lease gw_lease;
 struct gw_proxy_env;
