@@ -817,6 +817,14 @@ static int ls_batch_needs_sync(const ledger_op *ops, uint32_t n)
 
 static void ls_batch_count(ls_txn *t, int dw, int rw, uint32_t n, int durable);
 
+/* A failed commit: logged, the scope cache (which may hold the aborted writes) dropped. */
+static cg_err ls_commit_failed(ledger_store *s, const char *what, int rc)
+{
+    cg_log(CG_LOG_ERROR, what, "lmdb", mdb_strerror(rc), NULL);
+    ls_scope_cache_drop(s);
+    return cg_err_from_lmdb(rc);
+}
+
 /*
  * Commit t's two transactions (each aborted instead when nothing was written to it) and
  * publish its pending counts. The durable env commits first: a settle is confirmed only once
@@ -849,9 +857,7 @@ static cg_err ls_batch_finish(ls_txn *t, int wrote, uint32_t n, int durable)
         mdb_txn_abort(t->txn);
     } else if ((rc = mdb_txn_commit(t->txn)) != MDB_SUCCESS) {
         mdb_txn_abort(t->rtxn);
-        cg_log(CG_LOG_ERROR, "batch commit failed", "lmdb", mdb_strerror(rc), NULL);
-        ls_scope_cache_drop(s);
-        return cg_err_from_lmdb(rc);
+        return ls_commit_failed(s, "batch commit failed", rc);
     }
     if (!rw) {
         mdb_txn_abort(t->rtxn);
@@ -943,9 +949,7 @@ static cg_err ls_batch_finish2(ls_txn *t, MDB_txn *rtop, int wrote, uint32_t n, 
         }
         if (rc != MDB_SUCCESS) {
             mdb_txn_abort(t->txn);
-            cg_log(CG_LOG_ERROR, "reservation env commit failed", "lmdb", mdb_strerror(rc), NULL);
-            ls_scope_cache_drop(s);
-            return cg_err_from_lmdb(rc);
+            return ls_commit_failed(s, "reservation env commit failed", rc);
         }
     }
     /* The durable commit: the reservation env is not locked meanwhile. */
@@ -953,9 +957,7 @@ static cg_err ls_batch_finish2(ls_txn *t, MDB_txn *rtop, int wrote, uint32_t n, 
         mdb_txn_abort(t->txn);
     } else if ((rc = mdb_txn_commit(t->txn)) != MDB_SUCCESS) {
         /* Holds taken in phase 1 stay until their leases end (over-reservation only). */
-        cg_log(CG_LOG_ERROR, "batch commit failed", "lmdb", mdb_strerror(rc), NULL);
-        ls_scope_cache_drop(s);
-        return cg_err_from_lmdb(rc);
+        return ls_commit_failed(s, "batch commit failed", rc);
     }
     if (dw && t->defs) {
         atomic_fetch_add(&s->def_epoch, 1); /* before any reply: the lane drops its cache */
@@ -978,9 +980,7 @@ static cg_err ls_batch_finish2(ls_txn *t, MDB_txn *rtop, int wrote, uint32_t n, 
         if (rc != MDB_SUCCESS) {
             /* As a crash between the commits: the settles stand (their retries are recognised
              * by the durable SETTLED records), the holds are returned by the lease sweep. */
-            cg_log(CG_LOG_ERROR, "reservation env commit failed", "lmdb", mdb_strerror(rc), NULL);
-            ls_scope_cache_drop(s);
-            return cg_err_from_lmdb(rc);
+            return ls_commit_failed(s, "reservation env commit failed", rc);
         }
     }
     ls_batch_count(t, dw, rw, n, durable);
