@@ -24,7 +24,9 @@
 # BENCH_ENF ("on off") and body in BENCH_BODIES ("body body-stream"),
 # BENCH_ROUNDS (1) times; BENCH_ALT_BUILD=DIR (another Release build dir) adds
 # the same rows with DIR's gateway, alternating with BENCH_BUILD's in the same
-# run (labels "(a)" = BENCH_BUILD, "(b)" = BENCH_ALT_BUILD). Builds older than
+# run (labels "(a)" = BENCH_BUILD, "(b)" = BENCH_ALT_BUILD); BENCH_ALT_ENV="VAR=VAL ..."
+# runs "(b)" with those variables set (with BENCH_BUILD's gateway unless
+# BENCH_ALT_BUILD is given), e.g. CAPGATE_UPSTREAM_CLIENT=curl. Builds older than
 # lease_scopes "all" need BENCH_LEASE=none.
 #
 # Pinning (taskset): >= 3 cores: system under test on core 0, demo upstream
@@ -359,19 +361,26 @@ idle_pct=$(awk -v d="$((t1 - t0))" -v hz="$clk_tck" 'BEGIN {printf "%.1f", d / h
 if [ "$mode" != conc ] && [ "${BENCH_ONLY:-}" = gateway ]; then
     # Gateway-only rows (see the header): A/B binaries alternate within each round.
     alt_bins=("a:$build/gateway/capgate-gateway")
+    alt_env=("")
     if [ -n "${BENCH_ALT_BUILD:-}" ]; then
         cmake --build "$BENCH_ALT_BUILD" -j "$(nproc)" --target capgate-gateway >/dev/null
         alt_bins+=("b:$BENCH_ALT_BUILD/gateway/capgate-gateway")
+        alt_env+=("${BENCH_ALT_ENV:-}")
+    elif [ -n "${BENCH_ALT_ENV:-}" ]; then
+        alt_bins+=("b:$build/gateway/capgate-gateway")
+        alt_env+=("$BENCH_ALT_ENV")
     fi
     for ((round = 1; round <= ${BENCH_ROUNDS:-1}; round++)); do
         for enf in ${BENCH_ENF:-on off}; do
-            for ab in "${alt_bins[@]}"; do
+            for ai in "${!alt_bins[@]}"; do
+                ab=${alt_bins[$ai]}
                 stop_pid "$pid_gw"
                 gw_bin=${ab#*:}
                 suffix=""
                 [ "$enf" = off ] && suffix=", enforcement off"
                 [ ${#alt_bins[@]} -gt 1 ] && suffix="$suffix (${ab%%:*})"
-                start_gateway CAPGATE_ENFORCEMENT="$enf"
+                # shellcheck disable=SC2086 # BENCH_ALT_ENV: words ENV=VAL
+                start_gateway CAPGATE_ENFORCEMENT="$enf" ${alt_env[$ai]}
                 for b in ${BENCH_BODIES:-body body-stream}; do
                     run_wrk "capgate$suffix" "$gw_url" "$scratch/$b.json" "$CONNS" "$DURATION" -- "$pid_gw" "${shard_pids[@]}"
                 done

@@ -91,6 +91,7 @@ typedef struct cg_cfg_load {
 static const char *const cg_cfg_reservation_[] = {"strict", "estimate", NULL};
 static const char *const cg_cfg_fail_mode_[] = {"closed", "open", NULL};
 static const char *const cg_cfg_lease_scopes_[] = {"none", "org", "all", NULL};
+static const char *const cg_cfg_upstream_client_[] = {"builtin", "curl", NULL};
 static const char *const cg_cfg_smtp_tls_[] = {"off", "starttls", "implicit", NULL};
 
 #define CG_F(field) offsetof(cg_config, field)
@@ -151,6 +152,8 @@ static const cg_cfg_dir cg_cfg_dirs_[] = {
     {"trusted_proxies", CG_CFG_CIDRS, CG_CFG_EMPTY_OK, 0, 0, "", 0, 0, NULL},
     {"clamp_min_tokens", CG_CFG_U32, 0, CG_F(clamp_min_tokens), 0, "16", 1, 1000000, NULL},
     {"lease_scopes", CG_CFG_ENUM, 0, CG_F(lease_scopes), 0, "none", 0, 0, cg_cfg_lease_scopes_},
+    {"upstream_client", CG_CFG_ENUM, 0, CG_F(upstream_client), 0, "builtin", 0, 0,
+     cg_cfg_upstream_client_},
     {"lease_slice_pct", CG_CFG_U32, 0, CG_F(lease_slice_pct), 0, "10", 1, 100, NULL},
     {"demo_listen", CG_CFG_ADDR, 0, CG_S(demo_listen), "127.0.0.1:9090", 0, 0, NULL},
     {"usage_retention_days", CG_CFG_U32, 0, CG_F(usage_retention_days), 0, "400", 0, 36500, NULL},

@@ -73,6 +73,9 @@
  *                                                 remaining budget, at least the worst case)
  *   enforcement            bool       on         (off: auth + static rules only; no
  *                                                 reserve/settle/release, no usage record)
+ *   upstream_client        builtin|curl builtin  (http:// providers: capgate's own
+ *                                                 HTTP/1.1 client or libcurl; https:// always
+ *                                                 libcurl)
  *   demo_listen            host:port  127.0.0.1:9090 (demo upstream)
  *   usage_retention_days   int        400        0..36500 (ledger: usage records older than
  *                                                 this are deleted; 0 = kept forever)
@@ -99,6 +102,10 @@
 #define CG_LEASE_NONE 0
 #define CG_LEASE_ORG 1
 #define CG_LEASE_ALL 2
+
+/* upstream_client (docs/config.md) */
+#define CG_UPSTREAM_BUILTIN 0
+#define CG_UPSTREAM_CURL 1
 
 typedef struct cg_shard_cfg {
     char name[CG_SHARD_NAME_MAX + 1];
@@ -185,6 +192,7 @@ typedef struct cg_config {
     uint8_t lease_scopes;          /* CG_LEASE_NONE / _ORG / _ALL (docs/leasing.md) */
     uint32_t lease_slice_pct;      /* 1..100 */
     uint8_t enforcement;           /* 0 = off: no reserve / settle / release (benchmarks) */
+    uint8_t upstream_client;       /* CG_UPSTREAM_BUILTIN / _CURL */
     uint32_t usage_retention_days; /* 0 = keep usage records forever */
 } cg_config;
 

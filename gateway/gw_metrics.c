@@ -144,11 +144,18 @@ void gw_metrics_request(int status, const char *reason, int64_t t0_ms)
     cg_histo_observe(gm.request_s, (double)(cg_mono_ms() - t0_ms) / 1e3);
 }
 
+void gw_metrics_upstream_s(double s)
+{
+    if (gm.reg != NULL) {
+        cg_histo_observe(gm.upstream_s, s);
+    }
+}
+
 void gw_metrics_upstream_curl(void *easy)
 {
     curl_off_t us = 0;
     if (gm.reg != NULL && curl_easy_getinfo(easy, CURLINFO_TOTAL_TIME_T, &us) == CURLE_OK) {
-        cg_histo_observe(gm.upstream_s, (double)us / 1e6);
+        gw_metrics_upstream_s((double)us / 1e6);
     }
 }
 

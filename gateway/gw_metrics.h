@@ -41,6 +41,8 @@ void gw_metrics_request(int status, const char *reason, int64_t t0_ms);
 /* An upstream transfer ended: observe its total time (a CURL * easy handle;
  * void * so this header does not pull in curl). */
 void gw_metrics_upstream_curl(void *easy);
+/* The same for a transfer of the builtin client: its total time in seconds. */
+void gw_metrics_upstream_s(double s);
 /* A ledger batch to shard index returned (or failed) submit_ms after submission
  * (cg_mono_ms() time). */
 void gw_metrics_ledger_rtt(uint16_t shard, int64_t submit_ms);

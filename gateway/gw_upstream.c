@@ -13,6 +13,7 @@
  * on the deferred list is freed only by that list's processor.
  */
 #include "gw_upstream.h"
+#include "gw_h1.h"
 #include "gw_metrics.h"
 
 #include <assert.h>
@@ -55,6 +56,7 @@ typedef struct gw_sock {
 } gw_sock;
 
 struct gw_xfer {
+    gw_xfer_base base; /* builtin 0 */
     gw_upstream *u;
     gw_umulti *m; /* the multi it was added to */
     CURL *easy;
@@ -80,6 +82,7 @@ struct gw_xfer {
 
 struct gw_upstream {
     uv_loop_t *loop;
+    gw_h1 *h1;                  /* http:// transfers when upstream_client is builtin; else NULL */
     gw_umulti *m[GW_UP_MULTIS]; /* created as needed; m[0] always */
     uint32_t m_n;
     long cache; /* CURLMOPT_MAXCONNECTS of each */
@@ -469,6 +472,17 @@ cg_err gw_xfer_start(gw_upstream *u, const gw_xfer_opts *o, gw_xfer_data_cb data
     if (strlen(o->url) > GW_UPSTREAM_URL_MAX) {
         return CG_ERR_INVAL;
     }
+    if (u->h1 != NULL && strncmp(o->url, "http://", 7) == 0) {
+        gw_xfer_base *b = NULL;
+        cg_err herr = gw_h1_start(u->h1, o, data_cb, done_cb, ud, &b);
+        if (herr == CG_ERR_OK) {
+            *out = (gw_xfer *)b;
+        }
+        if (herr != CG_ERR_INVAL) {
+            return herr;
+        }
+        /* A URL form the builtin client does not take: libcurl. */
+    }
     gw_xfer *x = calloc(1, sizeof(*x));
     if (x == NULL) {
         return CG_ERR_NOMEM;
@@ -521,6 +535,10 @@ fail:
 
 void gw_xfer_resume(gw_xfer *x)
 {
+    if (x->base.builtin) {
+        gw_h1_resume(&x->base);
+        return;
+    }
     if (x->cancelled) {
         return;
     }
@@ -530,6 +548,10 @@ void gw_xfer_resume(gw_xfer *x)
 
 void gw_xfer_cancel(gw_xfer *x)
 {
+    if (x->base.builtin) {
+        gw_h1_cancel(&x->base);
+        return;
+    }
     x->cancelled = 1;
     x->data_cb = NULL;
     x->done_cb = NULL;
@@ -543,7 +565,7 @@ void gw_xfer_cancel(gw_xfer *x)
 
 uint32_t gw_upstream_active(const gw_upstream *u)
 {
-    return u->xfer_n;
+    return u->xfer_n + (u->h1 != NULL ? gw_h1_active(u->h1) : 0);
 }
 
 /* One of u's handles closed: u is freed with the last. */
@@ -608,7 +630,7 @@ static gw_umulti *gw_up_pick(gw_upstream *u)
     return m != NULL ? m : least;
 }
 
-cg_err gw_upstream_new(uv_loop_t *loop, uint32_t conns_max, gw_upstream **out)
+cg_err gw_upstream_new(uv_loop_t *loop, uint32_t conns_max, int builtin, gw_upstream **out)
 {
     gw_upstream *u = calloc(1, sizeof(*u));
     if (u == NULL) {
@@ -616,6 +638,10 @@ cg_err gw_upstream_new(uv_loop_t *loop, uint32_t conns_max, gw_upstream **out)
     }
     u->loop = loop;
     u->cache = (long)(conns_max > GW_UPSTREAM_CONNS_CACHE ? conns_max : GW_UPSTREAM_CONNS_CACHE);
+    if (builtin && gw_h1_new(loop, (uint32_t)u->cache, &u->h1) != CG_ERR_OK) {
+        free(u);
+        return CG_ERR_NOMEM;
+    }
     uv_idle_init(loop, &u->idle);
     u->idle.data = u;
     u->handles_open = 1;
@@ -636,6 +662,10 @@ void gw_upstream_close(gw_upstream *u)
 {
     assert(u->in_curl == 0);
     u->closing = 1;
+    if (u->h1 != NULL) {
+        gw_h1_close(u->h1);
+        u->h1 = NULL;
+    }
     for (gw_xfer *x = u->deferred; x != NULL; x = x->dnext) {
         x->deferred = 0;
     }

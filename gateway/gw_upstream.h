@@ -1,6 +1,7 @@
 /*
  * gw_upstream.h — HTTP(S) requests to upstream providers, libcurl multi driven
- * by a libuv loop.
+ * by a libuv loop, or for http:// providers capgate's own HTTP/1.1 client
+ * (gw_h1.h; config upstream_client).
  *
  * One gw_upstream per worker loop: CURLM handles whose sockets are watched with
  * uv_poll_t and whose timers are uv_timer_t (CURLMOPT_SOCKETFUNCTION /
@@ -77,9 +78,11 @@ typedef struct gw_xfer_opts {
 /*
  * Create for loop. Call on the loop thread. conns_max: the worker's client
  * connection bound (cfg conns_max); the connection cache holds
- * max(GW_UPSTREAM_CONNS_CACHE, conns_max).
+ * max(GW_UPSTREAM_CONNS_CACHE, conns_max). builtin: http:// URLs go through
+ * the builtin HTTP/1.1 client (gw_h1.h, config upstream_client builtin);
+ * https:// (and any URL it does not take) through libcurl.
  */
-cg_err gw_upstream_new(uv_loop_t *loop, uint32_t conns_max, gw_upstream **out);
+cg_err gw_upstream_new(uv_loop_t *loop, uint32_t conns_max, int builtin, gw_upstream **out);
 
 /*
  * Cancel every transfer (no callbacks), clean up the multi handle and close the

@@ -381,7 +381,8 @@ static cg_err gw_worker_setup(gw_worker *w)
     w->env.ledger = w->ledger;
     w->env.on_idle = gw_worker_idle_cb;
     w->env.on_idle_ud = w;
-    err = gw_upstream_new(&w->loop, cfg->conns_max, &w->env.upstream);
+    err = gw_upstream_new(&w->loop, cfg->conns_max, cfg->upstream_client == CG_UPSTREAM_BUILTIN,
+                          &w->env.upstream);
     if (err != CG_ERR_OK) {
         return err;
     }
