@@ -36,6 +36,7 @@
  *   handler completed that response (a "zombie": cg_http_respond on it is a no-op).
  * - The server frees itself once closing, with its listener closed and no conns.
  */
+#include "cg_str.h"
 #include "cg_http.h"
 
 #include <assert.h>
@@ -557,12 +558,7 @@ static size_t conn_put(char *dst, size_t n, size_t cap, const char *p, size_t le
 static size_t conn_put_dec(char *dst, size_t n, size_t cap, uint64_t v)
 {
     char tmp[20];
-    size_t k = sizeof(tmp);
-    do {
-        tmp[--k] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v != 0);
-    return conn_put(dst, n, cap, tmp + k, sizeof(tmp) - k);
+    return conn_put(dst, n, cap, tmp, cg_str_u64(tmp, v));
 }
 
 /* Format the status line and headers into dst (capacity from conn_head_cap). Plain

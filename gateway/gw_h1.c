@@ -28,6 +28,7 @@
 #include <string.h>
 #include <strings.h>
 #include "cg_log.h"
+#include "cg_str.h"
 #include "gw_metrics.h"
 
 #define GW_H1_ORIGINS 32
@@ -909,8 +910,8 @@ cg_err gw_h1_start(gw_h1 *h, const gw_xfer_opts *o, gw_xfer_data_cb data_cb,
         return CG_ERR_INVAL;
     }
     char clen[24];
-    int cn = snprintf(clen, sizeof(clen), "%zu", o->body_len);
-    size_t cap = 160 + pn + org->auth_len + bn + (size_t)cn;
+    size_t cn = cg_str_u64(clen, o->body_len);
+    size_t cap = 160 + pn + org->auth_len + bn + cn;
     h1_xfer *x = calloc(1, sizeof(*x) + cap);
     if (x == NULL) {
         return CG_ERR_NOMEM;
@@ -933,7 +934,7 @@ cg_err gw_h1_start(gw_h1 *h, const gw_xfer_opts *o, gw_xfer_data_cb data_cb,
     p = H1_PUTS(p, " HTTP/1.1\r\nHost: ");
     p = h1_put(p, org->auth, org->auth_len);
     p = H1_PUTS(p, "\r\nContent-Type: application/json\r\nAccept: */*\r\nContent-Length: ");
-    p = h1_put(p, clen, (size_t)cn);
+    p = h1_put(p, clen, cn);
     if (bn > 0) {
         p = H1_PUTS(p, "\r\nAuthorization: Bearer ");
         p = h1_put(p, bearer, bn);

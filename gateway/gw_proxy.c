@@ -30,6 +30,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include "cg_str.h"
 #include "cg_clock.h"
 #include "cg_log.h"
 #include "gw_body.h"
@@ -144,7 +145,7 @@ void gw_proxy_done(gw_proxy *p)
 
 void gw_proxy_rid_header(const gw_proxy *p, char *buf, size_t cap)
 {
-    snprintf(buf, cap, "x-capgate-request-id: %s\r\n", p->rid);
+    CG_STR_CAT(buf, cap, "x-capgate-request-id: ", p->rid, "\r\n");
 }
 
 void gw_proxy_fail_ex(gw_proxy *p, int status, const char *type, const char *code, const char *msg,
@@ -567,7 +568,7 @@ static void gw_proxy_lookup(gw_proxy *p, int op, const char *route, uint8_t *sta
     proto_req rq;
     memset(&rq, 0, sizeof(rq));
     rq.op = (uint8_t)op;
-    snprintf(rq.route, sizeof(rq.route), "%s", route);
+    CG_STR_CAT(rq.route, sizeof(rq.route), route);
     *state = GW_DEF_PENDING;
     p->lookups++;
     cg_err err =
@@ -585,20 +586,20 @@ static void gw_proxy_want_defs(gw_proxy *p, const char *org, const char *group)
     int64_t now = cg_mono_ms();
     char route[PROTO_ROUTE_MAX + 1];
     if (p->org_state == GW_DEF_NONE || strcmp(p->org_want, org) != 0) {
-        snprintf(p->org_want, sizeof(p->org_want), "%s", org);
+        CG_STR_CAT(p->org_want, sizeof(p->org_want), org);
         const gw_org_info *o = gw_cache_org_get(&p->env->defs, org, now);
         if (o != NULL) {
             p->org = *o;
             p->org_state = GW_DEF_OK;
         } else {
-            snprintf(route, sizeof(route), "org:%s", org);
+            CG_STR_CAT(route, sizeof(route), "org:", org);
             gw_proxy_lookup(p, PROTO_OP_GET_ORG, route, &p->org_state);
         }
     }
     if (p->group_state != GW_DEF_NONE && strcmp(p->group_want, group) == 0) {
         return;
     }
-    snprintf(p->group_want, sizeof(p->group_want), "%s", group);
+    CG_STR_CAT(p->group_want, sizeof(p->group_want), group);
     const gw_group_info *g = group[0] ? gw_cache_group_get(&p->env->defs, org, group, now) : NULL;
     if (group[0] == '\0' || g != NULL) {
         if (g != NULL) {
@@ -609,7 +610,7 @@ static void gw_proxy_want_defs(gw_proxy *p, const char *org, const char *group)
         p->group_state = GW_DEF_OK;
         return;
     }
-    snprintf(route, sizeof(route), "group:%s/%s", org, group);
+    CG_STR_CAT(route, sizeof(route), "group:", org, "/", group);
     gw_proxy_lookup(p, PROTO_OP_GET_GROUP, route, &p->group_state);
 }
 
@@ -679,7 +680,7 @@ static void gw_proxy_auth_lookup(gw_proxy *p)
     proto_req rq;
     memset(&rq, 0, sizeof(rq));
     rq.op = PROTO_OP_AUTH;
-    snprintf(rq.route, sizeof(rq.route), "key:%s", p->key_id);
+    CG_STR_CAT(rq.route, sizeof(rq.route), "key:", p->key_id);
     memcpy(rq.u.auth.hash, p->key_hash, sizeof(rq.u.auth.hash));
     p->lookups++;
     cg_err err = gw_proxy_submit(p, &rq, gw_proxy_auth_cb, p);

@@ -32,20 +32,22 @@
 #include "cg_clock.h"
 #include "cg_log.h"
 #include "cg_money.h"
+#include "cg_str.h"
 #include "gw_body.h"
 #include "gw_json.h"
 #include "gw_proxy_int.h"
 
 /* ---- scopes ---- */
 
-static void gw_proxy_scope_add(gw_proxy *p, int kind, const char *id, const char *fmt,
+/* Scope kind with its ledger route prefix + a [+ "/" + b]. */
+static void gw_proxy_scope_add(gw_proxy *p, int kind, const char *id, const char *prefix,
                                const char *a, const char *b)
 {
     gw_scope *s = &p->scopes[p->scope_n];
     memset(s, 0, sizeof(*s));
     s->kind = (uint8_t)kind;
-    snprintf(s->id, sizeof(s->id), "%s", id);
-    snprintf(s->route, sizeof(s->route), fmt, a, b);
+    CG_STR_CAT(s->id, sizeof(s->id), id);
+    CG_STR_CAT(s->route, sizeof(s->route), prefix, a, b[0] ? "/" : "", b);
     p->slots[p->scope_n].p = p;
     p->slots[p->scope_n].idx = p->scope_n;
     p->scope_n++;
@@ -55,15 +57,14 @@ void gw_proxy_scopes_build(gw_proxy *p)
 {
     const proto_key *k = &p->key;
     p->scope_n = 0;
-    gw_proxy_scope_add(p, PROTO_SCOPE_KEY, k->id, "key:%s%s", k->id, "");
+    gw_proxy_scope_add(p, PROTO_SCOPE_KEY, k->id, "key:", k->id, "");
     if (k->group[0] != '\0' && p->group.found) {
-        gw_proxy_scope_add(p, PROTO_SCOPE_GROUP, k->group, "group:%s/%s", k->org, k->group);
+        gw_proxy_scope_add(p, PROTO_SCOPE_GROUP, k->group, "group:", k->org, k->group);
     }
     if (p->customer[0] != '\0') {
-        gw_proxy_scope_add(p, PROTO_SCOPE_CUSTOMER, p->customer, "customer:%s/%s", k->org,
-                           p->customer);
+        gw_proxy_scope_add(p, PROTO_SCOPE_CUSTOMER, p->customer, "customer:", k->org, p->customer);
     }
-    gw_proxy_scope_add(p, PROTO_SCOPE_ORG, k->org, "org:%s%s", k->org, "");
+    gw_proxy_scope_add(p, PROTO_SCOPE_ORG, k->org, "org:", k->org, "");
 }
 
 /* ---- refusals ---- */

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 #include "cg_money.h"
+#include "cg_str.h"
 
 #define GW_MTOK 1000000
 
@@ -169,32 +170,59 @@ int64_t gw_scopes_budget_left(const gw_scope *s, uint32_t n, const gw_charge_adj
 
 size_t gw_reset_format(int64_t ms, char *buf, size_t cap)
 {
-    long long sec = ms <= 0 ? 0 : (long long)((ms - 1) / 1000 + 1);
-    long long h = sec / 3600, m = (sec % 3600) / 60, x = sec % 60;
-    int n;
+    unsigned long long sec = ms <= 0 ? 0 : (unsigned long long)((ms - 1) / 1000 + 1);
+    unsigned long long h = sec / 3600, m = (sec % 3600) / 60, x = sec % 60;
+    char tmp[48];
+    size_t n = 0;
     if (h > 0) {
-        n = snprintf(buf, cap, "%lldh%lldm%llds", h, m, x);
-    } else if (m > 0) {
-        n = snprintf(buf, cap, "%lldm%llds", m, x);
-    } else {
-        n = snprintf(buf, cap, "%llds", x);
+        n += cg_str_u64(tmp + n, h);
+        tmp[n++] = 'h';
     }
-    return (n < 0 || (size_t)n >= cap) ? 0 : (size_t)n;
+    if (h > 0 || m > 0) {
+        n += cg_str_u64(tmp + n, m);
+        tmp[n++] = 'm';
+    }
+    n += cg_str_u64(tmp + n, x);
+    tmp[n++] = 's';
+    if (n >= cap) {
+        return 0;
+    }
+    memcpy(buf, tmp, n);
+    buf[n] = '\0';
+    return n;
 }
 
-/* Append one formatted line; on overflow leave buf as it was. */
+/* Append "<name><what>: <value>\r\n"; on overflow leave buf as it was. */
 static size_t gw_hdr_add(char *buf, size_t len, size_t cap, const char *name, const char *what,
                          const char *value)
 {
-    if (len >= cap) {
+    size_t a = strlen(name), b = strlen(what), v = strlen(value);
+    if (len >= cap || a + b + v + 4 >= cap - len) {
+        if (len < cap) {
+            buf[len] = '\0';
+        }
         return len;
     }
-    int n = snprintf(buf + len, cap - len, "%s%s: %s\r\n", name, what, value);
-    if (n < 0 || (size_t)n >= cap - len) {
-        buf[len] = '\0';
-        return len;
+    char *d = buf + len;
+    memcpy(d, name, a);
+    memcpy(d + a, what, b);
+    memcpy(d + a + b, ": ", 2);
+    memcpy(d + a + b + 2, value, v);
+    memcpy(d + a + b + 2 + v, "\r\n", 3); /* with the terminator */
+    return len + a + b + v + 4;
+}
+
+/* Decimal of a signed value into v (room for 21 bytes). */
+static void gw_i64_str(int64_t x, char *v)
+{
+    size_t n = 0;
+    unsigned long long u = (unsigned long long)x;
+    if (x < 0) {
+        v[n++] = '-';
+        u = 0ULL - u;
     }
-    return len + (size_t)n;
+    n += cg_str_u64(v + n, u);
+    v[n] = '\0';
 }
 
 static size_t gw_rate_headers(const gw_rate_pick *pk, const char *what, char *buf, size_t len,
@@ -204,9 +232,9 @@ static size_t gw_rate_headers(const gw_rate_pick *pk, const char *what, char *bu
     if (!pk->found) {
         return len;
     }
-    snprintf(v, sizeof(v), "%lld", (long long)pk->max);
+    gw_i64_str(pk->max, v);
     len = gw_hdr_add(buf, len, cap, "x-ratelimit-limit-", what, v);
-    snprintf(v, sizeof(v), "%lld", (long long)pk->remaining);
+    gw_i64_str(pk->remaining, v);
     len = gw_hdr_add(buf, len, cap, "x-ratelimit-remaining-", what, v);
     gw_reset_format(pk->reset_ms, v, sizeof(v));
     return gw_hdr_add(buf, len, cap, "x-ratelimit-reset-", what, v);
