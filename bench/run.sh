@@ -26,7 +26,8 @@
 # the same rows with DIR's gateway, alternating with BENCH_BUILD's in the same
 # run (labels "(a)" = BENCH_BUILD, "(b)" = BENCH_ALT_BUILD); BENCH_ALT_ENV="VAR=VAL ..."
 # runs "(b)" with those variables set (with BENCH_BUILD's gateway unless
-# BENCH_ALT_BUILD is given), e.g. CAPGATE_UPSTREAM_CLIENT=curl. Builds older than
+# BENCH_ALT_BUILD is given), e.g. CAPGATE_UPSTREAM_CLIENT=curl. BENCH_HALF=1 adds
+# bench/halfload.sh (latency at half load) for "(a)" and "(b)", one after the other. Builds older than
 # lease_scopes "all" need BENCH_LEASE=none.
 #
 # Pinning (taskset): >= 3 cores: system under test on core 0, demo upstream
@@ -358,6 +359,7 @@ sleep 3
 t1=$(ticks "$pid_gw" "${shard_pids[@]}")
 idle_pct=$(awk -v d="$((t1 - t0))" -v hz="$clk_tck" 'BEGIN {printf "%.1f", d / hz / 3 * 100}')
 
+half_report=""
 if [ "$mode" != conc ] && [ "${BENCH_ONLY:-}" = gateway ]; then
     # Gateway-only rows (see the header): A/B binaries alternate within each round.
     alt_bins=("a:$build/gateway/capgate-gateway")
@@ -387,6 +389,22 @@ if [ "$mode" != conc ] && [ "${BENCH_ONLY:-}" = gateway ]; then
             done
         done
     done
+    if [ "${BENCH_HALF:-0}" = 1 ]; then
+        # Latency at half load for each binary/env, at one rate: half of (a)'s maximum.
+        max_rps=$(awk -F'\t' -v C="$CONNS" '$1 ~ /^capgate( \(a\))?$/ && $2 == "no" && $3 == C {print $4; exit}' "$results")
+        for ai in "${!alt_bins[@]}"; do
+            ab=${alt_bins[$ai]}
+            stop_pid "$pid_gw"
+            gw_bin=${ab#*:}
+            # shellcheck disable=SC2086
+            start_gateway ${alt_env[$ai]}
+            half_ab=$(BENCH_BUILD="$build" BENCH_BODY="$scratch/body.json" BENCH_KEY="$KEY" \
+                BENCH_MAX_RPS="$max_rps" BENCH_PIN_CPUS="$wrk_cpus" "$bench/halfload.sh" \
+                "direct (demo)=$dm_url" "capgate (${ab%%:*})=$gw_url" 2>>"$scratch/halfload.log") ||
+                half_ab="halfload.sh failed"
+            half_report="$half_report"$'\n'"$half_ab"
+        done
+    fi
     stop_pid "$pid_gw"
     gw_bin="$build/gateway/capgate-gateway"
     start_gateway
@@ -425,7 +443,6 @@ elif [ "$mode" != conc ]; then
 fi
 
 # ---- latency at half of the maximum load (open loop, bench/halfload.sh) ----
-half_report=""
 if [ "$mode" != conc ] && [ "${BENCH_ONLY:-}" != gateway ]; then
     max_rps=$(awk -F'\t' -v C="$CONNS" '$1 == "capgate" && $2 == "no" && $3 == C {print $4; exit}' "$results")
     half_report=$(BENCH_BUILD="$build" BENCH_BODY="$scratch/body.json" BENCH_KEY="$KEY" \
