@@ -633,9 +633,30 @@ static void h1_send(h1_xfer *x)
     c->parser.data = c;
     uv_buf_t b[2] = {uv_buf_init(x->head, (unsigned)x->head_len),
                      uv_buf_init((char *)x->body, (unsigned)x->body_len)};
+    unsigned nb = x->body_len > 0 ? 2 : 1;
+    /* Written at once when the socket takes it: no write request, so libuv does not
+     * re-arm the socket's epoll entry afterwards (one epoll_ctl per request). */
+    int n = uv_try_write((uv_stream_t *)&c->tcp, b, nb);
+    if (n == (int)(x->head_len + x->body_len)) {
+        return;
+    }
+    if (n < 0 && n != UV_EAGAIN) {
+        h1_conn_failed(x, n);
+        return;
+    }
+    size_t done = n > 0 ? (size_t)n : 0;
+    uv_buf_t *bp = b;
+    if (done >= x->head_len) { /* the head went out: the rest of the body */
+        b[1] = uv_buf_init((char *)x->body + (done - x->head_len),
+                           (unsigned)(x->body_len - (done - x->head_len)));
+        bp = &b[1];
+        nb = 1;
+    } else {
+        b[0] = uv_buf_init(x->head + done, (unsigned)(x->head_len - done));
+    }
     c->wreq.data = c;
     c->writing = 1;
-    int r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, b, x->body_len > 0 ? 2 : 1, h1_write_cb);
+    int r = uv_write(&c->wreq, (uv_stream_t *)&c->tcp, bp, nb, h1_write_cb);
     if (r != 0) {
         c->writing = 0;
         h1_conn_failed(x, r);
