@@ -5,6 +5,8 @@
 
 #include "cg_test.h"
 #include "gw_keys.h"
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 CG_TEST(key_roundtrip)
 {
@@ -117,6 +119,39 @@ CG_TEST(key_hash)
     CG_CHECK(memcmp(h1, want, 32) == 0);
 }
 
+/* The per-thread cache of recent keys: 300 keys (more than its slots, so slots are
+ * shared and replaced), hashed twice, and again after the pepper changed and came
+ * back, always equal HMAC-SHA256(pepper, key) computed here directly; a key that
+ * differs from a cached one in its last character never gets the cached hash. */
+CG_TEST(key_hash_cache)
+{
+    enum { N = 300 };
+    static char keys[N][GW_KEY_MAX + 1];
+    char id[GW_KEY_ID_MAX + 1];
+    uint8_t got[32], want[32];
+    unsigned int wl = 0;
+    for (int i = 0; i < N; i++) {
+        CG_CHECK_EQ_INT(gw_key_generate(keys[i], sizeof(keys[i]), id, sizeof(id)), CG_ERR_OK);
+    }
+    const char *peppers[] = {"pepper-a", "pepper-a", "pepper-b", "pepper-a"};
+    for (size_t r = 0; r < sizeof(peppers) / sizeof(peppers[0]); r++) {
+        for (int i = 0; i < N; i++) {
+            size_t kl = strlen(keys[i]);
+            gw_key_hash(peppers[r], keys[i], kl, got);
+            HMAC(EVP_sha256(), peppers[r], (int)strlen(peppers[r]), (const unsigned char *)keys[i],
+                 kl, want, &wl);
+            CG_CHECK(wl == 32 && memcmp(got, want, 32) == 0);
+        }
+    }
+    char other[GW_KEY_MAX + 1];
+    memcpy(other, keys[0], sizeof(other));
+    size_t kl = strlen(other);
+    gw_key_hash("pepper-a", keys[0], kl, want); /* cached */
+    other[kl - 1] = other[kl - 1] == '0' ? '1' : '0';
+    gw_key_hash("pepper-a", other, kl, got);
+    CG_CHECK(memcmp(got, want, 32) != 0);
+}
+
 /* Rotation: a new secret for the same id, a valid key, never the old string. */
 CG_TEST(key_generate_for_id)
 {
@@ -137,5 +172,5 @@ CG_TEST(key_generate_for_id)
 int main(void)
 {
     return CG_TEST_RUN(key_roundtrip, key_unique, key_one_char_changed, key_bad_shapes, key_hash,
-                       key_generate_for_id);
+                       key_hash_cache, key_generate_for_id);
 }
