@@ -964,3 +964,21 @@ void fx_ledger_ops(const fx_proc *p, long long *org, long long *key, int *lines)
     }
     fclose(f);
 }
+
+long fx_proc_rss_kb(pid_t pid)
+{
+    char path[64], line[256];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+    FILE *f = fopen(path, "r");
+    long kb = -1;
+    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
+        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1) {
+            break;
+        }
+    }
+    if (f != NULL) {
+        fclose(f);
+    }
+    FX_CHECK(kb > 0, "no VmRSS for pid %d", (int)pid);
+    return kb;
+}

@@ -170,6 +170,8 @@ void fx_proc_start(fx_cluster *c, fx_proc *p);
 int fx_proc_stop(fx_proc *p, int sig);
 /* Stop with SIGTERM and check that p exited 0. */
 void fx_proc_stop_clean(fx_proc *p);
+/* VmRSS of pid in kB (from /proc/<pid>/status); a failed check if unreadable. */
+long fx_proc_rss_kb(pid_t pid);
 /* Wait until every gateway's /readyz answers 200 (all shards reachable). */
 void fx_wait_ready(fx_cluster *c);
 /* The ledger process owning a routing key ("key:k_..."). */

@@ -1010,24 +1010,6 @@ static void scenario_addresses(void)
 
 /* ---- 14: a big stream to a slow reader ---- */
 
-static long rss_kb(pid_t pid)
-{
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    FILE *f = fopen(path, "r");
-    long kb = -1;
-    while (f != NULL && fgets(line, sizeof(line), f) != NULL) {
-        if (sscanf(line, "VmRSS: %ld kB", &kb) == 1) {
-            break;
-        }
-    }
-    if (f != NULL) {
-        fclose(f);
-    }
-    FX_CHECK(kb > 0, "no VmRSS for pid %d", (int)pid);
-    return kb;
-}
-
 /* Decode a chunked body: 1 complete (*out malloc'd), 0 incomplete, -1 malformed. */
 static int dechunk(const char *b, size_t n, char **out, size_t *out_len)
 {
@@ -1085,7 +1067,7 @@ static size_t slow_read(int fd, char **buf, size_t cap, long *peak_kb)
             }
             len += (size_t)n;
         }
-        long kb = rss_kb(c.gateways[0].pid);
+        long kb = fx_proc_rss_kb(c.gateways[0].pid);
         *peak_kb = kb > *peak_kb ? kb : *peak_kb;
         if (len >= 5 && memcmp(*buf + len - 5, "0\r\n\r\n", 5) == 0) {
             break; /* maybe the last chunk; checked by the caller */
@@ -1117,7 +1099,7 @@ static void scenario_big_stream(void)
                      "Authorization: Bearer %s\r\nContent-Type: application/json\r\n"
                      "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
                      c.gw_port[0], key_sec, strlen(body), body);
-    long rss0 = rss_kb(c.gateways[0].pid), peak = rss0;
+    long rss0 = fx_proc_rss_kb(c.gateways[0].pid), peak = rss0;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     int rcv = 65536; /* a small window, so the gateway cannot push it all at once */
     setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &rcv, sizeof(rcv));
