@@ -28,8 +28,12 @@
 
 enum { GL_ACQUIRING = 1, GL_ACTIVE, GL_RETIRED, GL_FINAL, GL_DONE };
 
-#define GL_FLUSH_TRIES_MAX 10
-#define GL_FINAL_TRIES_MAX 5
+/* A partial or final settle whose outcome is unknown (timeout, shard unreachable) is
+ * resent with the same contents (idempotent on the shard) for as long as the worker has
+ * a ledger: giving it up would either lose its usage records or count its charge twice
+ * when the shard applies the copy it already has (it_lease_pending_long_freeze). After
+ * this many tries it is logged once. */
+#define GL_TRIES_LOG 10
 
 typedef struct gl_waiter {
     gw_proxy *p;
@@ -45,10 +49,10 @@ struct gw_lease {
     uint8_t state;
     uint8_t flush_busy;  /* a partial settle in flight */
     uint8_t flush_retry; /* the last partial settle failed: resend it (same seq) */
-    uint8_t flush_tries;
+    uint32_t flush_tries;
     uint8_t flush_failed; /* a partial settle was given up: the final carries the rest */
     uint8_t sliding;      /* the route has a sliding-window limit */
-    uint8_t final_tries;
+    uint32_t final_tries;
     uint32_t ops;   /* operations in flight */
     uint32_t users; /* requests admitted and not finished */
     uint32_t seq;   /* charge_seq of the last partial settle sent */
@@ -259,8 +263,11 @@ static void gl_final_cb(cg_err err, const proto_rep *rep, void *ud)
     if (st == CG_ERR_OK) {
         L->state = GL_DONE;
         L->rec_n = 0; /* written */
-    } else if (gl_is_retriable(st) && ++L->final_tries < GL_FINAL_TRIES_MAX &&
-               L->env->ledger != NULL) {
+    } else if (gl_is_retriable(st) && L->env->ledger != NULL) {
+        if (++L->final_tries == GL_TRIES_LOG) {
+            cg_log(CG_LOG_ERROR, "lease return unconfirmed; resending until the shard answers",
+                   "lease", L->rid, "route", L->route, "error", cg_err_name(st), NULL);
+        }
         L->state = GL_RETIRED; /* the next tick sends it again (same contents: idempotent) */
     } else {
         cg_log(CG_LOG_ERROR, "lease return failed; the shard returns the slice at lease expiry",
@@ -398,13 +405,16 @@ static void gl_flush_cb(cg_err err, const proto_rep *rep, void *ud)
         } else {
             L->expires_ms = 0; /* the shard lease had ended: admit nothing more */
         }
-    } else if (gl_is_retriable(st) && ++L->flush_tries < GL_FLUSH_TRIES_MAX &&
-               L->env->ledger != NULL) {
+    } else if (gl_is_retriable(st) && L->env->ledger != NULL) {
+        if (++L->flush_tries == GL_TRIES_LOG) {
+            cg_log(CG_LOG_ERROR, "lease charge unconfirmed; resending until the shard answers",
+                   "lease", L->rid, "route", L->route, "error", cg_err_name(st), NULL);
+        }
         L->flush_retry = 1;
     } else {
-        /* Not applied (refused) or given up: keep it out of the final settle only if
-         * refused for good; an unknown outcome is left to the final settle (which may
-         * count it once more: never less than was used). */
+        /* Refused for good (not applied), or the worker is closing its ledger: the final
+         * settle carries it (for an unknown outcome at shutdown it may count once more:
+         * never less than was used). */
         cg_log(CG_LOG_ERROR, "lease charge failed", "lease", L->rid, "route", L->route, "error",
                cg_err_name(st), NULL);
         L->flush_retry = 0;

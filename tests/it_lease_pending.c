@@ -28,20 +28,18 @@
  *     the shard applied late (requests it received frozen and the gateway gave up
  *     on) are past their lease (test clock), nothing stays reserved.
  *
- * Timing. The freeze must end before the gateway gives a lease's partial settle up
- * (GL_FLUSH_TRIES_MAX = 10 tries in gw_lease.c, one per tick after each
- * ledger_timeout_ms: FLUSH_GIVE_UP_MS): LEDGER_TIMEOUT_MS is the production default,
- * 2 s, so that is ~22 s, while the freeze lasts ~4.5 s: the 200s take 0.3 s (release)
- * to 0.7 s (ASan) with 4 clients, the failing request two timeouts (a lease acquire,
- * then its own reserve).
+ * Timing. LEDGER_TIMEOUT_MS is the production default, 2 s; the freeze lasts ~4.5 s: the
+ * 200s take 0.3 s (release) to 0.7 s (ASan) with 4 clients, the failing request two
+ * timeouts (a lease acquire, then its own reserve).
  *
- * Known gateway bug, not covered by the default run: a freeze longer than that loses
- * records and counts charges twice. `IT_LEASE_PENDING_HOLD_MS=25000` (ctest
- * it_lease_pending_long_freeze, DISABLED) holds the freeze past the give-up: the lease
- * puts the given-up records back, the final settle carries at most
- * PROTO_SETTLE_RECS_MAX of them ("usage records of a lease not written", 3,073), and
- * it also re-charges the given-up partial settle, which the resumed shard applies as
- * well. Measured: 4,148 200s, 1,331 usage records, key requests used 4,404.
+ * Long freeze (`IT_LEASE_PENDING_HOLD_MS=25000`, ctest it_lease_pending_long_freeze):
+ * the freeze is held past what used to be the gateway's give-up of a partial settle
+ * (10 tries, ~22 s). Before the fix the lease put the given-up records back, the final
+ * settle carried at most PROTO_SETTLE_RECS_MAX of them ("usage records of a lease not
+ * written", 3,073) and re-charged the given-up partial settle, which the resumed shard
+ * applied as well: 4,148 200s, 1,331 usage records, key requests used 4,404. Now an
+ * unconfirmed settle is resent (same charge_seq) until the shard answers, and the same
+ * exact checks pass.
  *
  * Reservations the resumed shard applies late (the timed-out lease acquire, a slice of
  * GW_LEASE_MAX_K requests, and the failing requests' own reserves) are not released by
@@ -69,9 +67,6 @@
 #define LEASE_MS 60000 /* a reservation's lease; a lease's own is twice that */
 #define RECOVER_MS 20000
 #define RSS_GROWTH_MAX_KB (8 * 1024)
-/* A partial settle is given up after 10 tries (GL_FLUSH_TRIES_MAX, gw_lease.c), each one
- * a timeout plus up to a tick: the freeze must end well before that. */
-#define FLUSH_GIVE_UP_MS (10 * (LEDGER_TIMEOUT_MS + GW_LEASE_TICK_MS))
 #if defined(__SANITIZE_ADDRESS__)
 #define CG_ASAN 1
 #elif defined(__has_feature)
@@ -382,13 +377,7 @@ int main(void)
     /* 5. thaw: every 200 exactly once */
     FX_CHECK(kill(shard->pid, SIGCONT) == 0, "SIGCONT %s", shard->name);
     int64_t frozen_ms = fx_now_ms() - t0;
-    fx_log("%s resumed after %lld ms frozen (the gateway gives a partial settle up after "
-           "~%d ms)",
-           shard->name, (long long)frozen_ms, FLUSH_GIVE_UP_MS);
-    FX_CHECK(hold != NULL || frozen_ms < FLUSH_GIVE_UP_MS - 2 * LEDGER_TIMEOUT_MS,
-             "frozen %lld ms: too slow a run to tell the bound from the known give-up bug "
-             "(see the header)",
-             (long long)frozen_ms);
+    fx_log("%s resumed after %lld ms frozen", shard->name, (long long)frozen_ms);
     long long total = warm + ok;
     expect_settled(total, "after the thaw");
 
