@@ -53,9 +53,10 @@ struct gw_lease {
     uint8_t flush_failed; /* a partial settle was given up: the final carries the rest */
     uint8_t sliding;      /* the route has a sliding-window limit */
     uint32_t final_tries;
-    uint32_t ops;   /* operations in flight */
-    uint32_t users; /* requests admitted and not finished */
-    uint32_t seq;   /* charge_seq of the last partial settle sent */
+    uint8_t release_retry; /* the release of a timed-out acquire is to be resent (tick) */
+    uint32_t ops;          /* operations in flight */
+    uint32_t users;        /* requests admitted and not finished */
+    uint32_t seq;          /* charge_seq of the last partial settle sent */
     int64_t lease_len_ms;
     proto_amounts slice;    /* asked for */
     proto_amounts granted;  /* held on the shard (0 until ACTIVE) */
@@ -185,7 +186,7 @@ static void gl_unlink_free(gw_lease *L)
 /* Free a DONE lease once nothing of it is in flight. */
 static void gl_maybe_free(gw_lease *L)
 {
-    if (L->state == GL_DONE && L->ops == 0 && L->users == 0 && L->wn == 0) {
+    if (L->state == GL_DONE && L->ops == 0 && L->users == 0 && L->wn == 0 && !L->release_retry) {
         gl_unlink_free(L);
     }
 }
@@ -280,6 +281,7 @@ static void gl_final_cb(cg_err err, const proto_rep *rep, void *ud)
 }
 
 static void gl_flush(gw_lease *L, int renew);
+static void gl_release_send(gw_lease *L);
 
 static void gl_maybe_final(gw_lease *L)
 {
@@ -488,6 +490,8 @@ static void gl_tick_cb(uv_timer_t *t)
             gl_flush(L, now >= L->expires_ms - L->lease_len_ms * 3 / 4);
         } else if (L->state == GL_RETIRED && L->flush_retry) {
             gl_flush(L, 0);
+        } else if (L->state == GL_DONE && L->release_retry) {
+            gl_release_send(L);
         }
         if (L->state == GL_RETIRED) {
             gl_maybe_final(L); /* may free L */
@@ -582,6 +586,43 @@ static void gl_wake(gw_lease *L, int usable)
     free(w);
 }
 
+static void gl_release_cb(cg_err err, const proto_rep *rep, void *ud)
+{
+    gw_lease *L = ud;
+    gw_proxy_env *env = L->env;
+    cg_err st = err == CG_ERR_OK ? (cg_err)rep->status : err;
+    L->ops--;
+    if (gl_is_retriable(st) && env->ledger != NULL) {
+        L->release_retry = 1; /* resent by the next tick */
+    } else if (st != CG_ERR_OK) {
+        cg_log(CG_LOG_WARN, "release of a timed-out lease acquire failed; it lapses at expiry",
+               "lease", L->rid, "route", L->route, "error", cg_err_name(st), NULL);
+    }
+    gl_maybe_free(L);
+    gl_active_dec(env);
+}
+
+/*
+ * An acquire whose answer never came (timeout: the shard was frozen or slow) may
+ * still be applied by the shard. Without a release its slice would stay reserved
+ * until the lease expires (2 x lease_ms), refusing requests near a cap that would
+ * fit (it_lease_pending). The release follows the acquire on the same connection, so
+ * the shard applies it after; a release of nothing held is a no-op. Resent once per
+ * tick while the outcome is unknown.
+ */
+static void gl_release_send(gw_lease *L)
+{
+    proto_req rq;
+    memset(&rq, 0, sizeof(rq));
+    rq.op = PROTO_OP_RELEASE;
+    snprintf(rq.route, sizeof(rq.route), "%s", L->route);
+    snprintf(rq.u.release.request_id, sizeof(rq.u.release.request_id), "%s", L->rid);
+    L->release_retry = 0;
+    if (gl_submit(L, &rq, gl_release_cb) != CG_ERR_OK && L->env->ledger != NULL) {
+        L->release_retry = 1;
+    }
+}
+
 static void gl_acquire_cb(cg_err err, const proto_rep *rep, void *ud)
 {
     gw_lease *L = ud;
@@ -615,6 +656,9 @@ static void gl_acquire_cb(cg_err err, const proto_rep *rep, void *ud)
                              st == CG_ERR_BUDGET ? GW_LEASE_IDLE_MS : GW_LEASE_TICK_MS);
         L->state = GL_DONE;
         gl_wake(L, 0);
+        if (gl_is_retriable(st)) {
+            gl_release_send(L);
+        }
     }
     gl_maybe_free(L);
     gl_active_dec(env);
