@@ -69,6 +69,7 @@ struct h1_conn {
     uint64_t idle_since;
     uint32_t uses; /* requests completed on it */
     uint8_t connected, writing, closing, in_idle;
+    uint8_t reading; /* uv_read_start is in effect */
 };
 
 struct h1_xfer {
@@ -119,6 +120,7 @@ struct gw_h1 {
 };
 
 static void h1_dial(h1_xfer *x);
+static int h1_read_ctl(h1_conn *c, int on);
 static void h1_finish(h1_xfer *x, cg_err err, const char *detail, int reusable);
 static const http_parser_settings h1_settings;
 
@@ -220,7 +222,10 @@ static void h1_conn_park(h1_conn *c)
     gw_h1 *h = c->h;
     h1_origin *o = c->o;
     c->x = NULL;
-    if (h->closing || c->writing || !c->connected || o->idle_n >= h->cache) {
+    /* An idle connection is read all the time (a close or stray bytes drop it); a
+     * transfer that finished while paused had stopped reading. */
+    if (h->closing || c->writing || !c->connected || o->idle_n >= h->cache ||
+        h1_read_ctl(c, 1) != 0) {
         h1_conn_close(c);
         return;
     }
@@ -564,7 +569,7 @@ static void h1_after_parse(h1_conn *c, h1_xfer *x)
     if (x->complete) {
         if (x->paused) { /* finished once the held bytes are taken (h1_resume_now) */
             x->keep_alive = (uint8_t)(x->keep_alive && e == HPE_OK);
-            uv_read_stop((uv_stream_t *)&c->tcp);
+            h1_read_ctl(c, 0);
             return;
         }
         h1_finish(x, CG_ERR_OK, NULL, x->keep_alive && e == HPE_OK);
@@ -577,7 +582,7 @@ static void h1_after_parse(h1_conn *c, h1_xfer *x)
         return;
     }
     if (x->paused) {
-        uv_read_stop((uv_stream_t *)&c->tcp);
+        h1_read_ctl(c, 0);
     }
 }
 
@@ -613,6 +618,20 @@ static void h1_read_cb(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     x->got_bytes = 1;
     http_parser_execute(&c->parser, &h1_settings, buf->base, (size_t)nread);
     h1_after_parse(c, x);
+}
+
+/* Start (on) or stop reading c; 0 or a libuv error. */
+static int h1_read_ctl(h1_conn *c, int on)
+{
+    if (on == c->reading) {
+        return 0;
+    }
+    int r = on ? uv_read_start((uv_stream_t *)&c->tcp, h1_alloc_cb, h1_read_cb)
+               : uv_read_stop((uv_stream_t *)&c->tcp);
+    if (r == 0) {
+        c->reading = (uint8_t)on;
+    }
+    return r;
 }
 
 /* ---- sending ---- */
@@ -685,7 +704,7 @@ static void h1_connect_cb(uv_connect_t *req, int status)
     c->connected = 1;
     uv_tcp_nodelay(&c->tcp, 1);
     uv_tcp_keepalive(&c->tcp, 1, 60);
-    if (uv_read_start((uv_stream_t *)&c->tcp, h1_alloc_cb, h1_read_cb) != 0) {
+    if (h1_read_ctl(c, 1) != 0) {
         if (x != NULL) {
             h1_conn_failed(x, UV_EIO);
         }
@@ -805,7 +824,7 @@ static void h1_resume_now(h1_xfer *x)
         h1_finish(x, CG_ERR_OK, NULL, x->keep_alive);
         return;
     }
-    if (x->c != NULL && uv_read_start((uv_stream_t *)&x->c->tcp, h1_alloc_cb, h1_read_cb) != 0) {
+    if (x->c != NULL && h1_read_ctl(x->c, 1) != 0) {
         h1_conn_failed(x, UV_EIO);
     }
 }

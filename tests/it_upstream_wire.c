@@ -54,8 +54,9 @@
 #define PROVIDER_KEY "sk-wire-0123456789abcdef"
 #define UP_CONNS_MAX 128  /* connections the scripted upstream accepts in all */
 #define UP_HEAD_MAX 65536 /* request head bound */
-#define UP_BODY_MAX (1 << 20)
-#define UP_WRITE_MS 20000 /* longest a plan's writes may block */
+#define UP_BODY_MAX (16 << 20)
+#define BIG_REQ_BYTES (4u << 20) /* scenario 15: more than loopback buffers take at once */
+#define UP_WRITE_MS 20000         /* longest a plan's writes may block */
 #define UP_HDRS_MAX 32
 #define EXPECTS_MAX 64
 #define RECORDS_MS 10000
@@ -99,6 +100,7 @@ static struct {
     pthread_t acceptor;
     atomic_int stop;
     _Atomic int64_t answered_ms; /* when the last plan's writes ended */
+    atomic_int read_delay_ms;    /* wait this long before reading each request */
     pthread_mutex_t mu;
     pthread_t threads[UP_CONNS_MAX];
     int conn_n;                       /* accepted so far */
@@ -290,6 +292,14 @@ typedef struct up_conn {
     size_t len;
 } up_conn;
 
+static void up_sleep(int ms)
+{
+    int64_t until = fx_now_ms() + ms;
+    while (!atomic_load(&up.stop) && fx_now_ms() < until) {
+        fx_sleep_ms(ms < 20 ? ms : 20);
+    }
+}
+
 /* Read more bytes into k->buf; 1 read, 0 EOF/stop/error. */
 static int up_fill(up_conn *k)
 {
@@ -310,6 +320,10 @@ static int up_fill(up_conn *k)
 static up_req *up_read_request(up_conn *k)
 {
     char *end;
+    int delay = atomic_load(&up.read_delay_ms);
+    if (delay > 0) {
+        up_sleep(delay);
+    }
     while ((k->buf[k->len] = '\0', end = strstr(k->buf, "\r\n\r\n")) == NULL) {
         if (k->len >= UP_HEAD_MAX || !up_fill(k)) {
             return NULL;
@@ -376,14 +390,6 @@ static const up_plan *up_next_plan(void)
     }
     pthread_mutex_unlock(&up.mu);
     return pl;
-}
-
-static void up_sleep(int ms)
-{
-    int64_t until = fx_now_ms() + ms;
-    while (!atomic_load(&up.stop) && fx_now_ms() < until) {
-        fx_sleep_ms(ms < 20 ? ms : 20);
-    }
 }
 
 /* One connection: request, plan, request, ... until the plan or the peer ends it. */
@@ -1156,6 +1162,50 @@ static void scenario_big_stream(void)
     free(sse);
 }
 
+/* 15: a request body larger than the loopback buffers take at once, to an upstream that
+ * starts reading 300 ms late: the gateway's write goes out in parts (uv_try_write, then a
+ * write request for the rest) and the upstream gets every byte. */
+static void scenario_big_request(void)
+{
+    size_t n = BIG_REQ_BYTES;
+    char *text = malloc(n + 1);
+    char *body = malloc(n + 512);
+    FX_CHECK(text != NULL && body != NULL, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        text[i] = (char)('a' + (i * 7 + i / 977) % 26);
+    }
+    text[n] = '\0';
+    int bl = snprintf(body, n + 512,
+                      "{\"model\":\"m-wire\",\"max_tokens\":%d,\"messages\":[{\"role\":\"user\","
+                      "\"content\":\"%s\"}]}",
+                      MAX_TOKENS, text);
+    FX_CHECK(bl > 0 && (size_t)bl < n + 512, "body");
+    char *json = completion_json("big", 17, 3);
+    run_plan(plan_cl(json, UP_KEEP));
+    atomic_store(&up.read_delay_ms, 300);
+    size_t base = up_count();
+    fx_resp r;
+    long st = fx_post(&c, 0, &r, key_sec, "/v1/chat/completions", NULL, body);
+    atomic_store(&up.read_delay_ms, 0);
+    check_ok("15 big request", &r, st, json, strlen(json), 17, 3, 0);
+    fx_resp_free(&r);
+    FX_CHECK_EQ_INT(up_count() - base, 1);
+    const up_req *q = up_get(base);
+    cJSON *j = cJSON_Parse(q->body);
+    FX_CHECK(j != NULL, "15: upstream body (%zu bytes) is not JSON", q->body_len);
+    const cJSON *msg = cJSON_GetArrayItem(cJSON_GetObjectItemCaseSensitive(j, "messages"), 0);
+    const cJSON *content = cJSON_GetObjectItemCaseSensitive(msg, "content");
+    FX_CHECK(cJSON_IsString(content) && strlen(content->valuestring) == n &&
+                 memcmp(content->valuestring, text, n) == 0,
+             "15: the upstream got a different message (%zu bytes of body)", q->body_len);
+    fx_log("15 big request: %zu-byte body received whole by an upstream that read 300 ms late",
+           q->body_len);
+    cJSON_Delete(j);
+    free(json);
+    free(body);
+    free(text);
+}
+
 int main(void)
 {
     fx_init("it_upstream_wire");
@@ -1164,6 +1214,7 @@ int main(void)
     char extra[1024];
     snprintf(extra, sizeof(extra),
              "upstream_timeout_ms %d\n"
+             "body_max_bytes 16777216\n"
              "provider wire http://127.0.0.1:%d/v1 " PROVIDER_KEY "\n"
              "provider wirehost http://localhost:%d/v1 " PROVIDER_KEY "\n"
              "provider refused http://127.0.0.1:%d/v1\n"
@@ -1191,6 +1242,7 @@ int main(void)
     scenario_hang();
     scenario_addresses();
     scenario_big_stream();
+    scenario_big_request();
 
     int64_t sum = check_records();
     fx_limit l = fx_key_limit_settled(&c, key_id, 0, sum);
