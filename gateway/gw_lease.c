@@ -34,6 +34,8 @@ enum { GL_ACQUIRING = 1, GL_ACTIVE, GL_RETIRED, GL_FINAL, GL_DONE };
  * when the shard applies the copy it already has (it_lease_pending_long_freeze). After
  * this many tries it is logged once. */
 #define GL_TRIES_LOG 10
+/* Sends of the release that follows a timed-out lease acquire (gl_release_send). */
+#define GL_RELEASE_TRIES 30
 
 typedef struct gl_waiter {
     gw_proxy *p;
@@ -54,9 +56,10 @@ struct gw_lease {
     uint8_t sliding;      /* the route has a sliding-window limit */
     uint32_t final_tries;
     uint8_t release_retry; /* the release of a timed-out acquire is to be resent (tick) */
-    uint32_t ops;          /* operations in flight */
-    uint32_t users;        /* requests admitted and not finished */
-    uint32_t seq;          /* charge_seq of the last partial settle sent */
+    uint8_t release_tries;
+    uint32_t ops;   /* operations in flight */
+    uint32_t users; /* requests admitted and not finished */
+    uint32_t seq;   /* charge_seq of the last partial settle sent */
     int64_t lease_len_ms;
     proto_amounts slice;    /* asked for */
     proto_amounts granted;  /* held on the shard (0 until ACTIVE) */
@@ -592,7 +595,7 @@ static void gl_release_cb(cg_err err, const proto_rep *rep, void *ud)
     gw_proxy_env *env = L->env;
     cg_err st = err == CG_ERR_OK ? (cg_err)rep->status : err;
     L->ops--;
-    if (gl_is_retriable(st) && env->ledger != NULL) {
+    if (gl_is_retriable(st) && env->ledger != NULL && ++L->release_tries < GL_RELEASE_TRIES) {
         L->release_retry = 1; /* resent by the next tick */
     } else if (st != CG_ERR_OK) {
         cg_log(CG_LOG_WARN, "release of a timed-out lease acquire failed; it lapses at expiry",
@@ -608,7 +611,8 @@ static void gl_release_cb(cg_err err, const proto_rep *rep, void *ud)
  * until the lease expires (2 x lease_ms), refusing requests near a cap that would
  * fit (it_lease_pending). The release follows the acquire on the same connection, so
  * the shard applies it after; a release of nothing held is a no-op. Resent once per
- * tick while the outcome is unknown.
+ * tick while its outcome is unknown, at most GL_RELEASE_TRIES times (the first copy is
+ * normally enough: it waits in the shard's queue behind the acquire).
  */
 static void gl_release_send(gw_lease *L)
 {
@@ -656,7 +660,7 @@ static void gl_acquire_cb(cg_err err, const proto_rep *rep, void *ud)
                              st == CG_ERR_BUDGET ? GW_LEASE_IDLE_MS : GW_LEASE_TICK_MS);
         L->state = GL_DONE;
         gl_wake(L, 0);
-        if (gl_is_retriable(st)) {
+        if (st == CG_ERR_TIMEOUT) { /* sent, unanswered: the shard may still apply it */
             gl_release_send(L);
         }
     }

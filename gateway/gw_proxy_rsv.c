@@ -385,6 +385,24 @@ static void gw_proxy_reserved_all(gw_proxy *p)
     gw_proxy_release_then(p, next);
 }
 
+/*
+ * A reserve whose answer timed out may still be applied by the shard — one that was frozen or slow applies what
+ * it queued when it wakes. A RELEASE by the same request id follows it on the same
+ * connection, so the shard applies it after; for nothing held it is a no-op. Without it
+ * the worst case stays reserved until the reservation's lease expires. Nobody waits for
+ * it: the request goes on (fail open) or is answered 503 as before.
+ */
+static void gw_proxy_release_unknown(gw_proxy *p, gw_proxy_slot *sl)
+{
+    const gw_scope *s = &p->scopes[sl->idx];
+    proto_req rq;
+    memset(&rq, 0, sizeof(rq));
+    rq.op = PROTO_OP_RELEASE;
+    CG_STR_CAT(rq.route, sizeof(rq.route), s->route);
+    CG_STR_CAT(rq.u.release.request_id, sizeof(rq.u.release.request_id), p->rid);
+    (void)gw_proxy_submit(p, &rq, gw_proxy_release_cb, sl);
+}
+
 static void gw_proxy_reserve_cb(cg_err err, const proto_rep *rep, void *ud)
 {
     gw_proxy_slot *sl = ud;
@@ -394,6 +412,9 @@ static void gw_proxy_reserve_cb(cg_err err, const proto_rep *rep, void *ud)
     s->done = 1;
     s->transport = err != CG_ERR_OK;
     s->st = (uint16_t)(err == CG_ERR_OK ? (cg_err)rep->status : err);
+    if (err == CG_ERR_TIMEOUT) {
+        gw_proxy_release_unknown(p, sl);
+    }
     if (err == CG_ERR_OK && (s->st == CG_ERR_OK || s->st == CG_ERR_BUDGET)) {
         s->reserved = s->st == CG_ERR_OK;
         s->state_n = rep->u.reserve.state_n <= PROTO_LIMITS_MAX ? rep->u.reserve.state_n : 0;
