@@ -485,6 +485,102 @@ static int gw_usage_span(const char *body, size_t len, const char **vs, const ch
     }
 }
 
+/* gw_count for a value's raw text [s, e): a number read as cJSON reads it (strtod), anything
+ * else 0; -1 for a number this does not take (then cJSON decides). */
+static int gw_count_raw(const char *s, const char *e, int64_t *out)
+{
+    char buf[64];
+    size_t n = (size_t)(e - s);
+    *out = 0;
+    if (s == NULL || n == 0 || !(*s == '-' || (*s >= '0' && *s <= '9'))) {
+        return 0; /* not a number (or absent): cJSON_IsNumber is false */
+    }
+    if (n >= sizeof(buf)) {
+        return -1;
+    }
+    memcpy(buf, s, n);
+    buf[n] = '\0';
+    char *end = NULL;
+    double v = strtod(buf, &end);
+    if (end != buf + n) {
+        return -1;
+    }
+    if (!isfinite(v) || v < 0) {
+        return 0;
+    }
+    *out = v >= (double)GW_ESTIMATE_MAX_TOKENS_MAX ? GW_ESTIMATE_MAX_TOKENS_MAX : (int64_t)ceil(v);
+    return 0;
+}
+
+/* The raw value of the first member named name in object text [vs, ve): [*s, *e), or
+ * *s NULL when absent; -1 when the walker gives up. */
+static int gw_member_raw(const char *vs, const char *ve, const char *name, const char **s,
+                         const char **e)
+{
+    gw_jw w = {vs, ve};
+    *s = *e = NULL;
+    int open = gw_jw_object_open(&w);
+    if (open <= 0) {
+        return open;
+    }
+    for (;;) {
+        const char *k, *start;
+        size_t kn;
+        if (gw_jw_key(&w, &k, &kn) != 0) {
+            return -1;
+        }
+        start = w.p;
+        if (gw_jw_value(&w, 2, NULL) != 0) {
+            return -1;
+        }
+        if (*s == NULL && gw_jw_is(k, kn, name)) {
+            *s = start;
+            *e = w.p;
+        }
+        int more = gw_jw_next(&w, '}');
+        if (more <= 0) {
+            return more;
+        }
+    }
+}
+
+/* gw_usage_from_json on the usage object's text [vs, ve) without building a tree:
+ * 1 / 0 as it, -1 when cJSON must decide. */
+static int gw_usage_walk(const char *vs, const char *ve, gw_usage *out)
+{
+    const char *ps, *pe, *is, *ie, *cs, *ce, *ds, *de;
+    if (*vs != '{') {
+        return 0; /* not an object */
+    }
+    if (gw_member_raw(vs, ve, "prompt_tokens", &ps, &pe) != 0 ||
+        gw_member_raw(vs, ve, "input_tokens", &is, &ie) != 0) {
+        return -1;
+    }
+    int responses = ps == NULL && is != NULL;
+    if (gw_member_raw(vs, ve, responses ? "output_tokens" : "completion_tokens", &cs, &ce) != 0 ||
+        gw_member_raw(vs, ve, responses ? "input_tokens_details" : "prompt_tokens_details", &ds,
+                      &de) != 0) {
+        return -1;
+    }
+    gw_usage u = {0};
+    if (gw_count_raw(responses ? is : ps, responses ? ie : pe, &u.prompt_tokens) != 0 ||
+        gw_count_raw(cs, ce, &u.completion_tokens) != 0) {
+        return -1;
+    }
+    if (ds != NULL && *ds == '{') {
+        const char *xs, *xe;
+        if (gw_member_raw(ds, de, "cached_tokens", &xs, &xe) != 0 ||
+            gw_count_raw(xs, xe, &u.cached_tokens) != 0) {
+            return -1;
+        }
+    }
+    if (u.cached_tokens > u.prompt_tokens) {
+        u.cached_tokens = u.prompt_tokens;
+    }
+    *out = u;
+    return 1;
+}
+
 int gw_usage_from_body(const char *body, size_t len, gw_usage *out)
 {
     const char *vs, *ve;
@@ -492,6 +588,11 @@ int gw_usage_from_body(const char *body, size_t len, gw_usage *out)
     if (body != NULL && gw_usage_span(body, len, &vs, &ve) == 0) {
         if (vs == NULL) {
             return 0;
+        }
+        /* The usage object without a cJSON tree (~3 % of the gateway's CPU per request
+         * before, perf); anything the walker does not take goes to cJSON as before. */
+        if ((r = gw_usage_walk(vs, ve, out)) >= 0) {
+            return r;
         }
         cJSON *u = cJSON_ParseWithLength(vs, (size_t)(ve - vs));
         r = gw_usage_from_json(u, out);

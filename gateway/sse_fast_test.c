@@ -188,6 +188,19 @@ static const char *const bodies[] = {
     "[{\"usage\":{\"prompt_tokens\":8}}]",
     "{}",
     "",
+    /* the usage object read without cJSON (gw_usage_walk): first of duplicate members,
+     * details that are not objects, cached above prompt, huge and odd numbers, a null
+     * prompt_tokens next to input_tokens, nested values skipped */
+    "{\"usage\":{\"prompt_tokens\":4,\"prompt_tokens\":9,\"completion_tokens\":2,"
+    "\"completion_tokens\":7,\"prompt_tokens_details\":[1,2]}}",
+    "{\"usage\":{\"prompt_tokens\":3,\"prompt_tokens_details\":{\"cached_tokens\":50,"
+    "\"cached_tokens\":1,\"x\":{\"y\":[{}]}}}}",
+    "{\"usage\":{\"prompt_tokens\":1e30,\"completion_tokens\":0.2,\"total_tokens\":-0}}",
+    "{\"usage\":{\"prompt_tokens\":null,\"input_tokens\":6,\"output_tokens\":2}}",
+    "{\"usage\":{\"input_tokens\":\"6\",\"output_tokens\":{\"n\":2},"
+    "\"input_tokens_details\":{\"cached_tokens\":-3}}}",
+    "{\"usage\":{}}",
+    "{\"usage\":[{\"prompt_tokens\":1}]}",
 };
 
 /* gw_usage_from_body vs the full cJSON parse; 1 if both agree. */
