@@ -56,7 +56,7 @@
 #define UP_HEAD_MAX 65536 /* request head bound */
 #define UP_BODY_MAX (16 << 20)
 #define BIG_REQ_BYTES (4u << 20) /* scenario 15: more than loopback buffers take at once */
-#define UP_WRITE_MS 20000         /* longest a plan's writes may block */
+#define UP_WRITE_MS 20000        /* longest a plan's writes may block */
 #define UP_HDRS_MAX 32
 #define EXPECTS_MAX 64
 #define RECORDS_MS 10000
@@ -643,6 +643,21 @@ static void check_ok(const char *what, fx_resp *r, long st, const char *want, si
            (long long)ct);
 }
 
+static void run_plan(up_plan *pl);
+
+/* Script pl, send one chat request with text, expect a 200 relaying json byte-exact and
+ * charged pt/ct; frees json. */
+static void expect_relayed(up_plan *pl, const char *what, const char *text, char *json, int64_t pt,
+                           int64_t ct)
+{
+    run_plan(pl);
+    fx_resp r;
+    long st = chat(&r, "m-wire", 0, text);
+    check_ok(what, &r, st, json, strlen(json), pt, ct, 0);
+    fx_resp_free(&r);
+    free(json);
+}
+
 /* An error answer: status, code, and none of the upstream's bytes. */
 static void check_err(const char *what, fx_resp *r, long st, long want, const char *code)
 {
@@ -788,12 +803,7 @@ static void scenario_chunked(void)
     }
     plan_adds(pl, "0\r\n", 2);
     plan_adds(pl, "\r\n", 0);
-    run_plan(pl);
-    fx_resp r;
-    long st = chat(&r, "m-wire", 0, "chunks please");
-    check_ok("3 chunked", &r, st, json, len, 13, 9, 0);
-    fx_resp_free(&r);
-    free(json);
+    expect_relayed(pl, "3 chunked", "chunks please", json, 13, 9);
 }
 
 /* 4: no Content-Length, the end of the body is the close. */
@@ -807,12 +817,7 @@ static void scenario_close_delimited(void)
     plan_add(pl, json, len / 3, 5);
     plan_add(pl, json + len / 3, len / 3, 5);
     plan_add(pl, json + 2 * (len / 3), len - 2 * (len / 3), 0);
-    run_plan(pl);
-    fx_resp r;
-    long st = chat(&r, "m-wire", 0, "until close");
-    check_ok("4 close-delimited", &r, st, json, len, 17, 5, 0);
-    fx_resp_free(&r);
-    free(json);
+    expect_relayed(pl, "4 close-delimited", "until close", json, 17, 5);
 }
 
 /* 5: SSE in chunks that split events; the usage event charges. */
@@ -930,12 +935,7 @@ static void scenario_continue(void)
              strlen(json));
     plan_adds(pl, head, 0);
     plan_adds(pl, json, 0);
-    run_plan(pl);
-    fx_resp r;
-    long st = chat(&r, "m-wire", 0, "continue");
-    check_ok("8 100 Continue", &r, st, json, strlen(json), 21, 2, 0);
-    fx_resp_free(&r);
-    free(json);
+    expect_relayed(pl, "8 100 Continue", "continue", json, 21, 2);
 }
 
 /* 9, 10: garbage; a body shorter than its Content-Length. */
