@@ -512,13 +512,15 @@ static int gw_count_raw(const char *s, const char *e, int64_t *out)
     return 0;
 }
 
-/* The raw value of the first member named name in object text [vs, ve): [*s, *e), or
- * *s NULL when absent; -1 when the walker gives up. */
-static int gw_member_raw(const char *vs, const char *ve, const char *name, const char **s,
-                         const char **e)
+/* The raw values of the first members named names[0..n) in object text [vs, ve), in one
+ * pass: span[i] = {start, end}, or {NULL, NULL} when absent; -1 when the walker gives up. */
+static int gw_members_raw(const char *vs, const char *ve, const char *const *names, size_t n,
+                          const char *(*span)[2])
 {
     gw_jw w = {vs, ve};
-    *s = *e = NULL;
+    for (size_t i = 0; i < n; i++) {
+        span[i][0] = span[i][1] = NULL;
+    }
     int open = gw_jw_object_open(&w);
     if (open <= 0) {
         return open;
@@ -533,9 +535,11 @@ static int gw_member_raw(const char *vs, const char *ve, const char *name, const
         if (gw_jw_value(&w, 2, NULL) != 0) {
             return -1;
         }
-        if (*s == NULL && gw_jw_is(k, kn, name)) {
-            *s = start;
-            *e = w.p;
+        for (size_t i = 0; i < n; i++) {
+            if (span[i][0] == NULL && gw_jw_is(k, kn, names[i])) {
+                span[i][0] = start;
+                span[i][1] = w.p;
+            }
         }
         int more = gw_jw_next(&w, '}');
         if (more <= 0) {
@@ -548,29 +552,28 @@ static int gw_member_raw(const char *vs, const char *ve, const char *name, const
  * 1 / 0 as it, -1 when cJSON must decide. */
 static int gw_usage_walk(const char *vs, const char *ve, gw_usage *out)
 {
-    const char *ps, *pe, *is, *ie, *cs, *ce, *ds, *de;
+    enum { PT, IT, CT, OT, PD, ID, N };
+    static const char *const names[N] = {"prompt_tokens",         "input_tokens",
+                                         "completion_tokens",     "output_tokens",
+                                         "prompt_tokens_details", "input_tokens_details"};
+    const char *v[N][2], *cached[1][2];
     if (*vs != '{') {
         return 0; /* not an object */
     }
-    if (gw_member_raw(vs, ve, "prompt_tokens", &ps, &pe) != 0 ||
-        gw_member_raw(vs, ve, "input_tokens", &is, &ie) != 0) {
+    if (gw_members_raw(vs, ve, names, N, v) != 0) {
         return -1;
     }
-    int responses = ps == NULL && is != NULL;
-    if (gw_member_raw(vs, ve, responses ? "output_tokens" : "completion_tokens", &cs, &ce) != 0 ||
-        gw_member_raw(vs, ve, responses ? "input_tokens_details" : "prompt_tokens_details", &ds,
-                      &de) != 0) {
-        return -1;
-    }
+    int responses = v[PT][0] == NULL && v[IT][0] != NULL;
+    int p = responses ? IT : PT, c = responses ? OT : CT, d = responses ? ID : PD;
     gw_usage u = {0};
-    if (gw_count_raw(responses ? is : ps, responses ? ie : pe, &u.prompt_tokens) != 0 ||
-        gw_count_raw(cs, ce, &u.completion_tokens) != 0) {
+    if (gw_count_raw(v[p][0], v[p][1], &u.prompt_tokens) != 0 ||
+        gw_count_raw(v[c][0], v[c][1], &u.completion_tokens) != 0) {
         return -1;
     }
-    if (ds != NULL && *ds == '{') {
-        const char *xs, *xe;
-        if (gw_member_raw(ds, de, "cached_tokens", &xs, &xe) != 0 ||
-            gw_count_raw(xs, xe, &u.cached_tokens) != 0) {
+    if (v[d][0] != NULL && *v[d][0] == '{') {
+        static const char *const cn[1] = {"cached_tokens"};
+        if (gw_members_raw(v[d][0], v[d][1], cn, 1, cached) != 0 ||
+            gw_count_raw(cached[0][0], cached[0][1], &u.cached_tokens) != 0) {
             return -1;
         }
     }
