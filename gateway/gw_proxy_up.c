@@ -30,6 +30,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include "cg_str.h"
 #include "cg_clock.h"
 #include "cg_log.h"
 #include "cg_money.h"
@@ -472,8 +473,8 @@ void gw_proxy_upstream_start(gw_proxy *p)
     const cg_provider_cfg *pv = &env->cfg->providers[p->model->provider];
     char url[GW_UPSTREAM_URL_MAX + 1];
     p->phase = GW_PH_UPSTREAM;
-    if ((size_t)snprintf(url, sizeof(url), "%s%s", pv->base_url,
-                         gw_endpoint_upstream_path(p->ep)) >= sizeof(url)) {
+    const char *path = gw_endpoint_upstream_path(p->ep);
+    if (CG_STR_CAT(url, sizeof(url), pv->base_url, path) != strlen(pv->base_url) + strlen(path)) {
         gw_proxy_release(p);
         gw_proxy_fail(p, 500, "server_error", "internal_error", "Provider URL too long.");
         return;
