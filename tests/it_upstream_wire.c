@@ -1012,6 +1012,21 @@ static void scenario_addresses(void)
     char want[64];
     snprintf(want, sizeof(want), "localhost:%d", up.port);
     FX_CHECK_EQ_STR(up_hdr(up_get(base), "host"), want);
+
+    /* A name that does not resolve (RFC 6761 .invalid): 502 upstream_error at zero cost. A
+     * resolver too slow to say so within upstream_timeout_ms gives the 504 of scenario 11
+     * instead; both are a clear failure, never a hang past the timeout. */
+    st = chat(&r, "m-nohost", 0, "nobody");
+    int slow = st == 504 && r.elapsed_ms >= TIMEOUT_MS - 50;
+    check_err("12b unresolvable host", &r, st, slow ? 504 : 502,
+              slow ? "upstream_timeout" : "upstream_error");
+    FX_CHECK(r.elapsed_ms < 3 * TIMEOUT_MS, "unresolvable host answered after %lld ms",
+             (long long)r.elapsed_ms);
+    expect_rid("12b unresolvable host", fx_resp_header(&r, "x-capgate-request-id"),
+               slow ? 504 : 502, 0, 0);
+    fx_log("12b unresolvable host: %ld after %lld ms", st, (long long)r.elapsed_ms);
+    fx_resp_free(&r);
+    FX_CHECK_EQ_INT(up_count() - base, 1);
 }
 
 /* ---- 14: a big stream to a slow reader ---- */
@@ -1218,9 +1233,11 @@ int main(void)
              "provider wire http://127.0.0.1:%d/v1 " PROVIDER_KEY "\n"
              "provider wirehost http://localhost:%d/v1 " PROVIDER_KEY "\n"
              "provider refused http://127.0.0.1:%d/v1\n"
+             "provider nohost http://capgate-no-such-host.invalid:9/v1\n"
              "model m-wire wire prompt=1 completion=2 max_output=100\n"
              "model m-host wirehost prompt=1 completion=2 max_output=100\n"
-             "model m-refused refused prompt=1 completion=2 max_output=100\n",
+             "model m-refused refused prompt=1 completion=2 max_output=100\n"
+             "model m-nohost nohost prompt=1 completion=2 max_output=100\n",
              TIMEOUT_MS, port, port, dead);
     /* One worker: one connection pool, so reuse and "a new connection" are exact. */
     fx_opts o = {.shard_n = 1, .workers = 1, .extra_config = extra};
